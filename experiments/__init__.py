@@ -1,0 +1,1 @@
+"""Scripts users run: reproduce the paper, train, evaluate, benchmark, report."""

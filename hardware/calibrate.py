@@ -1,0 +1,75 @@
+"""PAPI's offline alpha calibration [P]: run the FC kernels on both units over a sweep of
+parallelism (RLP x TLP) and take the crossover.
+
+alpha is the largest RLP x TLP at which FC-PIM is at least as fast as the GPU; the rule then
+places FC on the GPU when RLP x TLP > alpha.
+
+    python -m hardware.calibrate                       # every preset model on PAPI
+    python -m hardware.calibrate --model llama-65b --system my_h100.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hardware.models import MODEL_PRESETS
+from hardware.specs import SpecError, load_system, override
+from hardware.systems import CostModel
+
+PAPER_MODELS = ("llama-65b", "gpt3-66b", "gpt3-175b")
+
+
+def fc_sweep(cost_model: CostModel, max_tokens: int = 1024) -> list[tuple[int, float, float]]:
+    """(RLP x TLP, FC seconds on FC-PIM, FC seconds on GPU) for 1..max_tokens."""
+    return [(r, cost_model.fc(r, "pim").time, cost_model.fc(r, "gpu").time) for r in range(1, max_tokens + 1)]
+
+
+def calibrate_alpha(cost_model: CostModel, max_tokens: int = 1024) -> int:
+    """The crossover: largest RLP x TLP before the GPU first beats FC-PIM on the FC kernels."""
+    for unit in ("pim", "gpu"):
+        if unit not in cost_model.fc_units:
+            raise ValueError(
+                f"system '{cost_model.system.name}' cannot run FC on {unit!r}; calibration needs both "
+                "units (use a system with fc_units ['pim', 'gpu'], e.g. 'papi')"
+            )
+    for r, pim, gpu in fc_sweep(cost_model, max_tokens):
+        if gpu < pim:
+            return r - 1
+    return max_tokens
+
+
+def with_power_budget(system_name: str = "papi"):
+    """The system with FC-PIM's MACs spaced for the HBM power budget (6 tCK instead of 4)."""
+    return override(load_system(system_name), {"fc_pim": {"power_budget": True}})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Calibrate PAPI's alpha (FC-PIM/GPU crossover).")
+    parser.add_argument("--model", action="append", help="model preset or file (repeatable)")
+    parser.add_argument("--system", default="papi", help="system preset or JSON/YAML file")
+    parser.add_argument("--max-tokens", type=int, default=1024)
+    args = parser.parse_args(argv)
+    models = args.model or list(PAPER_MODELS)
+    try:
+        system = load_system(args.system)
+        budget = None
+        if system.fc_pim is not None:
+            budget = override(system, {"fc_pim": {"power_budget": not system.fc_pim.power_budget}})
+        other_label = "alpha, power budget " + ("off" if system.fc_pim and system.fc_pim.power_budget else "on")
+        print(f"system: {system.name} ({system.description})")
+        print(f"{'model':<12} {'alpha':>6} {other_label:>26}")
+        for name in models:
+            alpha = calibrate_alpha(CostModel(system, name), args.max_tokens)
+            other = calibrate_alpha(CostModel(budget, name), args.max_tokens) if budget else "-"
+            print(f"{name:<12} {alpha:>6} {other:>26}")
+    except (SpecError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+__all__ = ["MODEL_PRESETS", "calibrate_alpha", "fc_sweep", "with_power_budget"]
