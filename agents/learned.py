@@ -1,0 +1,65 @@
+"""Learned agents (stable-baselines3 / sb3-contrib) behind the same ``predict`` interface.
+
+A saved agent is ``model.zip`` with, when observations were normalised in training, the
+``VecNormalize`` statistics beside it (``<stem>_vecnormalize.pkl``).
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ALGOS = ("ppo", "a2c", "dqn", "maskable_ppo")
+
+
+def algo_class(algo: str) -> Any:
+    """The SB3 class for an algorithm name."""
+    if algo == "maskable_ppo":
+        from sb3_contrib import MaskablePPO
+
+        return MaskablePPO
+    import stable_baselines3 as sb3
+
+    classes = {"ppo": sb3.PPO, "a2c": sb3.A2C, "dqn": sb3.DQN}
+    if algo not in classes:
+        raise ValueError(f"unknown algorithm {algo!r}; allowed: {list(ALGOS)}")
+    return classes[algo]
+
+
+def vecnormalize_path(model_path: str | Path) -> Path:
+    p = Path(model_path)
+    return p.with_name(p.name.removesuffix(".zip") + "_vecnormalize.pkl")
+
+
+class LearnedPolicy:
+    """A trained SB3 model plus its observation normalisation."""
+
+    def __init__(self, model: Any, obs_rms: Any = None, clip_obs: float = 10.0, epsilon: float = 1e-8) -> None:
+        self.model, self.obs_rms, self.clip_obs, self.epsilon = model, obs_rms, clip_obs, epsilon
+
+    @classmethod
+    def load(cls, algo: str, path: str | Path) -> LearnedPolicy:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no saved agent at {path}")
+        model = algo_class(algo).load(path, device="cpu")
+        stats = vecnormalize_path(path)
+        if stats.is_file():
+            with stats.open("rb") as fh:
+                vn = pickle.load(fh)
+            if vn.norm_obs:
+                return cls(model, vn.obs_rms, vn.clip_obs, vn.epsilon)
+        return cls(model)
+
+    def normalize(self, obs: np.ndarray) -> np.ndarray:
+        if self.obs_rms is None:
+            return obs
+        return np.clip((obs - self.obs_rms.mean) / np.sqrt(self.obs_rms.var + self.epsilon),
+                       -self.clip_obs, self.clip_obs).astype(np.float32)
+
+    def predict(self, observation, state=None, episode_start=None, deterministic=True):
+        return self.model.predict(self.normalize(np.asarray(observation, dtype=np.float32)), state=state,
+                                  episode_start=episode_start, deterministic=deterministic)

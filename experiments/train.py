@@ -1,0 +1,300 @@
+"""Train a stable-baselines3 agent on a PAPI environment.
+
+    python -m experiments.train --algo ppo --env papi_env/PapiSchedule-v0 --total-timesteps 60000 \\
+        --seed 0 --logdir runs/
+
+Hyperparameters and env keyword arguments come from ``experiments/configs/<algo>.yaml`` (or
+``--config``), per env id, in rl-baselines3-zoo's spirit; CLI flags override them.
+
+A run directory ``<logdir>/<algo>_<env>_s<seed>/`` keeps: ``run.json`` (resolved config, command,
+versions, seed, git commit), ``tb/`` (TensorBoard: SB3's scalars plus ``eval/*`` domain metrics),
+``evaluations.json``, ``best_model.zip`` (best ``eval/speedup_vs_threshold`` on validation seeds),
+``final_model.zip``, ``checkpoints/`` and the VecNormalize statistics beside each model.
+``--resume`` continues a killed run from its last checkpoint, appending to the same logs.
+
+Validation episodes use seeds VALIDATION_SEED_BASE + i, disjoint from the final evaluation's
+(experiments.evaluate.EVAL_SEED_BASE + ...); training batches come from the training envs' own RNGs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import yaml
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+import papi_env  # noqa: F401  (registers the environments)
+from agents.learned import ALGOS, LearnedPolicy, algo_class, vecnormalize_path
+from agents.policies import Oracle, ThresholdCharacterizer
+from experiments.evaluate import run_episode
+from experiments.io import write_json
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+VALIDATION_SEED_BASE = 500_000
+RUN_KEYS = {"policy", "n_envs", "n_timesteps", "normalize", "env_kwargs", "eval_freq", "eval_episodes",
+            "checkpoint_freq", "hyperparams"}
+
+
+class ConfigError(ValueError):
+    """A training config is missing, malformed or does not cover the env."""
+
+
+def load_config(algo: str, env_id: str, path: str | Path | None = None) -> dict[str, Any]:
+    """The config block of ``env_id`` in ``path`` (default configs/<algo>.yaml), validated."""
+    if algo not in ALGOS:
+        raise ConfigError(f"unknown algorithm {algo!r}; allowed: {list(ALGOS)}")
+    path = Path(path) if path else CONFIG_DIR / f"{algo}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict) or env_id not in data:
+        envs = sorted(data) if isinstance(data, dict) else []
+        raise ConfigError(f"{path} has no block for env {env_id!r}; it has {envs}")
+    cfg = dict(data[env_id])
+    unknown = set(cfg) - RUN_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)} for {env_id}; allowed: {sorted(RUN_KEYS)}")
+    cfg.setdefault("policy", "MlpPolicy")
+    cfg.setdefault("n_envs", 1)
+    cfg.setdefault("normalize", False)
+    cfg.setdefault("env_kwargs", {})
+    cfg.setdefault("eval_freq", 10_000)
+    cfg.setdefault("eval_episodes", 8)
+    cfg.setdefault("checkpoint_freq", 20_000)
+    cfg.setdefault("hyperparams", {})
+    for key in ("n_envs", "eval_freq", "eval_episodes", "checkpoint_freq"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ConfigError(f"{path}: {env_id}.{key} must be a positive integer, got {cfg[key]!r}")
+    return cfg
+
+
+class DomainEvalCallback(BaseCallback):
+    """Every ``eval_freq`` env steps: run the agent, PAPI's threshold rule and the oracle on the
+    same validation episodes; log ``eval/*`` to TensorBoard; keep the best model."""
+
+    def __init__(self, env_id: str, env_kwargs: dict, eval_freq: int, n_episodes: int, run_dir: Path,
+                 n_envs: int, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        self.env_id, self.env_kwargs, self.run_dir = env_id, env_kwargs, run_dir
+        self.every = max(1, eval_freq // n_envs)
+        self.seeds = [VALIDATION_SEED_BASE + i for i in range(n_episodes)]
+        self.history_path = run_dir / "evaluations.json"
+        self.history: list[dict] = json.loads(self.history_path.read_text()) if self.history_path.exists() else []
+        self.best = max((h["speedup_vs_threshold"] for h in self.history), default=-np.inf)
+
+    def _init_callback(self) -> None:
+        self.eval_env = gym.make(self.env_id, **self.env_kwargs)
+        cm = self.eval_env.unwrapped.cost_model
+        threshold = ThresholdCharacterizer(model=cm.model, system=cm.system)
+        self.reference = [run_episode(self.eval_env, threshold, s) for s in self.seeds]
+        self.oracle = [run_episode(self.eval_env, Oracle(self.eval_env), s) for s in self.seeds]
+
+    def _agent(self) -> LearnedPolicy:
+        venv = self.model.get_env()
+        if isinstance(venv, VecNormalize) and venv.norm_obs:
+            return LearnedPolicy(self.model, venv.obs_rms, venv.clip_obs, venv.epsilon)
+        return LearnedPolicy(self.model)
+
+    def evaluate_now(self) -> dict:
+        agent = self._agent()
+        eps = [run_episode(self.eval_env, agent, s) for s in self.seeds]
+        ratio = np.mean([e["tokens_per_s"] / r["tokens_per_s"] for e, r in zip(eps, self.reference, strict=True)])
+        to_oracle = np.mean([e["tokens_per_s"] / o["tokens_per_s"] for e, o in zip(eps, self.oracle, strict=True)])
+        entry = {
+            "timesteps": int(self.num_timesteps),
+            "wall_s": time.perf_counter() - self._t0,
+            "tokens_per_s": float(np.mean([e["tokens_per_s"] for e in eps])),
+            "threshold_tokens_per_s": float(np.mean([r["tokens_per_s"] for r in self.reference])),
+            "speedup_vs_threshold": float(ratio),
+            "gap_to_oracle": float(1.0 - to_oracle),
+            "gpu_share": float(np.mean([e["gpu_share"] for e in eps])),
+            "joules_per_token": float(np.mean([e["joules_per_token"] for e in eps])),
+        }
+        for key in ("tokens_per_s", "threshold_tokens_per_s", "speedup_vs_threshold", "gap_to_oracle",
+                    "gpu_share", "joules_per_token"):
+            self.logger.record(f"eval/{key}", entry[key])
+        self.logger.dump(self.num_timesteps)
+        if ratio > self.best:
+            self.best = float(ratio)
+            save_agent(self.model, self.run_dir / "best_model.zip")
+        self.history.append(entry)
+        write_json(self.history_path, self.history)
+        if self.verbose:
+            print(f"[eval] {entry['timesteps']:>8d} steps: {ratio:.4f}x threshold, "
+                  f"gap to oracle {entry['gap_to_oracle']:.4f}, GPU share {entry['gpu_share']:.2f}")
+        return entry
+
+    def _on_training_start(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def _on_step(self) -> bool:
+        if self.n_calls % self.every == 0:
+            self.evaluate_now()
+        return True
+
+    def _on_training_end(self) -> None:
+        if not self.history or self.history[-1]["timesteps"] != self.num_timesteps:
+            self.evaluate_now()
+
+
+def save_agent(model: Any, path: Path) -> None:
+    """Save the model and, if it has one, its VecNormalize statistics beside it."""
+    model.save(path)
+    venv = model.get_env()
+    if isinstance(venv, VecNormalize):
+        venv.save(str(vecnormalize_path(path)))
+
+
+def latest_checkpoint(run_dir: Path) -> tuple[Path, int] | None:
+    found = []
+    for p in (run_dir / "checkpoints").glob("rl_model_*_steps.zip"):
+        m = re.fullmatch(r"rl_model_(\d+)_steps\.zip", p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    if not found:
+        return None
+    steps, path = max(found)
+    return path, steps
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def run_record(algo: str, env_id: str, cfg: dict, seed: int, total: int) -> dict:
+    import stable_baselines3
+    import torch
+
+    try:
+        from importlib.metadata import version
+
+        pkg = version("papi-gym")
+    except Exception:
+        pkg = "unknown"
+    return {
+        "algo": algo, "env": env_id, "seed": seed, "total_timesteps": total, "config": cfg,
+        "command": [sys.executable, "-m", "experiments.train", *sys.argv[1:]],
+        "papi_gym_version": pkg, "git_commit": git_commit(),
+        "versions": {"python": platform.python_version(), "stable_baselines3": stable_baselines3.__version__,
+                     "torch": torch.__version__, "gymnasium": gym.__version__, "numpy": np.__version__},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def make_env(env_id: str, cfg: dict, seed: int) -> Any:
+    # make_vec_env asks for render_mode='rgb_array' unless told otherwise; these envs render text only.
+    env_kwargs = {"render_mode": None, **cfg["env_kwargs"]}
+    venv = make_vec_env(env_id, n_envs=cfg["n_envs"], seed=seed, env_kwargs=env_kwargs, vec_env_cls=DummyVecEnv)
+    norm = cfg["normalize"]
+    if norm:
+        kwargs = norm if isinstance(norm, dict) else {}
+        venv = VecNormalize(venv, **kwargs)
+    return venv
+
+
+def train(algo: str, env_id: str, cfg: dict, total_timesteps: int, seed: int, logdir: Path,
+          resume: bool = False, run_name: str | None = None, progress_bar: bool = True, verbose: int = 1) -> Path:
+    """Train (or resume) one agent; return its run directory."""
+    run_dir = Path(logdir) / (run_name or f"{algo}_{env_id.split('/')[-1]}_s{seed}")
+    cls = algo_class(algo)
+    venv = make_env(env_id, cfg, seed)
+    checkpoint = latest_checkpoint(run_dir) if resume else None
+    if resume and checkpoint is None:
+        raise FileNotFoundError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
+    if checkpoint:
+        path, steps = checkpoint
+        stats = run_dir / "checkpoints" / f"rl_model_vecnormalize_{steps}_steps.pkl"
+        if isinstance(venv, VecNormalize) and stats.exists():
+            venv = VecNormalize.load(str(stats), venv.venv)
+        model = cls.load(path, env=venv, device="cpu", tensorboard_log=str(run_dir / "tb"))
+        buffer = run_dir / "checkpoints" / f"rl_model_replay_buffer_{steps}_steps.pkl"
+        if buffer.exists() and hasattr(model, "load_replay_buffer"):
+            model.load_replay_buffer(buffer)
+        if verbose:
+            print(f"resuming {run_dir} from {steps} steps")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "run.json", run_record(algo, env_id, cfg, seed, total_timesteps))
+        for stale in ("evaluations.json",):
+            (run_dir / stale).unlink(missing_ok=True)
+        model = cls(cfg["policy"], venv, seed=seed, device="cpu", verbose=0,
+                    tensorboard_log=str(run_dir / "tb"), **cfg["hyperparams"])
+    callbacks = CallbackList([
+        CheckpointCallback(max(1, cfg["checkpoint_freq"] // cfg["n_envs"]), str(run_dir / "checkpoints"),
+                           name_prefix="rl_model", save_vecnormalize=True, save_replay_buffer=algo == "dqn"),
+        DomainEvalCallback(env_id, cfg["env_kwargs"], cfg["eval_freq"], cfg["eval_episodes"], run_dir,
+                           cfg["n_envs"], verbose=verbose),
+    ])
+    remaining = total_timesteps - model.num_timesteps
+    start = time.perf_counter()
+    if remaining > 0:
+        model.learn(remaining, callback=callbacks, tb_log_name="run", reset_num_timesteps=not checkpoint,
+                    progress_bar=progress_bar)
+    seconds = time.perf_counter() - start
+    save_agent(model, run_dir / "final_model.zip")
+    speed = {"train_seconds": seconds, "train_steps_per_s": max(remaining, 0) / seconds if seconds else 0.0}
+    write_json(run_dir / "train_speed.json", speed)
+    if verbose:
+        print(f"trained {max(remaining, 0)} steps in {seconds:.1f} s ({speed['train_steps_per_s']:.0f} steps/s); "
+              f"run directory {run_dir}")
+    venv.close()
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Train an SB3 agent on a PAPI environment.")
+    parser.add_argument("--algo", choices=ALGOS, default="ppo")
+    parser.add_argument("--env", default=papi_env.DEFAULT_ENV_ID)
+    parser.add_argument("--config", type=Path, help="YAML config (default experiments/configs/<algo>.yaml)")
+    parser.add_argument("--total-timesteps", type=int)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--logdir", type=Path, default=Path("runs"))
+    parser.add_argument("--run-name")
+    parser.add_argument("--n-envs", type=int)
+    parser.add_argument("--eval-freq", type=int)
+    parser.add_argument("--eval-episodes", type=int)
+    parser.add_argument("--env-kwargs", help="JSON dict merged over the config's env_kwargs")
+    parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.algo, args.env, args.config)
+        for key in ("n_envs", "eval_freq", "eval_episodes"):
+            if getattr(args, key) is not None:
+                cfg[key] = getattr(args, key)
+        if args.env_kwargs:
+            cfg["env_kwargs"] = {**cfg["env_kwargs"], **json.loads(args.env_kwargs)}
+        total = args.total_timesteps if args.total_timesteps is not None else cfg.get("n_timesteps", 50_000)
+        cfg["n_timesteps"] = total
+        if total < 1:
+            raise ConfigError("--total-timesteps must be >= 1")
+        train(args.algo, args.env, cfg, total, args.seed, args.logdir, args.resume, args.run_name,
+              progress_bar=not args.no_progress)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
