@@ -1,0 +1,83 @@
+"""The main job: train PPO on the default env, compare it with PAPI's rule, print the table.
+
+    python -m experiments.demo --out results/demo        (what `make demo` runs)
+
+1. Trains PPO (experiments/configs/ppo.yaml) on papi_env/PapiSchedule-v0, TensorBoard logs in
+   <out>/runs/.
+2. Evaluates it against threshold, always-gpu, always-pim, oracle and random on held-out episodes.
+3. Writes eval.json, eval.md and demo.png (ratios to the threshold; the training curve with the
+   threshold's level), and prints the `tensorboard --logdir` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import papi_env
+from experiments import evaluate, train
+from experiments.io import save_figure, write_json, write_text
+
+
+def plot(result: dict, history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    names = list(result["policies"])
+    ratios = [result["policies"][n]["ratio_vs_threshold"] for n in names]
+    ax1.bar(range(len(names)), ratios, color="tab:blue")
+    ax1.set_xticks(range(len(names)), [n.split(":")[0] for n in names], rotation=20)
+    ax1.axhline(1.0, color="k", lw=0.8)
+    ax1.set_ylim(min(ratios) * 0.95, max(ratios) * 1.02)
+    ax1.set_ylabel("tokens/s vs threshold (paired)")
+    ax1.set_title(f"{result['episodes']} held-out episodes")
+    steps = [h["timesteps"] for h in history]
+    ax2.plot(steps, [h["speedup_vs_threshold"] for h in history], marker="o", label="PPO (validation)")
+    ax2.axhline(1.0, color="tab:red", ls="--", label="threshold rule (PAPI)")
+    ax2.set_xlabel("environment steps")
+    ax2.set_ylabel("tokens/s vs threshold")
+    ax2.legend()
+    ax2.set_title("training curve")
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Train PPO and compare it with PAPI's threshold rule.")
+    parser.add_argument("--out", type=Path, default=Path("results/demo"))
+    parser.add_argument("--total-timesteps", type=int, default=None, help="default: the config's n_timesteps")
+    parser.add_argument("--episodes", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    env_id = papi_env.DEFAULT_ENV_ID
+    cfg = train.load_config("ppo", env_id)
+    total = args.total_timesteps or cfg["n_timesteps"]
+    run_dir = train.train("ppo", env_id, cfg, total, args.seed, args.out / "runs", progress_bar=not args.no_progress)
+    model_path = run_dir / "best_model.zip"
+    result = evaluate.evaluate(env_id, ["threshold", "always-gpu", "always-pim", "oracle", "random",
+                                        f"ppo:{model_path}"], args.episodes, args.seed, cfg["env_kwargs"])
+    history = json.loads((run_dir / "evaluations.json").read_text())
+    speed = json.loads((run_dir / "train_speed.json").read_text())
+    best = max(history, key=lambda h: h["speedup_vs_threshold"])
+    result["training"] = {"run_dir": str(run_dir), "total_timesteps": total, "best_at_timesteps": best["timesteps"],
+                          **speed}
+    write_json(args.out / "eval.json", result)
+    md = evaluate.to_markdown(result) + (
+        f"\nPPO: {total} training steps at {speed['train_steps_per_s']:.0f} steps/s; best validation model "
+        f"at {best['timesteps']} steps ({best['speedup_vs_threshold']:.4f}x threshold on validation seeds).\n")
+    write_text(args.out / "eval.md", md)
+    plot(result, history, args.out / "demo.png")
+    print(md)
+    print(f"results: {args.out}/eval.json, eval.md, demo.png")
+    print(f"view the training curves:  tensorboard --logdir {args.out / 'runs'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Training end to end in seconds: train, save, load, evaluate; configs; resume."""
+
+import json
+
+import pytest
+
+pytest.importorskip("stable_baselines3")
+
+from experiments import evaluate, train  # noqa: E402
+
+TINY = dict(batch_size=[4, 16], tlp=[1, 4], dataset="general-qa")
+
+
+def tiny_config(algo):
+    cfg = train.load_config(algo, "papi_env/PapiSchedule-v0")
+    cfg.update(n_envs=1 if algo == "dqn" else 2, eval_freq=256, eval_episodes=2, checkpoint_freq=256, env_kwargs=TINY)
+    if algo in ("ppo", "maskable_ppo"):
+        cfg["hyperparams"] = {**cfg["hyperparams"], "n_steps": 128, "batch_size": 64, "n_epochs": 2}
+    if algo == "dqn":
+        cfg["hyperparams"] = {**cfg["hyperparams"], "learning_starts": 64, "buffer_size": 1000}
+    return cfg
+
+
+@pytest.mark.parametrize("algo", train.ALGOS)
+def test_every_shipped_config_loads(algo):
+    cfg = train.load_config(algo, "papi_env/PapiSchedule-v0")
+    assert cfg["n_timesteps"] > 0 and isinstance(cfg["hyperparams"], dict)
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(train.ConfigError, match="unknown algorithm"):
+        train.load_config("sac", "papi_env/PapiSchedule-v0")
+    bad = tmp_path / "c.yaml"
+    bad.write_text("papi_env/PapiSchedule-v0:\n  n_envz: 2\n")
+    with pytest.raises(train.ConfigError, match=r"unknown key\(s\) \['n_envz'\]"):
+        train.load_config("ppo", "papi_env/PapiSchedule-v0", bad)
+    bad.write_text("other-env: {}\n")
+    with pytest.raises(train.ConfigError, match="no block for env"):
+        train.load_config("ppo", "papi_env/PapiSchedule-v0", bad)
+    bad.write_text("a: [unclosed\n")
+    with pytest.raises(train.ConfigError, match="not valid YAML"):
+        train.load_config("ppo", "papi_env/PapiSchedule-v0", bad)
+
+
+def test_train_save_load_evaluate(tmp_path):
+    run = train.train("ppo", "papi_env/PapiSchedule-v0", tiny_config("ppo"), 512, 0, tmp_path,
+                      progress_bar=False, verbose=0)
+    for name in ("run.json", "best_model.zip", "final_model.zip", "evaluations.json",
+                 "final_model_vecnormalize.pkl"):
+        assert (run / name).exists(), name
+    record = json.loads((run / "run.json").read_text())
+    assert record["seed"] == 0 and record["config"]["env_kwargs"] == TINY and "versions" in record
+    history = json.loads((run / "evaluations.json").read_text())
+    assert {"speedup_vs_threshold", "gap_to_oracle", "gpu_share", "joules_per_token"} <= set(history[-1])
+    assert list((run / "tb").rglob("events.out.tfevents.*"))
+    res = evaluate.evaluate("papi_env/PapiSchedule-v0", ["threshold", f"ppo:{run / 'best_model.zip'}"], 2, 0, TINY)
+    assert res["policies"][f"ppo:{run / 'best_model.zip'}"]["tokens_per_s"] > 0
+
+
+def test_resume_continues_from_the_last_checkpoint(tmp_path):
+    cfg = tiny_config("ppo")
+    run = train.train("ppo", "papi_env/PapiSchedule-v0", cfg, 512, 1, tmp_path, progress_bar=False, verbose=0)
+    before = json.loads((run / "evaluations.json").read_text())
+    train.train("ppo", "papi_env/PapiSchedule-v0", cfg, 1024, 1, tmp_path, resume=True, progress_bar=False, verbose=0)
+    after = json.loads((run / "evaluations.json").read_text())
+    assert after[: len(before)] == before and after[-1]["timesteps"] >= 1024
+    assert len(list((run / "tb").iterdir())) == 1  # the same TensorBoard run, appended
+
+
+def test_resume_without_checkpoint_fails(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train.train("ppo", "papi_env/PapiSchedule-v0", tiny_config("ppo"), 256, 0, tmp_path, resume=True,
+                    progress_bar=False, verbose=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["a2c", "dqn", "maskable_ppo"])
+def test_other_algorithms_train(tmp_path, algo):
+    run = train.train(algo, "papi_env/PapiSchedule-v0", tiny_config(algo), 512, 0, tmp_path,
+                      progress_bar=False, verbose=0)
+    assert (run / "best_model.zip").exists()
+    res = evaluate.evaluate("papi_env/PapiSchedule-v0", [f"{algo}:{run / 'best_model.zip'}"], 1, 0, TINY)
+    assert len(res["policies"]) == 2
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path):
+    from experiments import demo
+
+    assert demo.main(["--out", str(tmp_path), "--total-timesteps", "2048", "--episodes", "3", "--no-progress"]) == 0
+    data = json.loads((tmp_path / "eval.json").read_text())
+    assert any(k.startswith("ppo:") for k in data["policies"])
+    assert (tmp_path / "demo.png").exists()
