@@ -21,7 +21,6 @@ import papi_env
 def steps_per_second(env_id: str, steps: int, seed: int = 0, **kwargs) -> float:
     env = gym.make(env_id, **kwargs)
     env.reset(seed=seed)
-    # warm up the cost model's caches on the same episodes
     episode = 0
     start = time.perf_counter()
     for _ in range(steps):

@@ -87,15 +87,7 @@ class Runner:
         total = BatchResult()
         for k in range(self.batches_per_config):
             lin, lout = self.requests(dataset, batch, k)
-            r = run_batch(cm, lin, lout, tlp, rule, include_prefill=False)
-            total.time += r.time
-            total.energy += r.energy
-            total.tokens += r.tokens
-            total.iterations += r.iterations
-            total.gpu_iterations += r.gpu_iterations
-            for name in r.breakdown_time:
-                total.breakdown_time[name] += r.breakdown_time[name]
-                total.breakdown_energy[name] += r.breakdown_energy[name]
+            total.merge(run_batch(cm, lin, lout, tlp, rule, include_prefill=False))
         self._results[key] = total
         return total
 

@@ -152,6 +152,17 @@ class BatchResult:
             self.breakdown_time[name] += t
             self.breakdown_energy[name] += e
 
+    def merge(self, other: BatchResult) -> None:
+        """Add another batch's decoding totals to this one (prefill excluded)."""
+        self.time += other.time
+        self.energy += other.energy
+        self.tokens += other.tokens
+        self.iterations += other.iterations
+        self.gpu_iterations += other.gpu_iterations
+        for name in CATEGORIES:
+            self.breakdown_time[name] += other.breakdown_time[name]
+            self.breakdown_energy[name] += other.breakdown_energy[name]
+
     @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.time if self.time else 0.0

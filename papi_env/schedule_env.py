@@ -145,7 +145,10 @@ class PapiScheduleEnv(gym.Env):
 
     def step_objective(self, action: int) -> float:
         """The reward ``action`` would earn at the current iteration (used by the oracle)."""
-        c = self._cost(action)
+        return self._reward(self._cost(action))
+
+    def _reward(self, c) -> float:
+        """The reward of an iteration that costs ``c`` (an IterationCost)."""
         if self.reward_kind == "latency":
             return -c.time / self.time_scale
         if self.reward_kind == "energy":
@@ -185,8 +188,8 @@ class PapiScheduleEnv(gym.Env):
             )
         if self.batch.done:
             raise RuntimeError("the episode has ended; call reset()")
-        reward = self.step_objective(a)
         cost = self._cost(a)
+        reward = self._reward(cost)
         rlp, tlp = self.batch.live, self._tlp
         tokens = self.batch.advance(tlp)
         self._steps += 1
