@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-ALGOS = ("ppo", "a2c", "dqn", "maskable_ppo")
+ALGOS = ("ppo", "a2c", "dqn", "maskable_ppo", "sac")
 
 
 def algo_class(algo: str) -> Any:
@@ -23,7 +23,7 @@ def algo_class(algo: str) -> Any:
         return MaskablePPO
     import stable_baselines3 as sb3
 
-    classes = {"ppo": sb3.PPO, "a2c": sb3.A2C, "dqn": sb3.DQN}
+    classes = {"ppo": sb3.PPO, "a2c": sb3.A2C, "dqn": sb3.DQN, "sac": sb3.SAC}
     if algo not in classes:
         raise ValueError(f"unknown algorithm {algo!r}; allowed: {list(ALGOS)}")
     return classes[algo]

@@ -5,9 +5,13 @@
 
 Every policy runs the same episodes: episode i is ``env.reset(seed=EVAL_SEED_BASE + 1000 * seed + i)``;
 training uses seeds below EVAL_SEED_BASE, so evaluation batches are never trained on.
-Writes ``eval.json`` and ``eval.md``: per policy mean +- std of episode time, energy, tokens/s,
-J/token, the share of GPU iterations, and its ratio to the threshold policy, paired per episode
-(mean over episodes of policy tokens/s / threshold tokens/s; for energy, threshold J / policy J).
+Writes ``eval.json`` and ``eval.md``: per policy mean +- std of the episode score (the env's
+objective, higher is better: tokens/s for latency, tokens/J for energy, tokens^2/(s J) for edp,
+penalised tokens/s for latency_target; see papi_env.base), time, energy, tokens/s, J/token,
+missed latency targets, the GPU share and mean TLP, and two paired ratios (mean over episodes of
+policy score / other score): to PAPI's threshold rule and to the best rule-based policy of the run
+(the ``rule`` kind of agents.policies with the highest mean score).
+Without ``--policies``, every rule of the variant is run (agents.policies.RULES_BY_ENV).
 Learned agents: ``ppo:runs/x/best_model.zip`` (see experiments.train).
 """
 
@@ -21,9 +25,10 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
 
 import papi_env  # noqa: F401  (registers the environments)
-from agents.policies import Oracle, make_policy
+from agents.policies import RULES_BY_ENV, make_policy, policy_kind
 from experiments.io import markdown_table, write_json, write_text
 
 EVAL_SEED_BASE = 1_000_000
@@ -36,89 +41,115 @@ def eval_seeds(episodes: int, seed: int) -> list[int]:
 
 def run_episode(env: gym.Env, policy: Any, seed: int) -> dict[str, float]:
     """One episode; returns its totals."""
-    if isinstance(policy, Oracle):
+    if hasattr(policy, "bind"):
         policy.bind(env)
+    discrete = isinstance(env.action_space, spaces.Discrete)
     obs, _ = env.reset(seed=seed)
-    gpu_steps = steps = 0
+    gpu = tlp = 0.0
+    steps = 0
     state, episode_start = None, True
     while True:
         action, state = policy.predict(obs, state=state, episode_start=np.array([episode_start]), deterministic=True)
-        obs, _, terminated, truncated, info = env.step(int(action))
+        obs, _, terminated, truncated, info = env.step(int(action) if discrete else action)
         episode_start = False
         steps += 1
-        gpu_steps += info["placement"] == "gpu"
+        gpu += info.get("gpu_share", info.get("placement") == "gpu")
+        tlp += info["tlp"]
         if terminated or truncated:
             return {
+                "score": info["score"],
                 "time_s": info["episode_time"],
                 "energy_j": info["episode_energy"],
                 "tokens": info["episode_tokens"],
                 "tokens_per_s": info["tokens_per_s"],
                 "joules_per_token": info["joules_per_token"],
-                "gpu_share": gpu_steps / steps,
+                "misses": info["episode_misses"] / steps,
+                "gpu_share": gpu / steps,
+                "mean_tlp": tlp / steps,
                 "steps": steps,
             }
 
 
-def evaluate(env_id: str, policy_specs: list[str], episodes: int, seed: int,
-             env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run every policy on the same episodes; return the eval.json structure."""
+def _paired(eps: list[dict], ref: list[dict]) -> np.ndarray:
+    return np.array([e["score"] / r["score"] for e, r in zip(eps, ref, strict=True)])
+
+
+def evaluate(env_id: str, policy_specs: list[str] | None, episodes: int, seed: int,
+             env_kwargs: dict[str, Any] | None = None, extra_policies: list[str] | None = None) -> dict[str, Any]:
+    """Run every policy on the same episodes; return the eval.json structure.
+
+    ``policy_specs`` None: every rule of the variant; ``extra_policies`` are added (learned agents)."""
     env_kwargs = dict(env_kwargs or {})
     env = gym.make(env_id, **env_kwargs)
-    base = env.unwrapped
-    model, system = base.cost_model.model, base.cost_model.system
     seeds = eval_seeds(episodes, seed)
-    specs = list(dict.fromkeys(policy_specs))
+    specs = list(dict.fromkeys([*(policy_specs or RULES_BY_ENV[type(env.unwrapped).__name__]),
+                                *(extra_policies or [])]))
     if REFERENCE not in [s.partition(":")[0] for s in specs]:
         specs.insert(0, REFERENCE)
     per_policy: dict[str, list[dict[str, float]]] = {}
     for spec in specs:
-        policy = make_policy(spec, env=env, model=model, system=system, seed=seed)
+        policy = make_policy(spec, env=env, seed=seed)
         per_policy[spec] = [run_episode(env, policy, s) for s in seeds]
+    reward = env.unwrapped.reward_kind
     env.close()
     ref_name = next(s for s in specs if s.partition(":")[0] == REFERENCE)
-    ref = per_policy[ref_name]
-    result: dict[str, Any] = {"env": env_id, "env_kwargs": env_kwargs, "episodes": episodes, "seed": seed,
-                              "eval_seeds": [seeds[0], seeds[-1]], "reference": ref_name, "policies": {}}
+    rules = [s for s in specs if policy_kind(s) == "rule"]
+    best_rule = max(rules, key=lambda s: np.mean([e["score"] for e in per_policy[s]]))
+    result: dict[str, Any] = {"env": env_id, "env_kwargs": env_kwargs, "objective": reward, "episodes": episodes,
+                              "seed": seed, "eval_seeds": [seeds[0], seeds[-1]], "reference": ref_name,
+                              "best_rule": best_rule, "policies": {}}
     for spec, eps in per_policy.items():
-        row: dict[str, float] = {}
-        for key in ("time_s", "energy_j", "tokens_per_s", "joules_per_token", "gpu_share"):
+        row: dict[str, Any] = {"kind": policy_kind(spec)}
+        for key in ("score", "time_s", "energy_j", "tokens_per_s", "joules_per_token", "misses", "gpu_share",
+                    "mean_tlp"):
             vals = np.array([e[key] for e in eps])
             row[key] = float(vals.mean())
             row[key + "_std"] = float(vals.std())
-        ratios = np.array([e["tokens_per_s"] / r["tokens_per_s"] for e, r in zip(eps, ref, strict=True)])
-        eratios = np.array([r["joules_per_token"] / e["joules_per_token"] for e, r in zip(eps, ref, strict=True)])
+        ratios = _paired(eps, per_policy[ref_name])
         row["ratio_vs_threshold"] = float(ratios.mean())
         row["ratio_vs_threshold_std"] = float(ratios.std())
         row["ratio_vs_threshold_min"] = float(ratios.min())
-        row["energy_eff_vs_threshold"] = float(eratios.mean())
+        best = _paired(eps, per_policy[best_rule])
+        row["ratio_vs_best_rule"] = float(best.mean())
+        row["ratio_vs_best_rule_std"] = float(best.std())
+        row["energy_eff_vs_threshold"] = float(np.mean([r["joules_per_token"] / e["joules_per_token"]
+                                                        for e, r in zip(eps, per_policy[ref_name], strict=True)]))
         result["policies"][spec] = row
     return result
+
+
+SCORE_UNITS = {"latency": "tokens/s", "energy": "tokens/J", "edp": "tokens²/(s·J)",
+               "latency_target": "penalised tokens/s"}
 
 
 def to_markdown(result: dict[str, Any]) -> str:
     rows = []
     for name, r in result["policies"].items():
+        label = name if len(name) < 40 else name.partition(":")[0] + ":…/" + Path(name.partition(":")[2]).parent.name
         rows.append([
-            name,
-            f"{r['tokens_per_s']:.1f} ± {r['tokens_per_s_std']:.1f}",
-            f"{r['time_s']:.3f} ± {r['time_s_std']:.3f}",
-            f"{r['energy_j']:.1f} ± {r['energy_j_std']:.1f}",
+            label, r["kind"],
+            f"{r['score']:.4g} ± {r['score_std']:.2g}",
+            f"{r['tokens_per_s']:.1f}",
             f"{r['joules_per_token']:.3f}",
+            f"{r['misses']:.2f}",
             f"{r['gpu_share']:.2f}",
+            f"{r['mean_tlp']:.2f}",
             f"{r['ratio_vs_threshold']:.4f} ± {r['ratio_vs_threshold_std']:.4f}",
-            f"{r['energy_eff_vs_threshold']:.3f}",
+            f"{r['ratio_vs_best_rule']:.4f} ± {r['ratio_vs_best_rule_std']:.4f}",
         ])
-    header = ["policy", "tokens/s", "episode time (s)", "episode energy (J)", "J/token", "GPU share",
-              "tokens/s ratio vs threshold (paired)", "energy eff. vs threshold"]
-    return (f"# Evaluation on {result['env']}\n\n{result['episodes']} held-out episodes "
-            f"(seeds {result['eval_seeds'][0]}..{result['eval_seeds'][1]}), env kwargs "
+    unit = SCORE_UNITS.get(result.get("objective", "latency"), "score")
+    header = ["policy", "kind", f"score ({unit})", "tokens/s", "J/token", "missed-target share", "GPU share",
+              "mean TLP", "score vs threshold (paired)", f"score vs best rule ({result['best_rule']})"]
+    return (f"# Evaluation on {result['env']} ({result.get('objective', 'latency')})\n\n{result['episodes']} held-out "
+            f"episodes (seeds {result['eval_seeds'][0]}..{result['eval_seeds'][1]}), env kwargs "
             f"`{json.dumps(result['env_kwargs'])}`.\n\n" + markdown_table(header, rows))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Evaluate schedulers on paired held-out episodes.")
     parser.add_argument("--env", default=papi_env.DEFAULT_ENV_ID)
-    parser.add_argument("--policies", default="threshold,always-gpu,always-pim,oracle,random")
+    parser.add_argument("--policies", default=None,
+                        help="comma-separated policies (default: every rule of the variant)")
     parser.add_argument("--episodes", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--env-kwargs", default="{}", help="JSON dict of environment keyword arguments")
@@ -128,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--episodes must be >= 1")
     try:
         env_kwargs = json.loads(args.env_kwargs)
-        result = evaluate(args.env, [p.strip() for p in args.policies.split(",") if p.strip()],
-                          args.episodes, args.seed, env_kwargs)
+        specs = [p.strip() for p in args.policies.split(",") if p.strip()] if args.policies else None
+        result = evaluate(args.env, specs, args.episodes, args.seed, env_kwargs)
     except (ValueError, FileNotFoundError, gym.error.Error) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

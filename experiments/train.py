@@ -37,7 +37,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 import papi_env  # noqa: F401  (registers the environments)
 from agents.learned import ALGOS, LearnedPolicy, algo_class, vecnormalize_path
-from agents.policies import Oracle, ThresholdCharacterizer
+from agents.policies import Oracle, make_policy
 from experiments.evaluate import run_episode
 from experiments.io import write_json
 
@@ -85,7 +85,10 @@ def load_config(algo: str, env_id: str, path: str | Path | None = None) -> dict[
 
 class DomainEvalCallback(BaseCallback):
     """Every ``eval_freq`` env steps: run the agent, PAPI's threshold rule and the oracle on the
-    same validation episodes; log ``eval/*`` to TensorBoard; keep the best model."""
+    same validation episodes; log ``eval/*`` to TensorBoard; keep the best model.
+
+    ``speedup_vs_threshold`` is the paired ratio of the env's episode score (its objective, higher
+    is better; tokens/s for latency) to the threshold rule's; ``gap_to_oracle`` 1 - score / oracle's."""
 
     def __init__(self, env_id: str, env_kwargs: dict, eval_freq: int, n_episodes: int, run_dir: Path,
                  n_envs: int, verbose: int = 0) -> None:
@@ -99,8 +102,7 @@ class DomainEvalCallback(BaseCallback):
 
     def _init_callback(self) -> None:
         self.eval_env = gym.make(self.env_id, **self.env_kwargs)
-        cm = self.eval_env.unwrapped.cost_model
-        threshold = ThresholdCharacterizer(model=cm.model, system=cm.system)
+        threshold = make_policy("threshold", env=self.eval_env)
         self.reference = [run_episode(self.eval_env, threshold, s) for s in self.seeds]
         self.oracle = [run_episode(self.eval_env, Oracle(self.eval_env), s) for s in self.seeds]
 
@@ -113,8 +115,8 @@ class DomainEvalCallback(BaseCallback):
     def evaluate_now(self) -> dict:
         agent = self._agent()
         eps = [run_episode(self.eval_env, agent, s) for s in self.seeds]
-        ratio = np.mean([e["tokens_per_s"] / r["tokens_per_s"] for e, r in zip(eps, self.reference, strict=True)])
-        to_oracle = np.mean([e["tokens_per_s"] / o["tokens_per_s"] for e, o in zip(eps, self.oracle, strict=True)])
+        ratio = np.mean([e["score"] / r["score"] for e, r in zip(eps, self.reference, strict=True)])
+        to_oracle = np.mean([e["score"] / o["score"] for e, o in zip(eps, self.oracle, strict=True)])
         entry = {
             "timesteps": int(self.num_timesteps),
             "wall_s": time.perf_counter() - self._t0,
@@ -124,9 +126,11 @@ class DomainEvalCallback(BaseCallback):
             "gap_to_oracle": float(1.0 - to_oracle),
             "gpu_share": float(np.mean([e["gpu_share"] for e in eps])),
             "joules_per_token": float(np.mean([e["joules_per_token"] for e in eps])),
+            "mean_tlp": float(np.mean([e["mean_tlp"] for e in eps])),
+            "missed_target_share": float(np.mean([e["misses"] for e in eps])),
         }
         for key in ("tokens_per_s", "threshold_tokens_per_s", "speedup_vs_threshold", "gap_to_oracle",
-                    "gpu_share", "joules_per_token"):
+                    "gpu_share", "joules_per_token", "mean_tlp", "missed_target_share"):
             self.logger.record(f"eval/{key}", entry[key])
         self.logger.dump(self.num_timesteps)
         if ratio > self.best:
@@ -241,7 +245,7 @@ def train(algo: str, env_id: str, cfg: dict, total_timesteps: int, seed: int, lo
                     tensorboard_log=str(run_dir / "tb"), **cfg["hyperparams"])
     callbacks = CallbackList([
         CheckpointCallback(max(1, cfg["checkpoint_freq"] // cfg["n_envs"]), str(run_dir / "checkpoints"),
-                           name_prefix="rl_model", save_vecnormalize=True, save_replay_buffer=algo == "dqn"),
+                           name_prefix="rl_model", save_vecnormalize=True, save_replay_buffer=algo in ("dqn", "sac")),
         DomainEvalCallback(env_id, cfg["env_kwargs"], cfg["eval_freq"], cfg["eval_episodes"], run_dir,
                            cfg["n_envs"], verbose=verbose),
     ])

@@ -25,16 +25,32 @@ def fc_sweep(cost_model: CostModel, max_tokens: int = 1024) -> list[tuple[int, f
     return [(r, cost_model.fc(r, "pim").time, cost_model.fc(r, "gpu").time) for r in range(1, max_tokens + 1)]
 
 
-def calibrate_alpha(cost_model: CostModel, max_tokens: int = 1024) -> int:
-    """The crossover: largest RLP x TLP before the GPU first beats FC-PIM on the FC kernels."""
+OBJECTIVES = ("latency", "energy", "edp")
+
+
+def _measure(cost_model: CostModel, tokens: int, unit: str, objective: str, kernel: str | None) -> float:
+    c = cost_model.fc(tokens, unit) if kernel is None else cost_model.fc_kernel(kernel, tokens, unit)
+    return {"latency": c.time, "energy": c.energy, "edp": c.time * c.energy}[objective]
+
+
+def calibrate_alpha(cost_model: CostModel, max_tokens: int = 1024, objective: str = "latency",
+                    kernel: str | None = None) -> int:
+    """The crossover: largest RLP x TLP before the GPU first beats FC-PIM on the FC kernels.
+
+    ``objective`` 'latency' (the paper's alpha), 'energy' or 'edp' (time x energy of the FC
+    kernels) extends the calibration to the other objectives; ``kernel`` calibrates one FC kernel
+    ('qkv', 'proj', 'ffn') instead of all of them.
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     for unit in ("pim", "gpu"):
         if unit not in cost_model.fc_units:
             raise ValueError(
                 f"system '{cost_model.system.name}' cannot run FC on {unit!r}; calibration needs both "
                 "units (use a system with fc_units ['pim', 'gpu'], e.g. 'papi')"
             )
-    for r, pim, gpu in fc_sweep(cost_model, max_tokens):
-        if gpu < pim:
+    for r in range(1, max_tokens + 1):
+        if _measure(cost_model, r, "gpu", objective, kernel) < _measure(cost_model, r, "pim", objective, kernel):
             return r - 1
     return max_tokens
 
@@ -72,4 +88,4 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-__all__ = ["MODEL_PRESETS", "calibrate_alpha", "fc_sweep", "with_power_budget"]
+__all__ = ["MODEL_PRESETS", "OBJECTIVES", "calibrate_alpha", "fc_sweep", "with_power_budget"]

@@ -97,6 +97,11 @@ MODEL_PRESETS: dict[str, ModelSpec] = {
     "gpt3-175b": ModelSpec("gpt3-175b", 96, 12288, 96, 96, 4 * 12288, "gelu"),
     # OPT-30B shape, used for the paper's arithmetic-intensity example [P].
     "opt-30b": ModelSpec("opt-30b", 48, 7168, 56, 56, 4 * 7168, "relu"),
+    # Draft models for speculative decoding (PapiSpecSchedule-v0); not in the paper.
+    # TinyLlama-1.1B (its released config.json): 22 layers, h 2048, 32 heads, 4 KV heads, SwiGLU 5632.
+    "tinyllama-1.1b": ModelSpec("tinyllama-1.1b", 22, 2048, 32, 4, 5632, "swiglu"),
+    # LLaMA-7B (Touvron et al. 2023, Table 2): 32 layers, h 4096, 32 heads, SwiGLU 11008.
+    "llama-7b": ModelSpec("llama-7b", 32, 4096, 32, 32, 11008, "swiglu"),
 }
 
 

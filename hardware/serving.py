@@ -4,7 +4,9 @@ own output length, so RLP shrinks during serving.
 Per iteration every live request verifies TLP tokens. By default all TLP tokens are accepted (as
 in the paper); with ``acceptance_rate`` p < 1 each request gains 1 + (the number of leading draft
 tokens accepted, each with probability p, out of TLP - 1) tokens, the standard speculative
-decoding outcome. A request never gains more than it still has to produce.
+decoding outcome. ``advance(tlp, accept_prob)`` takes one probability per request instead (the
+batch must be built with ``stochastic=True``). A request never gains more than it still has to
+produce.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ class StaticBatch:
     """
 
     def __init__(self, input_lengths: Sequence[int], output_lengths: Sequence[int],
-                 acceptance_rate: float | None = None, rng: np.random.Generator | None = None) -> None:
+                 acceptance_rate: float | None = None, rng: np.random.Generator | None = None,
+                 stochastic: bool = False) -> None:
         lin = np.asarray(input_lengths, dtype=np.int64)
         lout = np.asarray(output_lengths, dtype=np.int64)
         if lin.ndim != 1 or lin.shape != lout.shape or len(lin) == 0:
@@ -43,7 +46,10 @@ class StaticBatch:
         self.total_output = int(lout.sum())
         self.iteration = 0
         self.tokens_generated = 0
-        if self.acceptance_rate is None:
+        self.last_drafted = self.last_accepted = 0  # draft tokens offered / accepted last iteration
+        self._lockstep = self.acceptance_rate is None and not stochastic
+        self.order = order  # request i of this batch is request order[i] of the caller's lists
+        if self._lockstep:
             # Lock-step fast path: every live request has generated the same number of tokens.
             self._generated = 0
             self._first_live = 0
@@ -56,17 +62,31 @@ class StaticBatch:
     @property
     def live(self) -> int:
         """RLP: requests still decoding."""
-        if self.acceptance_rate is None:
+        if self._lockstep:
             return self.size - self._first_live
         return int((self._gen < self.output_lengths).sum())
+
+    def live_mask(self) -> np.ndarray:
+        """Which requests (in this batch's order) are still decoding."""
+        if self._lockstep:
+            mask = np.zeros(self.size, dtype=bool)
+            mask[self._first_live:] = True
+            return mask
+        return self._gen < self.output_lengths
 
     @property
     def done(self) -> bool:
         return self.live == 0
 
+    def remaining(self) -> np.ndarray:
+        """Tokens each request (this batch's order) still has to produce (0 when finished)."""
+        if self._lockstep:
+            return np.maximum(self.output_lengths - self._generated, 0)
+        return self.output_lengths - self._gen
+
     def context_stats(self, tlp: int) -> tuple[float, float]:
         """(sum, max) of live requests' context this iteration, tokens (incl. the TLP verified)."""
-        if self.acceptance_rate is None:
+        if self._lockstep:
             live = self.size - self._first_live
             if live == 0:
                 return 0.0, 0.0
@@ -81,14 +101,20 @@ class StaticBatch:
         return float(ctx.sum()), float(ctx.max())
 
     # ---------------------------------------------------------------------------------- step
-    def advance(self, tlp: int) -> int:
-        """Run one iteration at speculation length ``tlp``; return the tokens produced."""
+    def advance(self, tlp: int, accept_prob: np.ndarray | None = None) -> int:
+        """Run one iteration at speculation length ``tlp``; return the tokens produced.
+
+        ``accept_prob``: per-request acceptance probabilities (length ``size``, this batch's order);
+        default: the batch's scalar ``acceptance_rate``, or all accepted.
+        """
         if isinstance(tlp, bool) or not isinstance(tlp, (int, np.integer)) or tlp < 1:
             raise ValueError(f"tlp must be a positive integer, got {tlp!r}")
         if self.done:
             raise RuntimeError("the batch is finished; start a new one")
+        if accept_prob is not None and self._lockstep:
+            raise ValueError("per-request acceptance needs a batch built with stochastic=True")
         self.iteration += 1
-        if self.acceptance_rate is None:
+        if self._lockstep:
             g0 = self._generated
             g1 = g0 + tlp
             live = self.size - self._first_live
@@ -101,11 +127,18 @@ class StaticBatch:
         else:
             mask = self._gen < self.output_lengths
             n = int(mask.sum())
+            if accept_prob is not None:
+                p = np.asarray(accept_prob, dtype=np.float64)[mask][:, None]
+            else:
+                p = 1.0 if self.acceptance_rate is None else self.acceptance_rate
             if tlp > 1:
-                accepted = self.rng.random((n, tlp - 1)) < self.acceptance_rate
-                gained = 1 + np.cumprod(accepted, axis=1).sum(axis=1)
+                accepted = self.rng.random((n, tlp - 1)) < p
+                leading = np.cumprod(accepted, axis=1).sum(axis=1)
+                gained = 1 + leading
+                self.last_drafted, self.last_accepted = n * (tlp - 1), int(leading.sum())
             else:
                 gained = np.ones(n, dtype=np.int64)
+                self.last_drafted = self.last_accepted = 0
             remaining = self.output_lengths[mask] - self._gen[mask]
             gained = np.minimum(gained, remaining)
             self._gen[mask] += gained

@@ -10,6 +10,7 @@ Results are cached per (RLP, TLP) and per (tokens, unit): the environments call 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from hardware import costs
@@ -18,6 +19,7 @@ from hardware.models import ModelSpec, get_model
 from hardware.specs import FC_UNITS, SystemSpec, load_system
 
 FC_KERNELS = ("qkv", "proj", "ffn")
+SPLIT_STEPS = 64  # [D] FC split fractions are rounded to 1/64 of a kernel's weights (tile granularity)
 
 
 class IterationCost(NamedTuple):
@@ -52,7 +54,8 @@ class CostModel:
         self.fc_units = self.system.fc_units
         self._fc: dict[tuple[str, int, str], Cost] = {}
         self._fc_total: dict[tuple[int, str], Cost] = {}
-        self._fixed: dict[tuple[int, int], tuple[Cost, Cost, Cost, Cost]] = {}
+        self._fixed: dict[tuple[int, int, str], tuple[Cost, Cost, Cost, Cost]] = {}
+        self._split: dict[tuple[str, int, int], Cost] = {}
 
     # ----------------------------------------------------------------------------------- checks
     @staticmethod
@@ -122,14 +125,14 @@ class CostModel:
             self._fc_total[key] = cost
         return cost
 
-    def _attention_one_layer(self, rlp: int, tlp: int, sum_ctx: float) -> Cost:
+    def _attention_one_layer(self, rlp: int, tlp: int, sum_ctx: float, unit: str) -> Cost:
         sysm, m = self.system, self.model
         b = m.bytes_per_value
         kv_bytes = sum_ctx * 2.0 * m.kv_dim * b
         reuse = tlp * m.gqa_group
         queries = rlp * tlp
         scores = float(tlp) * m.heads * sum_ctx
-        if sysm.attention_unit == "gpu":
+        if unit == "gpu":
             g = sysm.num_gpus
             macs = kv_bytes / b * reuse
             c = costs.gpu_streaming(kv_bytes / g + 2 * scores * b / g, macs / g, sysm.gpu, sysm.energy)
@@ -140,17 +143,23 @@ class CostModel:
             kv_bytes, reuse, qo_bytes, qo_bytes, s, sysm.attention_pim, sysm.energy
         ) + costs.pim_softmax(scores, s, sysm.attention_pim, sysm.energy, b)
 
-    def _communication_one_layer(self, rlp: int, tlp: int) -> Cost:
+    def _communication_one_layer(self, rlp: int, tlp: int, attention_unit: str) -> Cost:
         sysm, m = self.system, self.model
         b, g, tokens = m.bytes_per_value, sysm.num_gpus, rlp * tlp
         partial_sums = float(tokens) * m.hidden * b
         cost = costs.allreduce(partial_sums, g, sysm.gpu, sysm.energy).scaled(2)  # after proj and FFN
-        if sysm.attention_unit == "pim":
+        link = sysm.attention_link
+        if attention_unit == "pim":
             qkv = float(tokens) * (m.hidden + 2 * m.kv_dim) * b / g
             out = float(tokens) * m.hidden * b / g
-            link = sysm.attention_link
             cost = cost + costs.link_transfer(qkv, g, link, sysm.energy)
             cost = cost + costs.link_transfer(out, g, link, sysm.energy)
+        elif sysm.attention_unit == "pim":
+            # Attention on the GPUs of a system whose KV cache lives on Attn-PIM: the GPUs read a
+            # mirror of the KV cache in their own HBM, and the new K/V rows are still written to
+            # Attn-PIM so that either unit can run the next iteration. [D]
+            kv_new = float(tokens) * 2 * m.kv_dim * b / g
+            cost = cost + costs.link_transfer(kv_new, g, link, sysm.energy)
         return cost
 
     def _other_one_layer(self, rlp: int, tlp: int) -> Cost:
@@ -165,51 +174,151 @@ class CostModel:
         per_gpu = norm.scaled(2) + act
         return Cost(per_gpu.time, per_gpu.energy * g)
 
-    def _fixed_parts(self, rlp: int, tlp: int) -> tuple[Cost, Cost, Cost, Cost]:
+    def _fixed_parts(self, rlp: int, tlp: int, attention_unit: str | None = None) -> tuple[Cost, Cost, Cost, Cost]:
         """(attention at zero context, attention per context token, communication, other)."""
-        parts = self._fixed.get((rlp, tlp))
+        unit = attention_unit or self.system.attention_unit
+        parts = self._fixed.get((rlp, tlp, unit))
         if parts is None:
             self._check_parallelism(rlp, tlp)
+            if unit not in self.attention_units:
+                raise ValueError(f"attention unit {unit!r} is not available on system '{self.system.name}'; "
+                                 f"allowed: {list(self.attention_units)}")
             layers = self.model.layers
-            a0 = self._attention_one_layer(rlp, tlp, 0.0)
-            a1 = self._attention_one_layer(rlp, tlp, 1.0)
+            a0 = self._attention_one_layer(rlp, tlp, 0.0, unit)
+            a1 = self._attention_one_layer(rlp, tlp, 1.0, unit)
             per_ctx = Cost(a1.time - a0.time, a1.energy - a0.energy)  # attention is linear in context
             parts = (
                 a0.scaled(layers),
                 per_ctx.scaled(layers),
-                self._communication_one_layer(rlp, tlp).scaled(layers),
+                self._communication_one_layer(rlp, tlp, unit).scaled(layers),
                 self._other_one_layer(rlp, tlp).scaled(layers),
             )
-            self._fixed[(rlp, tlp)] = parts
+            self._fixed[(rlp, tlp, unit)] = parts
         return parts
 
-    def attention(self, rlp: int, tlp: int, sum_ctx: float) -> Cost:
+    @property
+    def attention_units(self) -> tuple[str, ...]:
+        """Where attention can run: the system's attention unit, and the GPUs as well."""
+        return ("pim", "gpu") if self.system.attention_unit == "pim" else ("gpu",)
+
+    def attention(self, rlp: int, tlp: int, sum_ctx: float, unit: str | None = None) -> Cost:
         """Attention of ``rlp`` requests whose contexts sum to ``sum_ctx`` tokens, all layers."""
-        a0, a1, _, _ = self._fixed_parts(rlp, tlp)
+        a0, a1, _, _ = self._fixed_parts(rlp, tlp, unit)
         return Cost(a0.time + a1.time * sum_ctx, a0.energy + a1.energy * sum_ctx)
 
-    def communication(self, rlp: int, tlp: int) -> Cost:
+    def communication(self, rlp: int, tlp: int, attention_unit: str | None = None) -> Cost:
         """All-reduces and Q/K/V/output transfers of one iteration, all layers."""
-        return self._fixed_parts(rlp, tlp)[2]
+        return self._fixed_parts(rlp, tlp, attention_unit)[2]
 
     def other(self, rlp: int, tlp: int) -> Cost:
         """Layer norms and activations on the GPUs, all layers."""
         return self._fixed_parts(rlp, tlp)[3]
 
     # ------------------------------------------------------------------------------- iteration
-    def iteration(self, rlp: int, tlp: int, sum_ctx: float, fc_unit: str) -> IterationCost:
-        """One decoding iteration: ``rlp`` live requests, ``tlp`` tokens each, FC on ``fc_unit``.
+    def iteration(self, rlp: int, tlp: int, sum_ctx: float, fc_unit: str | Sequence[str],
+                  attention_unit: str | None = None) -> IterationCost:
+        """One decoding iteration: ``rlp`` live requests, ``tlp`` tokens each.
 
-        ``sum_ctx`` is the total context (prompt + generated tokens) of the live requests.
+        ``fc_unit`` is where every FC kernel runs ('pim' or 'gpu'), or one unit per kernel of
+        FC_KERNELS; ``attention_unit`` defaults to the system's. ``sum_ctx`` is the total context
+        (prompt + generated tokens) of the live requests.
         """
         if sum_ctx < 0:
             raise ValueError(f"sum_ctx must be >= 0 tokens, got {sum_ctx!r}")
+        a0, a1, comm, other = self._fixed_parts(rlp, tlp, attention_unit)
+        if isinstance(fc_unit, str):
+            fc = self.fc(rlp * tlp, fc_unit)
+        else:
+            if len(fc_unit) != len(FC_KERNELS):
+                raise ValueError(f"give one FC unit per kernel {FC_KERNELS}, got {fc_unit!r}")
+            fc = ZERO
+            for kernel, unit in zip(FC_KERNELS, fc_unit, strict=True):
+                fc = fc + self.fc_kernel(kernel, rlp * tlp, unit)
+        return self._assemble(fc, a0, a1, comm, other, sum_ctx)
+
+    def iteration_split(self, rlp: int, tlp: int, sum_ctx: float, gpu_fractions: Sequence[float]) -> IterationCost:
+        """One iteration with each FC kernel split between the GPUs and FC-PIM (see fc_split)."""
+        if sum_ctx < 0:
+            raise ValueError(f"sum_ctx must be >= 0 tokens, got {sum_ctx!r}")
+        if len(gpu_fractions) != len(FC_KERNELS):
+            raise ValueError(f"give one GPU fraction per kernel {FC_KERNELS}, got {gpu_fractions!r}")
         a0, a1, comm, other = self._fixed_parts(rlp, tlp)
-        fc = self.fc(rlp * tlp, fc_unit)
+        fc = ZERO
+        for kernel, f in zip(FC_KERNELS, gpu_fractions, strict=True):
+            fc = fc + self.fc_split(kernel, rlp * tlp, f)
+        return self._assemble(fc, a0, a1, comm, other, sum_ctx)
+
+    @staticmethod
+    def _assemble(fc: Cost, a0: Cost, a1: Cost, comm: Cost, other: Cost, sum_ctx: float) -> IterationCost:
         return IterationCost(
             fc.time, a0.time + a1.time * sum_ctx, comm.time, other.time,
             fc.energy, a0.energy + a1.energy * sum_ctx, comm.energy, other.energy,
         )
+
+    # ---------------------------------------------------------------------------- FC splitting
+    def fc_split(self, kernel: str, tokens: int, gpu_fraction: float) -> Cost:
+        """One FC kernel with ``gpu_fraction`` of its weights computed on the GPUs and the rest on
+        FC-PIM at the same time, all layers. The fraction is rounded to 1/SPLIT_STEPS.
+
+        Both units use the same HBM stacks (the GPUs' memory *is* the FC-PIM stacks [P]). A bank
+        either serves the GPUs' reads or runs all-bank PIM commands, never both, so the stacks'
+        bank time is shared: the GPUs occupy it for their memory-bound time ``M_g`` (their bytes at
+        0.85 x bandwidth), FC-PIM for its whole kernel time ``t_p`` (MACs, activations, operand
+        I/O). GPU arithmetic overlaps PIM work. Kernel time = max(t_g, M_g + t_p), where t_g is
+        the GPUs' own time on their slice; energy is the sum of both parts. [D]
+        """
+        if not 0.0 <= gpu_fraction <= 1.0 or math.isnan(gpu_fraction):
+            raise ValueError(f"gpu_fraction must be in [0, 1], got {gpu_fraction!r}")
+        if kernel not in FC_KERNELS:
+            raise ValueError(f"unknown FC kernel {kernel!r}; allowed: {list(FC_KERNELS)}")
+        step = round(gpu_fraction * SPLIT_STEPS)
+        key = (kernel, tokens, step)
+        cost = self._split.get(key)
+        if cost is None:
+            if step == SPLIT_STEPS:
+                cost = self.fc_kernel(kernel, tokens, "gpu")
+            elif step == 0:
+                cost = self.fc_kernel(kernel, tokens, "pim")
+            else:
+                self._check_unit("gpu")
+                self._check_unit("pim")
+                self._check_parallelism(tokens, 1)
+                cost = self._fc_split_one_layer(kernel, tokens, step / SPLIT_STEPS).scaled(self.model.layers)
+            self._split[key] = cost
+        return cost
+
+    def _fc_split_one_layer(self, kernel: str, tokens: int, f: float) -> Cost:
+        sysm, m = self.system, self.model
+        b, g, s = m.bytes_per_value, sysm.num_gpus, sysm.fc_stacks
+        mats = m.fc_matrices()[kernel]
+        gpu_time = gpu_mem_time = pim_time = energy = 0.0
+        for i, (k_in, n_out) in enumerate(mats):
+            row_split = kernel == "proj" or (kernel == "ffn" and i == len(mats) - 1)
+            if row_split:  # the GPUs take a share of the rows (partial sums), FC-PIM the rest
+                k_g = max(1, round(k_in * f))
+                shape = (tokens, n_out, math.ceil(k_g / g))
+                pim_shape = (k_in - k_g, n_out)
+            else:  # the GPUs take a share of the output columns
+                n_g = max(1, round(n_out * f))
+                shape = (tokens, math.ceil(n_g / g), k_in)
+                pim_shape = (k_in, n_out - n_g)
+            c = costs.gpu_gemm(*shape, sysm.gpu, sysm.energy, b)
+            mm, nn, kk = shape
+            gpu_time += c.time
+            gpu_mem_time += float(nn * kk + mm * kk + mm * nn) * b / (
+                sysm.gpu.memory_bandwidth * sysm.gpu.bandwidth_efficiency)
+            p = costs.pim_kernel(
+                data_bytes=float(pim_shape[0]) * pim_shape[1] * b,
+                reuse=tokens,
+                in_bytes_per_stack=float(tokens) * pim_shape[0] * b,
+                out_bytes_per_stack=float(tokens) * pim_shape[1] * b / s,
+                num_stacks=s,
+                pim=sysm.fc_pim,
+                energy=sysm.energy,
+            )
+            pim_time += p.time
+            energy += c.energy * g + p.energy
+        return Cost(max(gpu_time, gpu_mem_time + pim_time), energy)
 
     def prefill(self, input_lengths: list[int]) -> Cost:
         """Prefill of a batch on the GPUs (compute-bound [P]) plus shipping its KV to attention.
@@ -234,6 +343,12 @@ class CostModel:
             comm = comm + costs.link_transfer(kv, g, sysm.attention_link, sysm.energy)
         per_layer = fc + Cost(attn.time, attn.energy * g) + comm + self._other_one_layer(tokens, 1)
         return per_layer.scaled(m.layers)
+
+    @property
+    def gpu_kv_capacity_bytes(self) -> float:
+        """Room for a KV cache in the GPUs' own HBM beside the model's weights, B (>= 0)."""
+        sysm = self.system
+        return max(0.0, sysm.num_gpus * sysm.gpu.memory_capacity - self.model.weight_bytes)
 
     @property
     def kv_capacity_bytes(self) -> float:

@@ -1,17 +1,34 @@
 """Gymnasium environments of the PAPI serving system. ``import papi_env`` registers them.
 
-- ``papi_env/PapiSchedule-v0``: FC placement per decoding iteration (FC-PIM or GPU).
+- ``papi_env/PapiSchedule-v0``: FC placement per decoding iteration (FC-PIM or GPU), PAPI's decision.
+- ``papi_env/PapiKernelSchedule-v0``: placement of each FC kernel and of attention (MultiDiscrete).
+- ``papi_env/PapiSplitSchedule-v0``: GPU fraction of each FC kernel, FC-PIM does the rest (Box).
+- ``papi_env/PapiSpecSchedule-v0``: speculation length and FC placement with per-request acceptance.
 
-This package imports neither torch nor stable-baselines3.
+Every variant takes the objectives latency, energy, edp and latency_target and can randomise
+model, system and dataset per episode (papi_env.base). This package imports neither torch nor
+stable-baselines3.
 """
 
 from gymnasium.envs.registration import register, registry
 
+from papi_env.base import REWARDS, PapiBaseEnv
+from papi_env.kernel_env import PapiKernelScheduleEnv
 from papi_env.schedule_env import ACTIONS, PapiScheduleEnv, decode_parallelism
+from papi_env.spec_env import PapiSpecScheduleEnv
+from papi_env.split_env import PapiSplitScheduleEnv
 
 DEFAULT_ENV_ID = "papi_env/PapiSchedule-v0"
+ENV_IDS = {
+    DEFAULT_ENV_ID: "papi_env.schedule_env:PapiScheduleEnv",
+    "papi_env/PapiKernelSchedule-v0": "papi_env.kernel_env:PapiKernelScheduleEnv",
+    "papi_env/PapiSplitSchedule-v0": "papi_env.split_env:PapiSplitScheduleEnv",
+    "papi_env/PapiSpecSchedule-v0": "papi_env.spec_env:PapiSpecScheduleEnv",
+}
 
-if DEFAULT_ENV_ID not in registry:
-    register(id=DEFAULT_ENV_ID, entry_point="papi_env.schedule_env:PapiScheduleEnv")
+for _env_id, _entry in ENV_IDS.items():
+    if _env_id not in registry:
+        register(id=_env_id, entry_point=_entry)
 
-__all__ = ["ACTIONS", "DEFAULT_ENV_ID", "PapiScheduleEnv", "decode_parallelism"]
+__all__ = ["ACTIONS", "DEFAULT_ENV_ID", "ENV_IDS", "REWARDS", "PapiBaseEnv", "PapiKernelScheduleEnv",
+           "PapiScheduleEnv", "PapiSpecScheduleEnv", "PapiSplitScheduleEnv", "decode_parallelism"]

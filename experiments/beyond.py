@@ -1,0 +1,158 @@
+"""Beyond the paper: every variant x objective, rules vs oracle vs learned agents over seeds.
+
+    python -m experiments.beyond --seeds 3 --episodes 20 --out results/beyond      (`make beyond`)
+
+For each (variant, objective) cell: train ``--seeds`` agents (PPO; config blocks in
+experiments/configs/ppo.yaml with ``reward`` set to the objective), then evaluate every rule of the
+variant, the oracle and each trained agent on the same held-out episodes (experiments.evaluate).
+Writes, under ``--out``:
+
+- ``<variant>/<objective>/eval.json`` and ``eval.md``: the full paired table of that cell;
+- ``summary.json`` and ``summary.md``: one row per cell: the best rule-based policy, the oracle
+  and the learned agents (mean +- std over seeds of the paired score ratio to the best rule, and
+  the worst seed), and to PAPI's threshold rule;
+- ``curves_<variant>.png``: validation score / threshold score over training, per objective
+  (mean over seeds, band = min..max);
+- TensorBoard logs of every run in ``runs/``.
+
+Training jobs run in ``--jobs`` processes (one torch thread each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import papi_env
+from experiments import evaluate, train
+from experiments.io import markdown_table, save_figure, write_json, write_text
+
+VARIANTS = {name.split("/")[1].removesuffix("-v0"): name for name in papi_env.ENV_IDS}
+OBJECTIVES = papi_env.REWARDS
+
+
+def _train_job(args: tuple[str, str, str, int, int, str]) -> str:
+    algo, env_id, objective, seed, total, logdir = args
+    import torch
+
+    torch.set_num_threads(1)
+    cfg = train.load_config(algo, env_id)
+    cfg["env_kwargs"] = {**cfg["env_kwargs"], "reward": objective}
+    run = train.train(algo, env_id, cfg, total or cfg["n_timesteps"], seed, Path(logdir),
+                      run_name=f"{algo}_{env_id.split('/')[1]}_{objective}_s{seed}", progress_bar=False, verbose=0)
+    return str(run)
+
+
+def summarise_cell(result: dict[str, Any], learned: list[str]) -> dict[str, Any]:
+    """One summary row of an evaluated cell."""
+    p = result["policies"]
+    best = result["best_rule"]
+    ratios = np.array([p[name]["ratio_vs_best_rule"] for name in learned])
+    thr = np.array([p[name]["ratio_vs_threshold"] for name in learned])
+    return {
+        "env": result["env"], "objective": result["objective"], "best_rule": best,
+        "best_rule_vs_threshold": p[best]["ratio_vs_threshold"],
+        "oracle_vs_best_rule": p["oracle"]["ratio_vs_best_rule"],
+        "planner_vs_best_rule": p["greedy-ema"]["ratio_vs_best_rule"] if "greedy-ema" in p else None,
+        "learned_vs_best_rule_mean": float(ratios.mean()), "learned_vs_best_rule_std": float(ratios.std()),
+        "learned_vs_best_rule_min": float(ratios.min()), "learned_vs_best_rule_max": float(ratios.max()),
+        "learned_vs_threshold_mean": float(thr.mean()), "learned_vs_threshold_min": float(thr.min()),
+        "seeds": len(learned), "episodes": result["episodes"],
+    }
+
+
+def summary_markdown(rows: list[dict[str, Any]], algo: str, total: int) -> str:
+    table = []
+    for r in rows:
+        planner = "-" if r["planner_vs_best_rule"] is None else f"{r['planner_vs_best_rule']:.3f}"
+        table.append([
+            r["env"].split("/")[1], r["objective"], r["best_rule"], f"{r['best_rule_vs_threshold']:.3f}",
+            f"{r['oracle_vs_best_rule']:.3f}", planner,
+            f"{r['learned_vs_best_rule_mean']:.3f} ± {r['learned_vs_best_rule_std']:.3f}",
+            f"{r['learned_vs_best_rule_min']:.3f}", f"{r['learned_vs_threshold_min']:.3f}",
+        ])
+    n = rows[0]["seeds"] if rows else 0
+    episodes = rows[0]["episodes"] if rows else 0
+    return (f"# Beyond the paper: {algo.upper()}, {n} seeds x {total or 'config'} steps per cell, "
+            f"{episodes} paired held-out episodes\n\nScores are the objective per token, higher is better; every "
+            "ratio is paired per episode. 'best rule' is the best rule-based policy of the cell (agents.policies); "
+            "'planner' (greedy-ema) evaluates the cost model every iteration.\n\n"
+            + markdown_table(["variant", "objective", "best rule", "best rule / threshold", "oracle / best rule",
+                              "planner / best rule", f"{algo} / best rule (mean ± std)",
+                              f"{algo} worst seed / best rule", f"{algo} worst seed / threshold"], table))
+
+
+def plot_curves(variant: str, curves: dict[str, list[list[dict]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for objective, runs in curves.items():
+        steps = [h["timesteps"] for h in runs[0]]
+        n = min(len(r) for r in runs)
+        values = np.array([[h["speedup_vs_threshold"] for h in r[:n]] for r in runs])
+        line = ax.plot(steps[:n], values.mean(axis=0), marker=".", label=objective)[0]
+        ax.fill_between(steps[:n], values.min(axis=0), values.max(axis=0), alpha=0.2, color=line.get_color())
+    ax.axhline(1.0, color="k", ls="--", lw=0.8, label="threshold rule (PAPI)")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("validation score / threshold score")
+    ax.set_title(f"{variant}: PPO, mean and min..max over seeds")
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Rules vs oracle vs learned agents on every variant and objective.")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {list(VARIANTS)}")
+    parser.add_argument("--objectives", default=",".join(OBJECTIVES), help=f"comma-separated, of {list(OBJECTIVES)}")
+    parser.add_argument("--algo", default="ppo", choices=train.ALGOS)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--total-timesteps", type=int, default=None, help="default: each config's n_timesteps")
+    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("results/beyond"))
+    args = parser.parse_args(argv)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
+    bad = [v for v in variants if v not in VARIANTS] + [o for o in objectives if o not in OBJECTIVES]
+    if bad or args.seeds < 1 or args.episodes < 1:
+        parser.error(f"unknown variant/objective {bad}; allowed variants {list(VARIANTS)}, objectives "
+                     f"{list(OBJECTIVES)}; --seeds and --episodes must be >= 1")
+    jobs = [(args.algo, VARIANTS[v], o, s, args.total_timesteps, str(args.out / "runs"))
+            for v in variants for o in objectives for s in range(args.seeds)]
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        runs = list(pool.map(_train_job, jobs))
+    run_of = {(j[1], j[2], j[3]): r for j, r in zip(jobs, runs, strict=True)}
+    rows = []
+    for v in variants:
+        env_id, curves = VARIANTS[v], {}
+        for o in objectives:
+            cfg = train.load_config(args.algo, env_id)
+            kwargs = {**cfg["env_kwargs"], "reward": o}
+            learned = [f"{args.algo}:{run_of[(env_id, o, s)]}/best_model.zip" for s in range(args.seeds)]
+            result = evaluate.evaluate(env_id, None, args.episodes, 0, kwargs, extra_policies=learned)
+            cell = args.out / v / o
+            write_json(cell / "eval.json", result)
+            write_text(cell / "eval.md", evaluate.to_markdown(result))
+            rows.append(summarise_cell(result, learned))
+            curves[o] = [json.loads((Path(run_of[(env_id, o, s)]) / "evaluations.json").read_text())
+                         for s in range(args.seeds)]
+        plot_curves(v, curves, args.out / f"curves_{v}.png")
+    write_json(args.out / "summary.json", rows)
+    md = summary_markdown(rows, args.algo, args.total_timesteps)
+    write_text(args.out / "summary.md", md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

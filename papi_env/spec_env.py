@@ -1,0 +1,198 @@
+"""PapiSpecSchedule-v0: choose the speculation length (TLP) and the FC placement every iteration.
+
+In PAPI the user sets TLP and every verified token counts [P]. Here drafted tokens are accepted
+with a per-request probability that varies across requests and over time, a draft model pays
+for every extra token, and the scheduler picks TLP and the FC unit each iteration.
+
+Per iteration at speculation length TLP: the draft model (``draft_model``, default TinyLlama-1.1B
+on the GPUs, hardware.speculation.DraftCost) proposes TLP - 1 tokens per live request; the target
+model verifies TLP tokens per request (the iteration's cost at RLP x TLP, FC where the action
+says); request i gains 1 + (leading drafts accepted, each with its own p_i(t)) tokens
+(hardware.speculation.AcceptanceProcess; the mean acceptance of a batch is drawn from
+``acceptance["mean_range"]``, default 0.4..0.9).
+
+Action: ``MultiDiscrete([max_tlp, 2])``: (TLP - 1, FC unit 0 = FC-PIM, 1 = GPU).
+
+Observation (``Box(0, 1, (13,))``): the eight features of PapiSchedule-v0 (index 1 is the TLP of
+the last iteration; index 6 its FC placement), then
+
+====  ==========================================================  ======================
+idx   value                                                       scale
+====  ==========================================================  ======================
+8     the objective's calibrated crossover alpha (all FC)         log2(alpha + 1) / 12
+9     drafts accepted / drafts offered, last iteration            (0 at TLP 1)
+10    running acceptance estimate (EMA, weight 0.3; prior 0.65)   -
+11    tokens gained per live request, last iteration              / TLP_SCALE
+12    one draft step's time / one target iteration at TLP 1       clipped to 1
+====  ==========================================================  ======================
+
+Reward: the objective's term of papi_env.base on the iteration's cost *including the draft*
+(the per-token latency divides by the tokens each live request actually gained), plus
+``token_reward`` x accepted tokens / batch size: the reward counts accepted tokens. The token term
+sums to a constant per finished batch (every request produces its output length), so it densifies
+credit without changing which policy is best. ``info["score"]`` is the objective alone.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from hardware.calibrate import calibrate_alpha
+from hardware.speculation import AcceptanceModel, AcceptanceProcess, DraftCost, expected_gain
+from hardware.systems import IterationCost
+from papi_env.base import LOG_R_SCALE, TLP_SCALE, PapiBaseEnv
+from papi_env.kernel_env import calibration_objective
+
+OBS_SIZE = 13
+UNITS = ("pim", "gpu")
+EMA_WEIGHT, EMA_PRIOR = 0.3, 0.65  # [D] running acceptance estimate a runtime can keep
+
+
+def with_draft(c: IterationCost, draft) -> IterationCost:
+    """The target iteration's cost plus the draft model's (booked under 'other')."""
+    return c._replace(other_time=c.other_time + draft.time, other_energy=c.other_energy + draft.energy)
+
+
+class PapiSpecScheduleEnv(PapiBaseEnv):
+    """Speculation length and FC placement per iteration. See the module docstring."""
+
+    def __init__(self, max_tlp: int = 8, draft_model: str = "tinyllama-1.1b", acceptance: dict | None = None,
+                 token_reward: float = 1.0, **kwargs: Any) -> None:
+        if isinstance(max_tlp, bool) or not isinstance(max_tlp, int) or not 1 <= max_tlp <= TLP_SCALE:
+            raise ValueError(f"max_tlp must be an integer in [1, {int(TLP_SCALE)}], got {max_tlp!r}")
+        if kwargs.get("acceptance_rate") is not None:
+            raise ValueError("PapiSpecSchedule-v0 models acceptance per request: use `acceptance` "
+                             f"({list(AcceptanceModel.__dataclass_fields__)}), not acceptance_rate")
+        kwargs.setdefault("tlp", 1)
+        super().__init__(**kwargs)
+        self.acceptance_model = AcceptanceModel.from_any(acceptance)
+        self.max_tlp = max_tlp
+        self.token_reward = float(token_reward)
+        self.drafts = {id(cm): DraftCost(cm.system, draft_model) for cm in self.cost_models}
+        for cm in self.cost_models:
+            if set(cm.fc_units) != set(UNITS):
+                raise ValueError(f"PapiSpecSchedule-v0 needs a system with FC on both units (e.g. 'papi'); "
+                                 f"'{cm.system.name}' has {list(cm.fc_units)}")
+        self.action_space = spaces.MultiDiscrete([max_tlp, 2])
+        self.observation_space = spaces.Box(0.0, 1.0, shape=(OBS_SIZE,), dtype=np.float32)
+        self._alpha: dict[int, int] = {}
+
+    # ------------------------------------------------------------------------ counters
+    def alpha(self) -> int:
+        key = id(self.cost_model)
+        if key not in self._alpha:
+            self._alpha[key] = calibrate_alpha(self.cost_model, 1024, calibration_objective(self.reward_kind))
+        return self._alpha[key]
+
+    def draft_ratio(self) -> float:
+        """One draft step's time over one target iteration at TLP 1 with FC on FC-PIM (runtime timers)."""
+        rlp = self.batch.live
+        ctx1 = self._sum_ctx - rlp * (self._tlp - 1)
+        target = self.cost_model.iteration(rlp, 1, ctx1, "pim").time
+        return self.drafts[id(self.cost_model)].step(rlp, ctx1).time / target
+
+    def _observe(self) -> np.ndarray:
+        feats = self._base_features(float(self._last_unit))
+        feats += [math.log2(self.alpha() + 1) / LOG_R_SCALE, self._last_accept, self.accept_ema,
+                  self._last_gain / TLP_SCALE, min(self.draft_ratio(), 1.0)]
+        obs = np.array(feats, dtype=np.float32)
+        return np.clip(obs, 0.0, 1.0, out=obs)
+
+    # -------------------------------------------------------------------------- costs
+    def _validate(self, action: Any) -> tuple[int, int]:
+        a = np.asarray(action)
+        ok = a.shape == (2,) and np.issubdtype(a.dtype, np.number) and bool(np.all(a == np.round(a)))
+        tlp, unit = (int(a[0]) + 1, int(a[1])) if ok else (0, -1)
+        if not 1 <= tlp <= self.max_tlp or unit not in (0, 1):
+            raise ValueError(f"invalid action {action!r}: expected (TLP - 1 in [0, {self.max_tlp - 1}], FC unit 0/1)")
+        return tlp, unit
+
+    def cost_at(self, tlp: int, unit: int) -> IterationCost:
+        """Target iteration plus draft at speculation length ``tlp`` with FC on ``unit``."""
+        rlp = self.batch.live
+        ctx = self._sum_ctx + rlp * (tlp - self._tlp)  # contexts include the TLP tokens verified
+        c = self.cost_model.iteration(rlp, tlp, ctx, UNITS[unit])
+        return with_draft(c, self.drafts[id(self.cost_model)].draft(rlp, tlp, ctx - rlp * (tlp - 1)))
+
+    def expected_tokens(self, tlp: int, p: np.ndarray | float) -> float:
+        """Expected tokens of the batch at ``tlp`` if live request i accepts with p[i] (or p)."""
+        mask = self.batch.live_mask()
+        remaining = self.batch.remaining()[mask]
+        probs = np.broadcast_to(np.asarray(p, dtype=np.float64), mask.shape)[mask]
+        return float(np.minimum(expected_gain(probs, tlp), remaining).sum())
+
+    def greedy_action(self, p: np.ndarray | float) -> np.ndarray:
+        """The (TLP, unit) with the least objective cost per expected token this iteration, if
+        request i accepts with p[i]: seconds, joules, s x J / token (edp), or (time term + miss
+        penalty) per token (latency_target)."""
+        rlp, kind = self.batch.live, self.reward_kind
+        best, best_value = (0, 0), math.inf
+        for tlp in range(1, self.max_tlp + 1):
+            k = self.expected_tokens(tlp, p)
+            for unit in (0, 1):
+                c = self.cost_at(tlp, unit)
+                if kind == "latency":
+                    v = c.time / k
+                elif kind == "energy":
+                    v = c.energy / k
+                elif kind == "edp":
+                    v = c.time * c.energy / (k * k)
+                else:
+                    v = (c.time / self.time_scale + self.miss_penalty * self._missed(c.time, k / rlp)) / k
+                if v < best_value:
+                    best, best_value = (tlp - 1, unit), v
+        return np.array(best, dtype=np.int64)
+
+    def oracle_action(self) -> np.ndarray:
+        """Greedy with the true per-request acceptance probabilities (hidden from agents)."""
+        return self.greedy_action(self.acceptance.probabilities())
+
+    def candidate_actions(self) -> list[tuple[int, int]]:
+        return [(t, u) for t in range(self.max_tlp) for u in (0, 1)]
+
+    def step_objective(self, action: Any) -> float:
+        """Expected reward of ``action`` now (expected tokens with the true probabilities)."""
+        tlp, unit = self._validate(action)
+        k = self.expected_tokens(tlp, self.acceptance.probabilities())
+        return self._reward(self.cost_at(tlp, unit), k / self.batch.live) + self.token_reward * k / self.batch.size
+
+    # ----------------------------------------------------------------------------- API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        size = self._begin_episode(stochastic=True)
+        self.acceptance = AcceptanceProcess(self.acceptance_model, size, self.np_random)
+        self._last_unit, self._last_accept, self._last_gain = 0, 0.0, 0.0
+        self.accept_ema = EMA_PRIOR
+        return self._observe(), {"batch_size": size, "rlp": self.batch.live, "tlp": self._tlp,
+                                 "mean_acceptance": self.acceptance.mean}
+
+    def step(self, action):
+        self._check_stepping()
+        tlp, unit = self._validate(action)
+        cost = self.cost_at(tlp, unit)
+        rlp = self.batch.live
+        tokens = self.batch.advance(tlp, self.acceptance.probabilities())
+        self.acceptance.advance()
+        reward = self._reward(cost, tokens / rlp) + self.token_reward * tokens / self.batch.size
+        b = self.batch
+        if b.last_drafted:
+            self._last_accept = b.last_accepted / b.last_drafted
+            self.accept_ema = (1 - EMA_WEIGHT) * self.accept_ema + EMA_WEIGHT * self._last_accept
+        else:
+            self._last_accept = 0.0
+        self._last_unit, self._last_gain, self._tlp = unit, tokens / rlp, tlp
+        info = {"placement": UNITS[unit], "tlp": tlp, "drafted": b.last_drafted, "accepted": b.last_accepted}
+        terminated, truncated = self._finish_step(cost, tokens, rlp, info)
+        if terminated:
+            return np.zeros(OBS_SIZE, dtype=np.float32), reward, True, False, info
+        return self._observe(), reward, False, truncated, info
+
+    def _describe_last_action(self) -> str:
+        return f"FC on {UNITS[self._last_unit]:3s} accept {self._last_accept:.2f}"
+
+
+__all__ = ["OBS_SIZE", "PapiSpecScheduleEnv", "with_draft"]

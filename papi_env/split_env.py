@@ -1,0 +1,153 @@
+"""PapiSplitSchedule-v0: split each FC kernel between the GPUs and FC-PIM, every iteration.
+
+PAPI runs a whole FC kernel on one unit [P]. Here the scheduler chooses, per kernel (QKV,
+projection, FFN), the fraction of its weights the GPUs compute while FC-PIM computes the rest at
+the same time.
+
+Action: ``Box(0, 1, (3,))``: the GPUs' fraction of (QKV, projection, FFN); 0 = all on FC-PIM
+(PAPI's PIM placement), 1 = all on the GPUs. Fractions are rounded to 1/64 of a kernel.
+
+Shared HBM (how both units use the same stacks): the GPUs' memory is the FC-PIM stacks [P]. A
+bank either serves the GPUs' reads or runs all-bank PIM commands, never both at once, so the
+stacks' bank time is the shared resource: a split kernel takes max(t_gpu, M_gpu + t_pim), where
+M_gpu is the GPUs' memory-bound time for their slice (bytes / (bandwidth x 0.85)), t_pim FC-PIM's
+whole time on the rest (MACs, row activations, operand I/O) and t_gpu the GPUs' own roofline time
+on their slice. So splitting gains nothing while the GPUs are memory-bound (their reads already
+saturate the banks) and gains when they are compute-bound (RLP x TLP above ~90 on A100), where
+FC-PIM uses bank time the GPUs leave idle. Energy is the sum of both parts
+(hardware.systems.CostModel.fc_split).
+
+Observation (``Box(0, 1, (12,))``): the eight features of PapiSchedule-v0 (index 6 is the mean
+GPU fraction of the last iteration), then
+
+====  ==========================================================  ======================
+idx   value                                                       scale
+====  ==========================================================  ======================
+8     the objective's calibrated crossover alpha (all FC)         log2(alpha + 1) / 12
+9-11  the last iteration's GPU fraction of QKV, projection, FFN   -
+====  ==========================================================  ======================
+
+Reward and episode end: as in papi_env.base.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from hardware.calibrate import calibrate_alpha
+from hardware.serving import tlp_at
+from hardware.systems import FC_KERNELS, SPLIT_STEPS, IterationCost
+from papi_env.base import LOG_R_SCALE, PapiBaseEnv
+from papi_env.kernel_env import calibration_objective
+
+OBS_SIZE = 12
+ORACLE_STEPS = 32  # the oracle searches fractions k / 32 per kernel
+
+
+def _measure(cost, objective: str) -> float:
+    return {"latency": cost.time, "energy": cost.energy, "edp": cost.time * cost.energy}[objective]
+
+
+class PapiSplitScheduleEnv(PapiBaseEnv):
+    """Continuous GPU/FC-PIM split of every FC kernel. See the module docstring."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        for cm in self.cost_models:
+            if set(cm.fc_units) != {"pim", "gpu"}:
+                raise ValueError(f"PapiSplitSchedule-v0 needs a system with FC on both units (e.g. 'papi'); "
+                                 f"'{cm.system.name}' has {list(cm.fc_units)}")
+        self.action_space = spaces.Box(0.0, 1.0, shape=(3,), dtype=np.float32)
+        self.observation_space = spaces.Box(0.0, 1.0, shape=(OBS_SIZE,), dtype=np.float32)
+        self._alpha: dict[int, int] = {}
+        self._tables: dict[tuple[int, int], tuple[float, float, float]] = {}
+
+    def alpha(self) -> int:
+        """The objective's FC crossover for this episode's model and system (offline calibration)."""
+        key = id(self.cost_model)
+        if key not in self._alpha:
+            self._alpha[key] = calibrate_alpha(self.cost_model, 1024, calibration_objective(self.reward_kind))
+        return self._alpha[key]
+
+    def split_table(self, tokens: int) -> tuple[float, float, float]:
+        """Offline-calibrated split: per kernel, the GPU fraction (k / 32) that minimises that
+        kernel's own objective measure (time, energy or time x energy) at RLP x TLP = ``tokens``."""
+        key = (id(self.cost_model), tokens)
+        if key not in self._tables:
+            obj = calibration_objective(self.reward_kind)
+            grid = [k / ORACLE_STEPS for k in range(ORACLE_STEPS + 1)]
+            self._tables[key] = tuple(
+                min(grid, key=lambda f, k=kernel: _measure(self.cost_model.fc_split(k, tokens, f), obj))
+                for kernel in FC_KERNELS)
+        return self._tables[key]
+
+    def _observe(self) -> np.ndarray:
+        feats = self._base_features(float(np.mean(self._last)))
+        feats += [math.log2(self.alpha() + 1) / LOG_R_SCALE, *self._last]
+        obs = np.array(feats, dtype=np.float32)
+        return np.clip(obs, 0.0, 1.0, out=obs)
+
+    @staticmethod
+    def _validate(action: Any) -> tuple[float, float, float]:
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != (3,) or not np.all(np.isfinite(a)) or (a < 0).any() or (a > 1).any():
+            raise ValueError(f"invalid action {action!r}: expected 3 GPU fractions in [0, 1] for "
+                             "(QKV, projection, FFN)")
+        return tuple(round(float(v) * SPLIT_STEPS) / SPLIT_STEPS for v in a)  # type: ignore[return-value]
+
+    def _cost(self, fractions: tuple[float, float, float]) -> IterationCost:
+        return self.cost_model.iteration_split(self.batch.live, self._tlp, self._sum_ctx, fractions)
+
+    def step_objective(self, action: Any) -> float:
+        return self._reward(self._cost(self._validate(action)), self._tlp)
+
+    def oracle_action(self) -> np.ndarray:
+        """Per-iteration optimum over fractions k / 32: exact per kernel for latency, energy and
+        latency_target (FC kernels add up; less time never adds a miss); coordinate descent for edp."""
+        tokens = self.batch.live * self._tlp
+        grid = [k / ORACLE_STEPS for k in range(ORACLE_STEPS + 1)]
+        options = {k: [self.cost_model.fc_split(k, tokens, f) for f in grid] for k in FC_KERNELS}
+        measure = "time" if self.reward_kind in ("latency", "latency_target") else "energy"
+        best = [min(range(len(grid)), key=lambda i, k=k: getattr(options[k][i], measure)) for k in FC_KERNELS]
+        if self.reward_kind == "edp":
+            rest = self._cost((0.0, 0.0, 0.0))
+            base_t = self._total_time + rest.time - rest.fc_time
+            base_e = self._total_energy + rest.energy - rest.fc_energy
+            for _ in range(2):
+                for j, k in enumerate(FC_KERNELS):
+                    others = [options[kk][best[jj]] for jj, kk in enumerate(FC_KERNELS) if jj != j]
+                    t0 = base_t + sum(c.time for c in others)
+                    e0 = base_e + sum(c.energy for c in others)
+                    opts = options[k]
+                    best[j] = min(range(len(grid)),
+                                  key=lambda i, o=opts, t0=t0, e0=e0: (t0 + o[i].time) * (e0 + o[i].energy))
+        return np.array([grid[i] for i in best], dtype=np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        size = self._begin_episode()
+        self._last = (0.0, 0.0, 0.0)
+        return self._observe(), {"batch_size": size, "rlp": self.batch.live, "tlp": self._tlp}
+
+    def step(self, action):
+        self._check_stepping()
+        f = self._validate(action)
+        cost = self._cost(f)
+        rlp, tlp = self.batch.live, self._tlp
+        reward = self._reward(cost, tlp)
+        tokens = self.batch.advance(tlp)
+        self._last = f
+        info = {"gpu_fractions": f, "gpu_share": float(np.mean(f)), "tlp": tlp}
+        terminated, truncated = self._finish_step(cost, tokens, rlp, info)
+        if terminated:
+            return np.zeros(OBS_SIZE, dtype=np.float32), reward, True, False, info
+        if not truncated:
+            self._tlp = tlp_at(self._tlp_spec, self._steps)
+        return self._observe(), reward, False, truncated, info
+
+    def _describe_last_action(self) -> str:
+        return "GPU fractions " + "/".join(f"{v:.2f}" for v in self._last)
