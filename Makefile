@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-slow lint paper bench clean
+.PHONY: setup demo test test-slow lint paper bench beyond clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -35,3 +35,7 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) results runs .pytest_cache
+
+# Issue 5: every variant x objective, rules vs oracle vs PPO over 3 seeds (~25 min on 2 cores).
+beyond: setup
+	$(BIN)/python -m experiments.beyond --seeds 3 --total-timesteps 40000 --episodes 20 --out results/beyond

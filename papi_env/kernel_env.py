@@ -10,7 +10,7 @@ Attention on the GPUs reads a mirror of the KV cache kept in the GPUs' own HBM (
 beside the weights); the new K/V rows are still written to Attn-PIM every iteration, so switching
 costs nothing. The mirror must fit: when the live requests' KV cache (context x KV bytes per
 token) exceeds GPUs x memory - weight bytes, attention on the GPU is masked (``action_masks``,
-and ``step`` rejects it). For GPT-3 175B on PAPI that room is 10 GB, about 2,100 tokens of context.
+and ``step`` rejects it). For GPT-3 175B on PAPI that room is 12 GB, about 2,600 tokens of context.
 
 Observation (``Box(0, 1, (14,))``): the eight features of PapiSchedule-v0 (index 6 is the share
 of FC kernels the last iteration put on the GPU), then

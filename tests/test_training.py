@@ -97,3 +97,21 @@ def test_demo_end_to_end(tmp_path):
     data = json.loads((tmp_path / "eval.json").read_text())
     assert any(k.startswith("ppo:") for k in data["policies"])
     assert (tmp_path / "demo.png").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo, env_id", [("ppo", "papi_env/PapiKernelSchedule-v0"),
+                                          ("ppo", "papi_env/PapiSpecSchedule-v0"),
+                                          ("sac", "papi_env/PapiSplitSchedule-v0")])
+def test_variants_train_and_evaluate(tmp_path, algo, env_id):
+    cfg = train.load_config(algo, env_id)
+    kwargs = dict(batch_size=[4, 8], dataset="general-qa", reward="edp")
+    cfg.update(n_envs=1, eval_freq=256, eval_episodes=1, checkpoint_freq=256, env_kwargs=kwargs)
+    if algo == "ppo":
+        cfg["hyperparams"] = {**cfg["hyperparams"], "n_steps": 128, "batch_size": 64, "n_epochs": 2}
+    else:
+        cfg["hyperparams"] = {**cfg["hyperparams"], "learning_starts": 64, "buffer_size": 1000}
+    run = train.train(algo, env_id, cfg, 512, 0, tmp_path, progress_bar=False, verbose=0)
+    name = f"{algo}:{run / 'best_model.zip'}"
+    res = evaluate.evaluate(env_id, ["threshold", "oracle", name], 1, 0, kwargs)
+    assert res["objective"] == "edp" and res["policies"][name]["score"] > 0

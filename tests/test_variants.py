@@ -1,0 +1,191 @@
+"""The richer variants (kernel, split, spec): API, accounting, masks, splits, speculation, rules."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import papi_env
+from agents.policies import RULES_BY_ENV, make_policy
+from experiments import evaluate
+from experiments.evaluate import run_episode
+from hardware.speculation import AcceptanceModel, AcceptanceProcess, DraftCost, expected_gain
+from hardware.systems import FC_KERNELS, CostModel
+from papi_env import PapiKernelScheduleEnv, PapiSpecScheduleEnv
+
+SMALL = dict(batch_size=(4, 8), tlp=(1, 2), dataset="general-qa")
+VARIANTS = {
+    "papi_env/PapiKernelSchedule-v0": SMALL,
+    "papi_env/PapiSplitSchedule-v0": SMALL,
+    "papi_env/PapiSpecSchedule-v0": dict(batch_size=(4, 8), dataset="general-qa"),
+}
+
+
+def rollout(env, policy, seed):
+    if hasattr(policy, "bind"):
+        policy.bind(env)
+    obs, _ = env.reset(seed=seed)
+    rewards, trace = [], []
+    while True:
+        a, _ = policy.predict(obs)
+        obs, r, term, trunc, info = env.step(a)
+        rewards.append(r)
+        trace.append(obs.tobytes())
+        if term or trunc:
+            return rewards, trace, info
+
+
+@pytest.mark.parametrize("env_id", VARIANTS)
+def test_registered_and_pass_the_checkers(env_id):
+    env = gym.make(env_id, **VARIANTS[env_id])
+    check_env(env.unwrapped, skip_render_check=True)
+    sb3_checker = pytest.importorskip("stable_baselines3.common.env_checker")
+    sb3_checker.check_env(gym.make(env_id, **VARIANTS[env_id]).unwrapped, warn=True)
+
+
+@pytest.mark.parametrize("env_id", VARIANTS)
+@pytest.mark.parametrize("reward", papi_env.REWARDS)
+def test_rewards_sum_to_the_objective(env_id, reward):
+    env = gym.make(env_id, reward=reward, **VARIANTS[env_id]).unwrapped
+    rewards, _, info = rollout(env, make_policy("random", env, seed=1), seed=3)
+    t, e, n, misses = info["episode_time"], info["episode_energy"], info["episode_tokens"], info["episode_misses"]
+    expected = {"latency": -t / env.time_scale, "energy": -e / env.energy_scale,
+                "edp": -t * e / (env.time_scale * env.energy_scale),
+                "latency_target": -t / env.time_scale - env.miss_penalty * misses}[reward]
+    if isinstance(env, PapiSpecScheduleEnv):
+        expected += env.token_reward * n / env.batch.size  # the accepted-token term
+    assert sum(rewards) == pytest.approx(expected, rel=1e-9)
+    assert n == env.batch.total_output  # every token of every request, exactly once
+
+
+@pytest.mark.parametrize("env_id", VARIANTS)
+def test_same_seed_same_trajectory(env_id):
+    env = gym.make(env_id, **VARIANTS[env_id]).unwrapped
+    a = rollout(env, make_policy("random", env, seed=5), seed=9)
+    b = rollout(env, make_policy("random", env, seed=5), seed=9)
+    assert a[1] == b[1] and a[0] == b[0]
+
+
+@pytest.mark.parametrize("env_id, bad", [
+    ("papi_env/PapiKernelSchedule-v0", [0, 1, 2, 0]),
+    ("papi_env/PapiKernelSchedule-v0", [0, 1]),
+    ("papi_env/PapiSplitSchedule-v0", [0.5, 1.5, 0.0]),
+    ("papi_env/PapiSplitSchedule-v0", [np.nan, 0, 0]),
+    ("papi_env/PapiSpecSchedule-v0", [8, 0]),
+    ("papi_env/PapiSpecSchedule-v0", [1.5, 0]),
+])
+def test_invalid_actions_fail_clearly(env_id, bad):
+    env = gym.make(env_id, **VARIANTS[env_id]).unwrapped
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="invalid action"):
+        env.step(np.array(bad))
+
+
+def test_kernel_env_masks_gpu_attention_when_the_kv_mirror_does_not_fit():
+    env = PapiKernelScheduleEnv(model="gpt3-175b", batch_size=64, tlp=4)
+    env.reset(seed=0)
+    assert env.action_masks()[-1]  # short prompts fit at first
+    while env.kv_fill() <= 1:  # contexts grow until the mirror no longer fits
+        env.step(np.array([0, 0, 0, 0]))
+    assert env.cost_model.gpu_kv_capacity_bytes < 13e9  # 360 GB of HBM minus 348 GB of FC weights
+    assert env.kv_fill() > 1 and not env.action_masks()[-1]
+    with pytest.raises(ValueError, match="attention on the GPU is masked"):
+        env.step(np.array([0, 0, 0, 1]))
+    assert all(a[3] == 0 for a in env.candidate_actions())
+    small = PapiKernelScheduleEnv(**SMALL)
+    small.reset(seed=0)
+    assert small.action_masks().all()
+
+
+def test_kernel_placement_matches_the_whole_fc_cost():
+    cm = CostModel("papi", "llama-65b")
+    for unit in ("pim", "gpu"):
+        same = cm.iteration(16, 2, 5000.0, (unit,) * 3)
+        assert same == cm.iteration(16, 2, 5000.0, unit)
+    mixed = cm.iteration(16, 2, 5000.0, ("pim", "gpu", "pim"))
+    parts = sum(cm.fc_kernel(k, 32, u).time for k, u in zip(FC_KERNELS, ("pim", "gpu", "pim"), strict=True))
+    assert mixed.fc_time == pytest.approx(parts)
+    # attention on the GPUs reads a KV mirror at HBM speed: far slower than Attn-PIM at TLP 1
+    assert cm.attention(16, 1, 5000.0, "gpu").time > 5 * cm.attention(16, 1, 5000.0, "pim").time
+
+
+@settings(max_examples=40, deadline=None)
+@given(tokens=st.integers(1, 512), f=st.floats(0.0, 1.0), kernel=st.sampled_from(FC_KERNELS))
+def test_split_cost_bounds(tokens, f, kernel):
+    """A split never beats the better unit by more than sharing allows, and is never free."""
+    cm = CostModel("papi", "llama-65b")
+    c = cm.fc_split(kernel, tokens, f)
+    pim, gpu = cm.fc_kernel(kernel, tokens, "pim"), cm.fc_kernel(kernel, tokens, "gpu")
+    assert c.time > 0 and c.energy > 0
+    assert c.time <= pim.time + gpu.time  # at worst the two run one after the other
+    assert c.time >= 0.4 * min(pim.time, gpu.time)
+    assert cm.fc_split(kernel, tokens, 0.0) == pim and cm.fc_split(kernel, tokens, 1.0) == gpu
+
+
+def test_split_gains_only_when_the_gpu_is_compute_bound():
+    cm = CostModel("papi", "llama-65b")
+    grid = [k / 32 for k in range(33)]
+    for tokens, gains in ((16, False), (48, False), (256, True)):
+        best = min(cm.fc_split("ffn", tokens, f).time for f in grid)
+        ends = min(cm.fc_kernel("ffn", tokens, u).time for u in ("pim", "gpu"))
+        assert (best < 0.9 * ends) == gains, tokens
+
+
+def test_acceptance_process_varies_across_requests_and_time():
+    rng = np.random.default_rng(0)
+    proc = AcceptanceProcess(AcceptanceModel(), 64, rng)
+    p0 = proc.probabilities()
+    assert ((p0 > 0) & (p0 < 1)).all() and p0.std() > 0.05
+    for _ in range(50):
+        proc.advance()
+    assert np.abs(proc.probabilities() - p0).mean() > 0.02
+    with pytest.raises(ValueError, match="mean_range"):
+        AcceptanceModel(mean_range=(0.9, 0.2))
+    with pytest.raises(ValueError, match="unknown acceptance field"):
+        AcceptanceModel.from_any({"mean": 0.5})
+
+
+def test_expected_gain_and_draft_cost():
+    assert expected_gain(np.array([0.5]), 1)[0] == 1
+    assert expected_gain(np.array([0.5]), 3)[0] == pytest.approx(1 + 0.5 + 0.25)
+    d = DraftCost("papi")
+    assert d.draft(8, 1, 1000.0).time == 0
+    assert d.draft(8, 4, 1000.0).time == pytest.approx(3 * d.step(8, 1000.0).time)
+
+
+def test_spec_env_errors():
+    with pytest.raises(ValueError, match="max_tlp"):
+        PapiSpecScheduleEnv(max_tlp=0)
+    with pytest.raises(ValueError, match="per request"):
+        PapiSpecScheduleEnv(acceptance_rate=0.7)
+
+
+@pytest.mark.parametrize("env_id", ["papi_env/PapiKernelSchedule-v0", "papi_env/PapiSplitSchedule-v0"])
+@pytest.mark.parametrize("reward", ["latency", "energy"])
+def test_oracle_is_never_beaten_by_a_rule_where_it_is_exact(env_id, reward):
+    env = gym.make(env_id, reward=reward, **SMALL)
+    for seed in range(3):
+        oracle = run_episode(env, make_policy("oracle", env), seed)["score"]
+        for rule in ("threshold", "kernel-threshold" if "Kernel" in env_id else "split-table", "always-pim"):
+            assert run_episode(env, make_policy(rule, env), seed)["score"] <= oracle * (1 + 1e-9)
+
+
+def test_randomised_models_and_systems_per_episode():
+    env = PapiKernelScheduleEnv(model=["llama-65b", "gpt3-66b"], system=["papi", {"base": "papi", "gpu": "H100"}],
+                                **SMALL)
+    seen = set()
+    for seed in range(12):
+        _, _, info = rollout(env, make_policy("threshold", env), seed)
+        seen.add((info["model"], env.cost_model.system.gpu.name))
+    assert len(seen) >= 3
+
+
+def test_evaluate_reports_best_rule_per_variant():
+    result = evaluate.evaluate("papi_env/PapiSpecSchedule-v0", None, 2, 0, VARIANTS["papi_env/PapiSpecSchedule-v0"])
+    names = list(result["policies"])
+    assert names[0] == "threshold" and set(RULES_BY_ENV["PapiSpecScheduleEnv"]) <= set(names)
+    assert result["policies"][result["best_rule"]]["kind"] == "rule"
+    assert result["policies"][result["best_rule"]]["ratio_vs_best_rule"] == pytest.approx(1.0)
+    assert "score vs best rule" in evaluate.to_markdown(result)
