@@ -37,15 +37,19 @@ VARIANTS = {name.split("/")[1].removesuffix("-v0"): name for name in papi_env.EN
 OBJECTIVES = papi_env.REWARDS
 
 
-def _train_job(args: tuple[str, str, str, int, int, str]) -> str:
-    algo, env_id, objective, seed, total, logdir = args
+def _train_job(args: tuple[str, str, str, int, int, str, bool]) -> str:
+    algo, env_id, objective, seed, total, logdir, reuse = args
     import torch
 
     torch.set_num_threads(1)
     cfg = train.load_config(algo, env_id)
     cfg["env_kwargs"] = {**cfg["env_kwargs"], "reward": objective}
-    run = train.train(algo, env_id, cfg, total or cfg["n_timesteps"], seed, Path(logdir),
-                      run_name=f"{algo}_{env_id.split('/')[1]}_{objective}_s{seed}", progress_bar=False, verbose=0)
+    name = f"{algo}_{env_id.split('/')[1]}_{objective}_s{seed}"
+    done = Path(logdir) / name
+    if reuse and (done / "final_model.zip").exists() and (done / "evaluations.json").exists():
+        return str(done)
+    run = train.train(algo, env_id, cfg, total or cfg["n_timesteps"], seed, Path(logdir), run_name=name,
+                      progress_bar=False, verbose=0)
     return str(run)
 
 
@@ -120,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("results/beyond"))
+    parser.add_argument("--reuse", action="store_true", help="skip runs whose final model already exists")
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
@@ -127,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad or args.seeds < 1 or args.episodes < 1:
         parser.error(f"unknown variant/objective {bad}; allowed variants {list(VARIANTS)}, objectives "
                      f"{list(OBJECTIVES)}; --seeds and --episodes must be >= 1")
-    jobs = [(args.algo, VARIANTS[v], o, s, args.total_timesteps, str(args.out / "runs"))
+    jobs = [(args.algo, VARIANTS[v], o, s, args.total_timesteps, str(args.out / "runs"), args.reuse)
             for v in variants for o in objectives for s in range(args.seeds)]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         runs = list(pool.map(_train_job, jobs))

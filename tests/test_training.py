@@ -102,6 +102,7 @@ def test_demo_end_to_end(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("algo, env_id", [("ppo", "papi_env/PapiKernelSchedule-v0"),
                                           ("ppo", "papi_env/PapiSpecSchedule-v0"),
+                                          ("ppo", "papi_env/PapiSplitSchedule-v0"),
                                           ("sac", "papi_env/PapiSplitSchedule-v0")])
 def test_variants_train_and_evaluate(tmp_path, algo, env_id):
     cfg = train.load_config(algo, env_id)
