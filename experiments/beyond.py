@@ -68,6 +68,8 @@ def summarise_cell(result: dict[str, Any], learned: list[str]) -> dict[str, Any]
         "learned_vs_best_rule_min": float(ratios.min()), "learned_vs_best_rule_max": float(ratios.max()),
         "learned_vs_threshold_mean": float(thr.mean()), "learned_vs_threshold_min": float(thr.min()),
         "seeds": len(learned), "episodes": result["episodes"],
+        "total_timesteps": max(json.loads((Path(n.partition(":")[2]).parent / "run.json").read_text())
+                               ["total_timesteps"] for n in learned),
     }
 
 
@@ -76,19 +78,20 @@ def summary_markdown(rows: list[dict[str, Any]], algo: str, total: int) -> str:
     for r in rows:
         planner = "-" if r["planner_vs_best_rule"] is None else f"{r['planner_vs_best_rule']:.3f}"
         table.append([
-            r["env"].split("/")[1], r["objective"], r["best_rule"], f"{r['best_rule_vs_threshold']:.3f}",
+            r["env"].split("/")[1], r["objective"], r.get("total_timesteps", "?"), r["best_rule"],
+            f"{r['best_rule_vs_threshold']:.3f}",
             f"{r['oracle_vs_best_rule']:.3f}", planner,
             f"{r['learned_vs_best_rule_mean']:.3f} ± {r['learned_vs_best_rule_std']:.3f}",
             f"{r['learned_vs_best_rule_min']:.3f}", f"{r['learned_vs_threshold_min']:.3f}",
         ])
     n = rows[0]["seeds"] if rows else 0
     episodes = rows[0]["episodes"] if rows else 0
-    return (f"# Beyond the paper: {algo.upper()}, {n} seeds x {total or 'config'} steps per cell, "
+    return (f"# Beyond the paper: {algo.upper()}, {n} seeds per cell, "
             f"{episodes} paired held-out episodes\n\nScores are the objective per token, higher is better; every "
             "ratio is paired per episode. 'best rule' is the best rule-based policy of the cell (agents.policies); "
             "'planner' (greedy-ema) evaluates the cost model every iteration.\n\n"
-            + markdown_table(["variant", "objective", "best rule", "best rule / threshold", "oracle / best rule",
-                              "planner / best rule", f"{algo} / best rule (mean ± std)",
+            + markdown_table(["variant", "objective", "steps", "best rule", "best rule / threshold",
+                              "oracle / best rule", "planner / best rule", f"{algo} / best rule (mean ± std)",
                               f"{algo} worst seed / best rule", f"{algo} worst seed / threshold"], table))
 
 
@@ -152,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
             curves[o] = [json.loads((Path(run_of[(env_id, o, s)]) / "evaluations.json").read_text())
                          for s in range(args.seeds)]
         plot_curves(v, curves, args.out / f"curves_{v}.png")
+    previous = args.out / "summary.json"
+    if previous.exists():  # keep the other cells of an earlier run; this run's cells replace theirs
+        done = {(r["env"], r["objective"]) for r in rows}
+        kept = [r for r in json.loads(previous.read_text()) if (r["env"], r["objective"]) not in done]
+        order = {(VARIANTS[v], o): i for i, (v, o) in enumerate((v, o) for v in VARIANTS for o in OBJECTIVES)}
+        rows = sorted(kept + rows, key=lambda r: order.get((r["env"], r["objective"]), len(order)))
     write_json(args.out / "summary.json", rows)
     md = summary_markdown(rows, args.algo, args.total_timesteps)
     write_text(args.out / "summary.md", md)

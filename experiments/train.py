@@ -40,11 +40,12 @@ from agents.learned import ALGOS, LearnedPolicy, algo_class, vecnormalize_path
 from agents.policies import Oracle, make_policy
 from experiments.evaluate import run_episode
 from experiments.io import write_json
+from papi_env.wrappers import EDPStepScale
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 VALIDATION_SEED_BASE = 500_000
 RUN_KEYS = {"policy", "n_envs", "n_timesteps", "normalize", "env_kwargs", "eval_freq", "eval_episodes",
-            "checkpoint_freq", "hyperparams"}
+            "checkpoint_freq", "hyperparams", "edp_step_scaling"}
 
 
 class ConfigError(ValueError):
@@ -77,6 +78,7 @@ def load_config(algo: str, env_id: str, path: str | Path | None = None) -> dict[
     cfg.setdefault("eval_episodes", 8)
     cfg.setdefault("checkpoint_freq", 20_000)
     cfg.setdefault("hyperparams", {})
+    cfg.setdefault("edp_step_scaling", True)  # papi_env.wrappers.EDPStepScale when reward is edp
     for key in ("n_envs", "eval_freq", "eval_episodes", "checkpoint_freq"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise ConfigError(f"{path}: {env_id}.{key} must be a positive integer, got {cfg[key]!r}")
@@ -208,7 +210,9 @@ def run_record(algo: str, env_id: str, cfg: dict, seed: int, total: int) -> dict
 def make_env(env_id: str, cfg: dict, seed: int) -> Any:
     # make_vec_env asks for render_mode='rgb_array' unless told otherwise; these envs render text only.
     env_kwargs = {"render_mode": None, **cfg["env_kwargs"]}
-    venv = make_vec_env(env_id, n_envs=cfg["n_envs"], seed=seed, env_kwargs=env_kwargs, vec_env_cls=DummyVecEnv)
+    wrapper = EDPStepScale if env_kwargs.get("reward") == "edp" and cfg.get("edp_step_scaling", True) else None
+    venv = make_vec_env(env_id, n_envs=cfg["n_envs"], seed=seed, env_kwargs=env_kwargs, vec_env_cls=DummyVecEnv,
+                        wrapper_class=wrapper)
     norm = cfg["normalize"]
     if norm:
         kwargs = norm if isinstance(norm, dict) else {}

@@ -27,10 +27,14 @@ idx   value                                                       scale
 ====  ==========================================================  ======================
 
 Reward: the objective's term of papi_env.base on the iteration's cost *including the draft*
-(the per-token latency divides by the tokens each live request actually gained), plus
-``token_reward`` x accepted tokens / batch size: the reward counts accepted tokens. The token term
-sums to a constant per finished batch (every request produces its output length), so it densifies
-credit without changing which policy is best. ``info["score"]`` is the objective alone.
+(the per-token latency divides by the tokens each live request actually gained; this term alone
+is ``info["objective_reward"]`` and sums to the episode objective), plus a credit for every
+accepted token worth what non-speculative decoding would pay for it now: ``token_reward`` x
+tokens x (-objective term of TLP 1 with PAPI's placement) / RLP. So a step earns about zero when
+speculation produces tokens exactly as cheaply as TLP 1, more when cheaper. This is
+potential-based shaping of the objective (potential: the remaining tokens times the current
+cost per token, Ng et al. 1999) and keeps a discounted learner from preferring cheap, short
+iterations over productive ones. ``info["score"]`` is the objective alone.
 """
 
 from __future__ import annotations
@@ -154,11 +158,18 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
     def candidate_actions(self) -> list[tuple[int, int]]:
         return [(t, u) for t in range(self.max_tlp) for u in (0, 1)]
 
+    def token_value(self) -> float:
+        """Reward credit per accepted token: minus the objective term per token of one TLP-1
+        iteration with PAPI's placement, now."""
+        rlp = self.batch.live
+        reference = self.cost_at(1, int(rlp > self.alpha()))
+        return -self._reward(reference, 1.0) / rlp
+
     def step_objective(self, action: Any) -> float:
         """Expected reward of ``action`` now (expected tokens with the true probabilities)."""
         tlp, unit = self._validate(action)
         k = self.expected_tokens(tlp, self.acceptance.probabilities())
-        return self._reward(self.cost_at(tlp, unit), k / self.batch.live) + self.token_reward * k / self.batch.size
+        return self._reward(self.cost_at(tlp, unit), k / self.batch.live) + self.token_reward * k * self.token_value()
 
     # ----------------------------------------------------------------------------- API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -175,9 +186,11 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
         tlp, unit = self._validate(action)
         cost = self.cost_at(tlp, unit)
         rlp = self.batch.live
+        value = self.token_value()
         tokens = self.batch.advance(tlp, self.acceptance.probabilities())
         self.acceptance.advance()
-        reward = self._reward(cost, tokens / rlp) + self.token_reward * tokens / self.batch.size
+        objective = self._reward(cost, tokens / rlp)
+        reward = objective + self.token_reward * tokens * value
         b = self.batch
         if b.last_drafted:
             self._last_accept = b.last_accepted / b.last_drafted
@@ -185,7 +198,8 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
         else:
             self._last_accept = 0.0
         self._last_unit, self._last_gain, self._tlp = unit, tokens / rlp, tlp
-        info = {"placement": UNITS[unit], "tlp": tlp, "drafted": b.last_drafted, "accepted": b.last_accepted}
+        info = {"placement": UNITS[unit], "tlp": tlp, "drafted": b.last_drafted, "accepted": b.last_accepted,
+                "objective_reward": objective}
         terminated, truncated = self._finish_step(cost, tokens, rlp, info)
         if terminated:
             return np.zeros(OBS_SIZE, dtype=np.float32), reward, True, False, info

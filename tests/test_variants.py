@@ -24,6 +24,7 @@ VARIANTS = {
 
 
 def rollout(env, policy, seed):
+    """(objective terms of the rewards, observations, last info)."""
     if hasattr(policy, "bind"):
         policy.bind(env)
     obs, _ = env.reset(seed=seed)
@@ -31,7 +32,7 @@ def rollout(env, policy, seed):
     while True:
         a, _ = policy.predict(obs)
         obs, r, term, trunc, info = env.step(a)
-        rewards.append(r)
+        rewards.append(info.get("objective_reward", r))
         trace.append(obs.tobytes())
         if term or trunc:
             return rewards, trace, info
@@ -54,8 +55,6 @@ def test_rewards_sum_to_the_objective(env_id, reward):
     expected = {"latency": -t / env.time_scale, "energy": -e / env.energy_scale,
                 "edp": -t * e / (env.time_scale * env.energy_scale),
                 "latency_target": -t / env.time_scale - env.miss_penalty * misses}[reward]
-    if isinstance(env, PapiSpecScheduleEnv):
-        expected += env.token_reward * n / env.batch.size  # the accepted-token term
     assert sum(rewards) == pytest.approx(expected, rel=1e-9)
     assert n == env.batch.total_output  # every token of every request, exactly once
 
@@ -153,6 +152,15 @@ def test_expected_gain_and_draft_cost():
     d = DraftCost("papi")
     assert d.draft(8, 1, 1000.0).time == 0
     assert d.draft(8, 4, 1000.0).time == pytest.approx(3 * d.step(8, 1000.0).time)
+
+
+def test_spec_reward_credits_tokens_at_the_non_speculative_price():
+    env = PapiSpecScheduleEnv(batch_size=16, dataset="general-qa")
+    env.reset(seed=0)
+    value = env.token_value()
+    _, r, _, _, info = env.step(np.array([0, 0]))  # TLP 1 with FC on FC-PIM: PAPI's own choice here
+    assert r == pytest.approx(info["objective_reward"] + info["tokens"] * value)
+    assert abs(r) < 1e-9  # exactly the reference: no gain, no loss
 
 
 def test_spec_env_errors():
