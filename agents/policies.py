@@ -171,12 +171,12 @@ class Leviathan(Bound):
 
 class GreedyEMA(Bound):
     """A model-based planner (PapiSpecSchedule): each iteration, evaluate the cost model for
-    every (TLP, unit) and take the least cost per expected token, with expected tokens from the
-    runtime's running acceptance estimate (the same for every request). Needs an accurate
-    per-iteration cost model, which real deployments do not have."""
+    every (TLP, unit) and take the least cost per expected token, with expected tokens from each
+    request's own running acceptance estimate (what the oracle does with the true
+    probabilities). Needs an accurate per-iteration cost model, which real deployments lack."""
 
     def act(self, env):
-        return env.greedy_action(env.accept_ema)
+        return env.greedy_action(env.request_estimates())
 
 
 class Static(Bound):

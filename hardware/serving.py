@@ -47,6 +47,10 @@ class StaticBatch:
         self.iteration = 0
         self.tokens_generated = 0
         self.last_drafted = self.last_accepted = 0  # draft tokens offered / accepted last iteration
+        # per request, last iteration: drafts accepted before the first rejection, and whether a
+        # rejection was seen (drafts after it are never verified, so they carry no information)
+        self.last_request_accepted = np.zeros(self.size, dtype=np.int64)
+        self.last_request_rejected = np.zeros(self.size, dtype=bool)
         self._lockstep = self.acceptance_rate is None and not stochastic
         self.order = order  # request i of this batch is request order[i] of the caller's lists
         if self._lockstep:
@@ -136,9 +140,15 @@ class StaticBatch:
                 leading = np.cumprod(accepted, axis=1).sum(axis=1)
                 gained = 1 + leading
                 self.last_drafted, self.last_accepted = n * (tlp - 1), int(leading.sum())
+                self.last_request_accepted[:] = 0
+                self.last_request_rejected[:] = False
+                self.last_request_accepted[mask] = leading
+                self.last_request_rejected[mask] = leading < tlp - 1
             else:
                 gained = np.ones(n, dtype=np.int64)
                 self.last_drafted = self.last_accepted = 0
+                self.last_request_accepted[:] = 0
+                self.last_request_rejected[:] = False
             remaining = self.output_lengths[mask] - self._gen[mask]
             gained = np.minimum(gained, remaining)
             self._gen[mask] += gained

@@ -13,18 +13,25 @@ says); request i gains 1 + (leading drafts accepted, each with its own p_i(t)) t
 
 Action: ``MultiDiscrete([max_tlp, 2])``: (TLP - 1, FC unit 0 = FC-PIM, 1 = GPU).
 
-Observation (``Box(0, 1, (13,))``): the eight features of PapiSchedule-v0 (index 1 is the TLP of
+Observation (``Box(0, 1, (15,))``): the eight features of PapiSchedule-v0 (index 1 is the TLP of
 the last iteration; index 6 its FC placement), then
 
 ====  ==========================================================  ======================
 idx   value                                                       scale
 ====  ==========================================================  ======================
 8     the objective's calibrated crossover alpha (all FC)         log2(alpha + 1) / 12
-9     drafts accepted / drafts offered, last iteration            (0 at TLP 1)
-10    running acceptance estimate (EMA, weight 0.3; prior 0.65)   -
+9     acceptance seen last iteration, A / (A + R)                 (0 at TLP 1)
+10    running batch acceptance estimate                           -
 11    tokens gained per live request, last iteration              / TLP_SCALE
 12    one draft step's time / one target iteration at TLP 1       clipped to 1
+13    mean of the live requests' own acceptance estimates         -
+14    their standard deviation                                    x 2, clipped to 1
 ====  ==========================================================  ======================
+
+Acceptance estimates are what a runtime can count: A drafts accepted and R rejections seen (a
+request's drafts after its first rejection are never verified, so "accepted / drafted" would be
+biased low); the estimate is (A + 1.3) / (A + R + 2) (a Beta prior with mean 0.65 worth two
+drafts) over counts that decay by ``ESTIMATE_DECAY`` per iteration (the batch's and each request's).
 
 Reward: the objective's term of papi_env.base on the iteration's cost *including the draft*
 (the per-token latency divides by the tokens each live request actually gained; this term alone
@@ -51,9 +58,10 @@ from hardware.systems import IterationCost
 from papi_env.base import LOG_R_SCALE, TLP_SCALE, PapiBaseEnv
 from papi_env.kernel_env import calibration_objective
 
-OBS_SIZE = 13
+OBS_SIZE = 15
 UNITS = ("pim", "gpu")
-EMA_WEIGHT, EMA_PRIOR = 0.3, 0.65  # [D] running acceptance estimate a runtime can keep
+ESTIMATE_DECAY = 0.8  # [D] per-iteration forgetting of acceptance counts (time constant ~5 iterations)
+PRIOR_ACCEPT, PRIOR_COUNT = 0.65, 2.0  # [D] Beta prior: mean 0.65 (middle of 0.4..0.9), worth 2 drafts
 
 
 def with_draft(c: IterationCost, draft) -> IterationCost:
@@ -101,8 +109,11 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
 
     def _observe(self) -> np.ndarray:
         feats = self._base_features(float(self._last_unit))
+        live = self.batch.live_mask()
+        own = self.request_estimates()[live] if live.any() else np.array([PRIOR_ACCEPT])
         feats += [math.log2(self.alpha() + 1) / LOG_R_SCALE, self._last_accept, self.accept_ema,
-                  self._last_gain / TLP_SCALE, min(self.draft_ratio(), 1.0)]
+                  self._last_gain / TLP_SCALE, min(self.draft_ratio(), 1.0), float(own.mean()),
+                  min(2.0 * float(own.std()), 1.0)]
         obs = np.array(feats, dtype=np.float32)
         return np.clip(obs, 0.0, 1.0, out=obs)
 
@@ -158,6 +169,24 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
     def candidate_actions(self) -> list[tuple[int, int]]:
         return [(t, u) for t in range(self.max_tlp) for u in (0, 1)]
 
+    @staticmethod
+    def _estimate(accepted, rejected):
+        return (accepted + PRIOR_ACCEPT * PRIOR_COUNT) / (accepted + rejected + PRIOR_COUNT)
+
+    def request_estimates(self) -> np.ndarray:
+        """Each request's running acceptance estimate (this batch's order)."""
+        return self._estimate(self._req_accepted, self._req_rejected)
+
+    def _update_estimates(self) -> None:
+        b = self.batch
+        d = ESTIMATE_DECAY
+        self._req_accepted = d * self._req_accepted + b.last_request_accepted
+        self._req_rejected = d * self._req_rejected + b.last_request_rejected
+        a, r = b.last_accepted, int(b.last_request_rejected.sum())
+        self._batch_counts = (d * self._batch_counts[0] + a, d * self._batch_counts[1] + r)
+        self.accept_ema = float(self._estimate(*self._batch_counts))
+        self._last_accept = a / (a + r) if b.last_drafted else 0.0
+
     def token_value(self) -> float:
         """Reward credit per accepted token: minus the objective term per token of one TLP-1
         iteration with PAPI's placement, now."""
@@ -177,7 +206,10 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
         size = self._begin_episode(stochastic=True)
         self.acceptance = AcceptanceProcess(self.acceptance_model, size, self.np_random)
         self._last_unit, self._last_accept, self._last_gain = 0, 0.0, 0.0
-        self.accept_ema = EMA_PRIOR
+        self._req_accepted = np.zeros(size)
+        self._req_rejected = np.zeros(size)
+        self._batch_counts = (0.0, 0.0)
+        self.accept_ema = PRIOR_ACCEPT
         return self._observe(), {"batch_size": size, "rlp": self.batch.live, "tlp": self._tlp,
                                  "mean_acceptance": self.acceptance.mean}
 
@@ -192,11 +224,7 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
         objective = self._reward(cost, tokens / rlp)
         reward = objective + self.token_reward * tokens * value
         b = self.batch
-        if b.last_drafted:
-            self._last_accept = b.last_accepted / b.last_drafted
-            self.accept_ema = (1 - EMA_WEIGHT) * self.accept_ema + EMA_WEIGHT * self._last_accept
-        else:
-            self._last_accept = 0.0
+        self._update_estimates()
         self._last_unit, self._last_gain, self._tlp = unit, tokens / rlp, tlp
         info = {"placement": UNITS[unit], "tlp": tlp, "drafted": b.last_drafted, "accepted": b.last_accepted,
                 "objective_reward": objective}

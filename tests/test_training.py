@@ -116,3 +116,15 @@ def test_variants_train_and_evaluate(tmp_path, algo, env_id):
     name = f"{algo}:{run / 'best_model.zip'}"
     res = evaluate.evaluate(env_id, ["threshold", "oracle", name], 1, 0, kwargs)
     assert res["objective"] == "edp" and res["policies"][name]["score"] > 0
+
+
+@pytest.mark.slow
+def test_beyond_end_to_end(tmp_path):
+    from experiments import beyond
+
+    assert beyond.main(["--variants", "PapiKernelSchedule", "--objectives", "latency", "--seeds", "1",
+                        "--total-timesteps", "512", "--episodes", "1", "--jobs", "1", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "summary.json").read_text())
+    assert rows[0]["best_rule"] in ("threshold", "kernel-threshold") and rows[0]["seeds"] == 1
+    assert (tmp_path / "curves_PapiKernelSchedule.png").exists()
+    assert (tmp_path / "PapiKernelSchedule" / "latency" / "eval.md").exists()
