@@ -9,6 +9,13 @@ from pathlib import Path
 from typing import Any
 
 
+def _readable(tmp: str) -> None:
+    """mkstemp creates 0600 files; give results the usual permissions (0666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+
+
 def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` so that readers never see a half-written file."""
     path = Path(path)
@@ -17,6 +24,7 @@ def write_text(path: str | Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
+        _readable(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -36,6 +44,7 @@ def save_figure(fig: Any, path: str | Path) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        _readable(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
