@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--total-timesteps", type=int, default=40000)
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("results/generalise"))
+    parser.add_argument("--reuse", action="store_true", help="skip runs whose final model already exists")
     args = parser.parse_args(argv)
     base_cfg = train.load_config("ppo", args.env)
     learned: dict[str, list[str]] = {}
@@ -45,8 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = {**base_cfg, "env_kwargs": {**base_cfg["env_kwargs"], **kwargs}}
         learned[setting] = []
         for seed in range(args.seeds):
-            run = train.train("ppo", args.env, cfg, args.total_timesteps, seed, args.out / "runs",
-                              run_name=f"ppo_{setting}_s{seed}", progress_bar=False, verbose=0)
+            run = args.out / "runs" / f"ppo_{setting}_s{seed}"
+            if not (args.reuse and (run / "final_model.zip").exists()):
+                run = train.train("ppo", args.env, cfg, args.total_timesteps, seed, args.out / "runs",
+                                  run_name=run.name, progress_bar=False, verbose=0)
             learned[setting].append(f"ppo:{run / 'best_model.zip'}")
     target = {**base_cfg["env_kwargs"], **TARGET}
     result = evaluate.evaluate(args.env, None, args.episodes, 0, target,

@@ -9,8 +9,10 @@ for the FC kernels, Attn-PIM for attention), 1 = GPU.
 Attention on the GPUs reads a mirror of the KV cache kept in the GPUs' own HBM (the FC-PIM stacks
 beside the weights); the new K/V rows are still written to Attn-PIM every iteration, so switching
 costs nothing. The mirror must fit: when the live requests' KV cache (context x KV bytes per
-token) exceeds GPUs x memory - weight bytes, attention on the GPU is masked (``action_masks``,
-and ``step`` rejects it). For GPT-3 175B on PAPI that room is 12 GB, about 2,600 tokens of context.
+token) exceeds GPUs x memory - weight bytes, attention on the GPU is masked (``action_masks``).
+A masked choice runs attention on Attn-PIM instead and sets ``info["masked"]`` (``on_masked=
+"fallback"``, the default, so that agents without masking can train and be evaluated anywhere),
+or raises ValueError (``on_masked="raise"``). For GPT-3 175B on PAPI that room is 12 GB, about 2,600 tokens of context.
 
 Observation (``Box(0, 1, (14,))``): the eight features of PapiSchedule-v0 (index 6 is the share
 of FC kernels the last iteration put on the GPU), then
@@ -59,8 +61,11 @@ def calibration_objective(reward: str) -> str:
 class PapiKernelScheduleEnv(PapiBaseEnv):
     """Per-kernel placement of FC kernels and attention. See the module docstring."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, on_masked: str = "fallback", **kwargs: Any) -> None:
+        if on_masked not in ("fallback", "raise"):
+            raise ValueError(f"on_masked must be 'fallback' or 'raise', got {on_masked!r}")
         super().__init__(**kwargs)
+        self.on_masked = on_masked
         for cm in self.cost_models:
             if set(cm.fc_units) != set(UNITS) or cm.system.attention_unit != "pim":
                 raise ValueError(f"PapiKernelSchedule-v0 needs a system with FC on both units and attention on "
@@ -125,16 +130,19 @@ class PapiKernelScheduleEnv(PapiBaseEnv):
     def step(self, action):
         self._check_stepping()
         a = self._validate(action)
-        if a[3] == 1 and self.kv_fill() > 1.0:
-            raise ValueError(f"attention on the GPU is masked: the live KV cache needs {self.kv_fill():.2f}x the "
-                             "GPUs' free HBM; allowed attention placement: 0 (Attn-PIM)")
+        masked = a[3] == 1 and self.kv_fill() > 1.0
+        if masked:
+            if self.on_masked == "raise":
+                raise ValueError(f"attention on the GPU is masked: the live KV cache needs {self.kv_fill():.2f}x "
+                                 "the GPUs' free HBM; allowed attention placement: 0 (Attn-PIM)")
+            a = (*a[:3], 0)
         cost = self._cost(a)
         rlp, tlp = self.batch.live, self._tlp
         reward = self._reward(cost, tlp)
         tokens = self.batch.advance(tlp)
         self._last = a
         info = {"placement": "".join("G" if v else "P" for v in a), "gpu_share": float(np.mean(a[:3])),
-                "attention": UNITS[a[3]], "tlp": tlp}
+                "attention": UNITS[a[3]], "tlp": tlp, "masked": masked}
         terminated, truncated = self._finish_step(cost, tokens, rlp, info)
         if terminated:
             return np.zeros(OBS_SIZE, dtype=np.float32), reward, True, False, info

@@ -83,7 +83,7 @@ def test_invalid_actions_fail_clearly(env_id, bad):
 
 
 def test_kernel_env_masks_gpu_attention_when_the_kv_mirror_does_not_fit():
-    env = PapiKernelScheduleEnv(model="gpt3-175b", batch_size=64, tlp=4)
+    env = PapiKernelScheduleEnv(model="gpt3-175b", batch_size=64, tlp=4, on_masked="raise")
     env.reset(seed=0)
     assert env.action_masks()[-1]  # short prompts fit at first
     while env.kv_fill() <= 1:  # contexts grow until the mirror no longer fits
@@ -93,6 +93,14 @@ def test_kernel_env_masks_gpu_attention_when_the_kv_mirror_does_not_fit():
     with pytest.raises(ValueError, match="attention on the GPU is masked"):
         env.step(np.array([0, 0, 0, 1]))
     assert all(a[3] == 0 for a in env.candidate_actions())
+    lenient = PapiKernelScheduleEnv(model="gpt3-175b", batch_size=64, tlp=4)
+    lenient.reset(seed=0)
+    while lenient.kv_fill() <= 1:
+        lenient.step(np.array([0, 0, 0, 0]))
+    _, _, _, _, info = lenient.step(np.array([0, 0, 0, 1]))
+    assert info["masked"] and info["attention"] == "pim"  # ran on Attn-PIM instead
+    with pytest.raises(ValueError, match="on_masked"):
+        PapiKernelScheduleEnv(on_masked="ignore")
     small = PapiKernelScheduleEnv(**SMALL)
     small.reset(seed=0)
     assert small.action_masks().all()
