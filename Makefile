@@ -36,6 +36,6 @@ bench: setup
 clean:
 	rm -rf $(VENV) results runs .pytest_cache
 
-# Issue 5: every variant x objective, rules vs oracle vs PPO over 3 seeds (~25 min on 2 cores).
+# Every variant x objective: rules vs oracle vs PPO over 3 seeds, config step counts (~30 min on 2 cores).
 beyond: setup
-	$(BIN)/python -m experiments.beyond --seeds 3 --total-timesteps 40000 --episodes 20 --out results/beyond
+	$(BIN)/python -m experiments.beyond --seeds 3 --episodes 20 --out results/beyond
