@@ -211,6 +211,18 @@ class PapiBaseEnv(gym.Env):
             info["score"] = episode_score(self.reward_kind, info, self.time_scale, self.miss_penalty)
         return terminated, truncated
 
+    def _next_observation(self, terminated: bool, truncated: bool) -> np.ndarray:
+        """The observation after a step: zeros at the end of the batch; otherwise move the TLP
+        schedule on (unless truncated) and observe."""
+        if terminated:
+            return np.zeros(self.observation_space.shape, dtype=np.float32)
+        if not truncated:
+            self._tlp = tlp_at(self._tlp_spec, self._steps)
+        return self._observe()
+
+    def _observe(self) -> np.ndarray:
+        raise NotImplementedError
+
     def _check_stepping(self) -> None:
         if self.batch is None:
             raise RuntimeError("call reset() before step()")

@@ -45,7 +45,6 @@ import numpy as np
 from gymnasium import spaces
 
 from hardware.calibrate import calibrate_alpha
-from hardware.serving import tlp_at
 from hardware.systems import FC_KERNELS
 from papi_env.base import LOG_R_SCALE, PapiBaseEnv
 
@@ -144,11 +143,7 @@ class PapiKernelScheduleEnv(PapiBaseEnv):
         info = {"placement": "".join("G" if v else "P" for v in a), "gpu_share": float(np.mean(a[:3])),
                 "attention": UNITS[a[3]], "tlp": tlp, "masked": masked}
         terminated, truncated = self._finish_step(cost, tokens, rlp, info)
-        if terminated:
-            return np.zeros(OBS_SIZE, dtype=np.float32), reward, True, False, info
-        if not truncated:
-            self._tlp = tlp_at(self._tlp_spec, self._steps)
-        return self._observe(), reward, False, truncated, info
+        return self._next_observation(terminated, truncated), reward, terminated, truncated, info
 
     def _describe_last_action(self) -> str:
         return "QKV/proj/FFN/attn " + "".join("G" if v else "P" for v in self._last)

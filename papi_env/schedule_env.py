@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from hardware.serving import tlp_at
 from papi_env.base import CTX_SCALE, LOG_R_SCALE, RLP_SCALE, TLP_SCALE, PapiBaseEnv
 
 ACTIONS = ("pim", "gpu")  # action index -> FC unit
@@ -104,13 +103,7 @@ class PapiScheduleEnv(PapiBaseEnv):
         self._last_action = a
         info = {"placement": ACTIONS[a], "tlp": tlp}
         terminated, truncated = self._finish_step(cost, tokens, rlp, info)
-        if terminated:
-            obs = np.zeros(OBS_SIZE, dtype=np.float32)
-        else:
-            if not truncated:
-                self._tlp = tlp_at(self._tlp_spec, self._steps)
-            obs = self._observe()
-        return obs, reward, terminated, truncated, info
+        return self._next_observation(terminated, truncated), reward, terminated, truncated, info
 
     def _describe_last_action(self) -> str:
         return f"last FC on {ACTIONS[self._last_action]:3s}"

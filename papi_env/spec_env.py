@@ -229,9 +229,8 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
         info = {"placement": UNITS[unit], "tlp": tlp, "drafted": b.last_drafted, "accepted": b.last_accepted,
                 "objective_reward": objective}
         terminated, truncated = self._finish_step(cost, tokens, rlp, info)
-        if terminated:
-            return np.zeros(OBS_SIZE, dtype=np.float32), reward, True, False, info
-        return self._observe(), reward, False, truncated, info
+        obs = np.zeros(OBS_SIZE, dtype=np.float32) if terminated else self._observe()  # TLP is the agent's
+        return obs, reward, terminated, truncated, info
 
     def _describe_last_action(self) -> str:
         return f"FC on {UNITS[self._last_unit]:3s} accept {self._last_accept:.2f}"

@@ -39,7 +39,6 @@ import numpy as np
 from gymnasium import spaces
 
 from hardware.calibrate import calibrate_alpha
-from hardware.serving import tlp_at
 from hardware.systems import FC_KERNELS, SPLIT_STEPS, IterationCost
 from papi_env.base import LOG_R_SCALE, PapiBaseEnv
 from papi_env.kernel_env import calibration_objective
@@ -143,11 +142,7 @@ class PapiSplitScheduleEnv(PapiBaseEnv):
         self._last = f
         info = {"gpu_fractions": f, "gpu_share": float(np.mean(f)), "tlp": tlp}
         terminated, truncated = self._finish_step(cost, tokens, rlp, info)
-        if terminated:
-            return np.zeros(OBS_SIZE, dtype=np.float32), reward, True, False, info
-        if not truncated:
-            self._tlp = tlp_at(self._tlp_spec, self._steps)
-        return self._observe(), reward, False, truncated, info
+        return self._next_observation(terminated, truncated), reward, terminated, truncated, info
 
     def _describe_last_action(self) -> str:
         return "GPU fractions " + "/".join(f"{v:.2f}" for v in self._last)
