@@ -37,13 +37,13 @@ VARIANTS = {name.split("/")[1].removesuffix("-v0"): name for name in papi_env.EN
 OBJECTIVES = papi_env.REWARDS
 
 
-def _train_job(args: tuple[str, str, str, int, int, str, bool]) -> str:
-    algo, env_id, objective, seed, total, logdir, reuse = args
+def _train_job(args: tuple[str, str, str, int, int, str, bool, dict]) -> str:
+    algo, env_id, objective, seed, total, logdir, reuse, extra_kwargs = args
     import torch
 
     torch.set_num_threads(1)
     cfg = train.load_config(algo, env_id)
-    cfg["env_kwargs"] = {**cfg["env_kwargs"], "reward": objective}
+    cfg["env_kwargs"] = {**cfg["env_kwargs"], **extra_kwargs, "reward": objective}
     name = f"{algo}_{env_id.split('/')[1]}_{objective}_s{seed}"
     done = Path(logdir) / name
     if reuse and (done / "final_model.zip").exists() and (done / "evaluations.json").exists():
@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("results/beyond"))
     parser.add_argument("--reuse", action="store_true", help="skip runs whose final model already exists")
+    parser.add_argument("--env-kwargs", default="{}", help="JSON dict of env keyword arguments for every cell "
+                        "(e.g. a latency target)")
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
@@ -135,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     if bad or args.seeds < 1 or args.episodes < 1:
         parser.error(f"unknown variant/objective {bad}; allowed variants {list(VARIANTS)}, objectives "
                      f"{list(OBJECTIVES)}; --seeds and --episodes must be >= 1")
-    jobs = [(args.algo, VARIANTS[v], o, s, args.total_timesteps, str(args.out / "runs"), args.reuse)
+    extra = json.loads(args.env_kwargs)
+    jobs = [(args.algo, VARIANTS[v], o, s, args.total_timesteps, str(args.out / "runs"), args.reuse, extra)
             for v in variants for o in objectives for s in range(args.seeds)]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         runs = list(pool.map(_train_job, jobs))
@@ -145,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         env_id, curves = VARIANTS[v], {}
         for o in objectives:
             cfg = train.load_config(args.algo, env_id)
-            kwargs = {**cfg["env_kwargs"], "reward": o}
+            kwargs = {**cfg["env_kwargs"], **extra, "reward": o}
             learned = [f"{args.algo}:{run_of[(env_id, o, s)]}/best_model.zip" for s in range(args.seeds)]
             result = evaluate.evaluate(env_id, None, args.episodes, 0, kwargs, extra_policies=learned)
             cell = args.out / v / o
