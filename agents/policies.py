@@ -17,7 +17,7 @@ import numpy as np
 
 from hardware.calibrate import calibrate_alpha
 from hardware.systems import CostModel
-from papi_env.kernel_env import calibration_objective
+from papi_env.base import calibration_objective
 from papi_env.schedule_env import PapiScheduleEnv, decode_parallelism
 
 
@@ -134,8 +134,7 @@ class PapiRule(Bound):
             return np.array([g, g, g, 0])
         if name == "PapiSplitScheduleEnv":
             return np.full(3, float(rlp * env._tlp > env.alpha()), dtype=np.float32)
-        alpha = calibrate_alpha(env.cost_model, 1024, calibration_objective(env.reward_kind))
-        return np.int64(rlp * env._tlp > alpha)
+        return np.int64(rlp * env._tlp > env.alpha())
 
 
 class KernelThreshold(Bound):

@@ -34,6 +34,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from hardware.calibrate import calibrate_alpha
 from hardware.serving import StaticBatch, tlp_at
 from hardware.systems import CostModel, IterationCost
 from hardware.workloads import get_dataset
@@ -41,6 +42,11 @@ from hardware.workloads import get_dataset
 RLP_SCALE, TLP_SCALE, CTX_SCALE, LOG_R_SCALE = 256.0, 16.0, 4096.0, 12.0
 REWARDS = ("latency", "energy", "edp", "latency_target")
 TARGET_IN_TIME_SCALES = 2.0  # [D] default per-token latency target, in units of time_scale
+
+
+def calibration_objective(reward: str) -> str:
+    """Which offline crossover a rule should use for an objective (latency for latency_target)."""
+    return {"latency_target": "latency"}.get(reward, reward)
 
 
 def as_choices(name: str, value: Any, low: int, high: int) -> tuple[int, ...]:
@@ -119,6 +125,7 @@ class PapiBaseEnv(gym.Env):
         self.latency_target_s = latency_target_s
         self.miss_penalty = float(miss_penalty)
         self.render_mode = render_mode
+        self._alphas: dict[tuple[int, str | None], int] = {}
         self._use(self.cost_models[0])
         self.dataset = self.datasets[0]
         self.batch: StaticBatch | None = None
@@ -131,6 +138,14 @@ class PapiBaseEnv(gym.Env):
         self.time_scale = m.weight_bytes / (sysm.num_gpus * sysm.gpu.memory_bandwidth * sysm.gpu.bandwidth_efficiency)
         self.energy_scale = m.weight_bytes * sysm.energy.gpu_offchip_pj_per_byte * 1e-12
         self.target_s = self.latency_target_s or TARGET_IN_TIME_SCALES * self.time_scale
+
+    def alpha(self, kernel: str | None = None) -> int:
+        """The objective's offline FC crossover (all kernels, or one) for this episode's model and
+        system: what PAPI's calibration gives the runtime (hardware.calibrate). Cached."""
+        key = (id(self.cost_model), kernel)
+        if key not in self._alphas:
+            self._alphas[key] = calibrate_alpha(self.cost_model, 1024, calibration_objective(self.reward_kind), kernel)
+        return self._alphas[key]
 
     def _begin_episode(self, stochastic: bool = False) -> int:
         """Draw the episode's hardware, model, dataset, batch and TLP; return the batch size."""

@@ -44,17 +44,11 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from hardware.calibrate import calibrate_alpha
 from hardware.systems import FC_KERNELS
 from papi_env.base import LOG_R_SCALE, PapiBaseEnv
 
 UNITS = ("pim", "gpu")
 OBS_SIZE = 14
-
-
-def calibration_objective(reward: str) -> str:
-    """Which crossover a rule should use for an objective."""
-    return {"latency_target": "latency"}.get(reward, reward)
 
 
 class PapiKernelScheduleEnv(PapiBaseEnv):
@@ -72,16 +66,10 @@ class PapiKernelScheduleEnv(PapiBaseEnv):
                                  f"attention on {cm.system.attention_unit!r}")
         self.action_space = spaces.MultiDiscrete([2, 2, 2, 2])
         self.observation_space = spaces.Box(0.0, 1.0, shape=(OBS_SIZE,), dtype=np.float32)
-        self._alphas: dict[int, tuple[int, int, int, int]] = {}
 
     def alphas(self) -> tuple[int, int, int, int]:
         """(all FC, QKV, projection, FFN) crossovers of this episode's model and system."""
-        key = id(self.cost_model)
-        if key not in self._alphas:
-            cm, obj = self.cost_model, calibration_objective(self.reward_kind)
-            self._alphas[key] = (calibrate_alpha(cm, 1024, obj),
-                                 *(calibrate_alpha(cm, 1024, obj, kernel=k) for k in FC_KERNELS))
-        return self._alphas[key]
+        return (self.alpha(), *(self.alpha(k) for k in FC_KERNELS))  # type: ignore[return-value]
 
     def kv_fill(self) -> float:
         """KV cache of the live requests over the GPUs' room for a mirror of it (inf: no room)."""

@@ -52,11 +52,9 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from hardware.calibrate import calibrate_alpha
 from hardware.speculation import AcceptanceModel, AcceptanceProcess, DraftCost, expected_gain
 from hardware.systems import IterationCost
 from papi_env.base import LOG_R_SCALE, TLP_SCALE, PapiBaseEnv
-from papi_env.kernel_env import calibration_objective
 
 OBS_SIZE = 15
 UNITS = ("pim", "gpu")
@@ -91,15 +89,8 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
                                  f"'{cm.system.name}' has {list(cm.fc_units)}")
         self.action_space = spaces.MultiDiscrete([max_tlp, 2])
         self.observation_space = spaces.Box(0.0, 1.0, shape=(OBS_SIZE,), dtype=np.float32)
-        self._alpha: dict[int, int] = {}
 
     # ------------------------------------------------------------------------ counters
-    def alpha(self) -> int:
-        key = id(self.cost_model)
-        if key not in self._alpha:
-            self._alpha[key] = calibrate_alpha(self.cost_model, 1024, calibration_objective(self.reward_kind))
-        return self._alpha[key]
-
     def draft_ratio(self) -> float:
         """One draft step's time over one target iteration at TLP 1 with FC on FC-PIM (runtime timers)."""
         rlp = self.batch.live

@@ -38,10 +38,8 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from hardware.calibrate import calibrate_alpha
 from hardware.systems import FC_KERNELS, SPLIT_STEPS, IterationCost
-from papi_env.base import LOG_R_SCALE, PapiBaseEnv
-from papi_env.kernel_env import calibration_objective
+from papi_env.base import LOG_R_SCALE, PapiBaseEnv, calibration_objective
 
 OBS_SIZE = 12
 ORACLE_STEPS = 32  # the oracle searches fractions k / 32 per kernel
@@ -62,15 +60,7 @@ class PapiSplitScheduleEnv(PapiBaseEnv):
                                  f"'{cm.system.name}' has {list(cm.fc_units)}")
         self.action_space = spaces.Box(0.0, 1.0, shape=(3,), dtype=np.float32)
         self.observation_space = spaces.Box(0.0, 1.0, shape=(OBS_SIZE,), dtype=np.float32)
-        self._alpha: dict[int, int] = {}
         self._tables: dict[tuple[int, int], tuple[float, float, float]] = {}
-
-    def alpha(self) -> int:
-        """The objective's FC crossover for this episode's model and system (offline calibration)."""
-        key = id(self.cost_model)
-        if key not in self._alpha:
-            self._alpha[key] = calibrate_alpha(self.cost_model, 1024, calibration_objective(self.reward_kind))
-        return self._alpha[key]
 
     def split_table(self, tokens: int) -> tuple[float, float, float]:
         """Offline-calibrated split: per kernel, the GPU fraction (k / 32) that minimises that
