@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-slow lint paper bench beyond clean
+.PHONY: setup demo test test-slow lint paper bench beyond headroom clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,3 +39,7 @@ clean:
 # Every variant x objective: rules vs oracle vs PPO over 3 seeds, config step counts (~30 min on 2 cores).
 beyond: setup
 	$(BIN)/python -m experiments.beyond --seeds 3 --episodes 20 --out results/beyond
+
+# What any scheduler could gain over the best rule, per variant x scenario x objective (no training).
+headroom: setup
+	$(BIN)/python -m experiments.headroom --episodes 20 --out results/headroom

@@ -113,6 +113,22 @@ class Oracle(Bound):
         return np.int64(a) if np.ndim(a) == 0 else np.asarray(a)
 
 
+class LookaheadOracle(Bound):
+    """PapiSpecSchedule, latency: the TLP that would finish the batch soonest if kept, from the
+    true acceptance probabilities and remaining lengths (``env.lookahead_action``). With wide
+    acceptance spread the greedy oracle spends speculation on requests that are not on the batch's
+    critical path; this one does not. Neither is a proven bound."""
+
+    def bind(self, env: Any) -> LookaheadOracle:
+        base = env.unwrapped
+        if _env_name(base) != "PapiSpecScheduleEnv" or base.reward_kind != "latency":
+            raise ValueError("oracle-lookahead is defined for PapiSpecSchedule-v0 with reward='latency' only")
+        return super().bind(env)
+
+    def act(self, env):
+        return env.lookahead_action()
+
+
 class PapiRule(Bound):
     """PAPI's rule in any variant: FC on the GPU iff RLP x TLP > alpha (the objective's offline
     crossover). Kernel env: all three FC kernels together, attention on Attn-PIM. Split env: all
@@ -227,14 +243,14 @@ class FixedTLP(PapiRule):
 POLICY_KINDS = {
     "threshold": "rule", "kernel-threshold": "rule", "split-table": "rule", "fixed-tlp": "rule",
     "leviathan": "rule", "always-gpu": "rule", "always-pim": "rule",
-    "greedy-ema": "planner", "oracle": "oracle", "random": "floor",
+    "greedy-ema": "planner", "oracle": "oracle", "oracle-lookahead": "oracle", "random": "floor",
 }
 RULES_BY_ENV = {
     "PapiScheduleEnv": ("threshold", "always-gpu", "always-pim", "random", "oracle"),
     "PapiKernelScheduleEnv": ("threshold", "kernel-threshold", "always-gpu", "always-pim", "random", "oracle"),
     "PapiSplitScheduleEnv": ("threshold", "split-table", "always-gpu", "always-pim", "random", "oracle"),
-    "PapiSpecScheduleEnv": ("threshold", "fixed-tlp:2", "fixed-tlp:4", "fixed-tlp:8", "leviathan", "greedy-ema",
-                            "random", "oracle"),
+    "PapiSpecScheduleEnv": ("threshold", "fixed-tlp:2", "fixed-tlp:3", "fixed-tlp:4", "fixed-tlp:8", "leviathan",
+                            "greedy-ema", "random", "oracle"),
 }
 RULES = {
     "threshold": ThresholdCharacterizer,
@@ -242,6 +258,7 @@ RULES = {
     "always-pim": AlwaysPIM,
     "random": RandomPolicy,
     "oracle": Oracle,
+    "oracle-lookahead": LookaheadOracle,
     "kernel-threshold": KernelThreshold,
     "split-table": SplitTable,
     "fixed-tlp": FixedTLP,

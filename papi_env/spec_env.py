@@ -153,6 +153,34 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
                     best, best_value = (tlp - 1, unit), v
         return np.array(best, dtype=np.int64)
 
+    def time_to_go(self, tlp: int, p: np.ndarray, remaining: np.ndarray) -> float:
+        """Expected seconds to finish the batch if every iteration from now on speculates at
+        ``tlp`` (FC on the faster unit at each RLP, target plus draft), given live request i's
+        acceptance p[i] and remaining tokens remaining[i]: request i finishes after
+        remaining[i] / expected_gain(p[i], tlp) iterations and the batch shrinks as they do.
+        Contexts stay at today's mean (a short-horizon approximation)."""
+        finish = np.sort(remaining / expected_gain(p, tlp))
+        n, ctx, draft = len(finish), self._sum_ctx / self.batch.live, self.drafts[id(self.cost_model)]
+        seconds, before = 0.0, 0.0
+        for j, at in enumerate(finish):
+            if at > before:
+                rlp = n - j
+                target = min(self.cost_model.iteration(rlp, tlp, rlp * ctx, u).time for u in UNITS)
+                seconds += (at - before) * (target + draft.draft(rlp, tlp, rlp * ctx).time)
+                before = at
+        return seconds
+
+    def lookahead_action(self) -> np.ndarray:
+        """With the hidden truth (acceptance probabilities and remaining output lengths): the TLP
+        that finishes the batch soonest if kept (time_to_go), FC on the faster unit now. Latency
+        objective only; a second oracle, since the greedy one ignores which requests are on the
+        batch's critical path."""
+        mask = self.batch.live_mask()
+        p, remaining = self.acceptance.probabilities()[mask], self.batch.remaining()[mask].astype(float)
+        tlp = min(range(1, self.max_tlp + 1), key=lambda t: self.time_to_go(t, p, remaining))
+        unit = min((0, 1), key=lambda u: self.cost_at(tlp, u).time)
+        return np.array([tlp - 1, unit], dtype=np.int64)
+
     def oracle_action(self) -> np.ndarray:
         """Greedy with the true per-request acceptance probabilities (hidden from agents)."""
         return self.greedy_action(self.acceptance.probabilities())

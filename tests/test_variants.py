@@ -1,5 +1,7 @@
 """The richer variants (kernel, split, spec): API, accounting, masks, splits, speculation, rules."""
 
+import json
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -205,3 +207,63 @@ def test_evaluate_reports_best_rule_per_variant():
     assert result["policies"][result["best_rule"]]["kind"] == "rule"
     assert result["policies"][result["best_rule"]]["ratio_vs_best_rule"] == pytest.approx(1.0)
     assert "score vs best rule" in evaluate.to_markdown(result)
+
+
+def test_ragged_cost_of_one_tlp_per_batch_is_the_envs_cost():
+    from experiments.headroom import ragged_cost
+
+    env = PapiSpecScheduleEnv(batch_size=16, dataset="general-qa")
+    env.reset(seed=1)
+    for _ in range(3):
+        env.step(np.array([2, 0]))
+    n = env.batch.live
+    ctx = np.full(n, env._sum_ctx / n - env._tlp)
+    for tlp in (1, 3, 8):
+        for unit, name in enumerate(("pim", "gpu")):
+            mine, theirs = ragged_cost(env, np.full(n, tlp), ctx, name), env.cost_at(tlp, unit)
+            assert mine.time == pytest.approx(theirs.time, rel=1e-9)
+            assert mine.energy == pytest.approx(theirs.energy, rel=1e-9)
+    mixed = np.array([1] * (n // 2) + [4] * (n - n // 2))  # between all-1 and all-4 in every part
+    assert ragged_cost(env, np.ones(n, int), ctx, "gpu").time < ragged_cost(env, mixed, ctx, "gpu").time
+    assert ragged_cost(env, mixed, ctx, "gpu").time < ragged_cost(env, np.full(n, 4), ctx, "gpu").time
+
+
+def test_per_request_tlp_never_loses_to_one_tlp_per_batch():
+    from experiments.headroom import ragged_gain
+
+    gain = ragged_gain({"batch_size": 8, "dataset": "general-qa", "acceptance": {"request_spread": 2.0}}, [5])
+    assert gain >= 1.0
+
+
+def test_headroom_table(tmp_path):
+    from experiments import headroom
+
+    assert headroom.main(["--variants", "PapiSpecSchedule,PapiKernelSchedule", "--objectives", "edp,latency",
+                          "--scenarios", "default,homogeneous", "--episodes", "1", "--jobs", "1", "--no-ragged",
+                          "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "headroom.json").read_text())
+    cells = [(r["env"].split("/")[1], r["scenario"]) for r in rows][::2]
+    assert cells == [("PapiSpecSchedule-v0", "default"), ("PapiSpecSchedule-v0", "homogeneous"),
+                     ("PapiKernelSchedule-v0", "default")]
+    assert all(r["best_rule"] in headroom.RULES[r["env"]] for r in rows)
+    assert all(r["oracle_vs_best_rule"][0] > 0 for r in rows)
+    assert (tmp_path / "headroom.md").read_text().count("| PapiSpecSchedule-v0 |") == 4
+    with pytest.raises(SystemExit):
+        headroom.main(["--scenarios", "nowhere", "--out", str(tmp_path)])
+
+
+def test_lookahead_oracle_time_to_go():
+    env = PapiSpecScheduleEnv(batch_size=8, dataset="general-qa")
+    env.reset(seed=2)
+    remaining = env.batch.remaining()[env.batch.live_mask()].astype(float)
+    never, always = np.zeros_like(remaining), np.full_like(remaining, 0.99)
+    ttg = {t: (env.time_to_go(t, never, remaining), env.time_to_go(t, always, remaining)) for t in (1, 4, 8)}
+    assert ttg[1][0] < ttg[4][0] < ttg[8][0]  # nothing accepted: drafting only costs
+    assert ttg[8][1] < ttg[4][1] < ttg[1][1]  # everything accepted, small batch: speculate
+    assert ttg[1][0] == pytest.approx(ttg[1][1])  # TLP 1 does not depend on acceptance
+    env_edp = gym.make("papi_env/PapiSpecSchedule-v0", reward="edp", **SMALL)
+    with pytest.raises(ValueError, match="latency"):
+        make_policy("oracle-lookahead", env_edp).bind(env_edp)
+    lookahead = make_policy("oracle-lookahead").bind(env)
+    score = run_episode(env, lookahead, 2)["score"]
+    assert score >= 0.95 * run_episode(env, make_policy("fixed-tlp:1"), 2)["score"]
