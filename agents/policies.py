@@ -188,10 +188,11 @@ class GreedyEMA(Bound):
     """A model-based planner (PapiSpecSchedule): each iteration, evaluate the cost model for
     every (TLP, unit) and take the least cost per expected token, with expected tokens from each
     request's own running acceptance estimate (what the oracle does with the true
-    probabilities). Needs an accurate per-iteration cost model, which real deployments lack."""
+    probabilities and the true remaining lengths; the planner does not know when a request will
+    end). Needs an accurate per-iteration cost model, which real deployments lack."""
 
     def act(self, env):
-        return env.greedy_action(env.request_estimates())
+        return env.greedy_action(env.request_estimates(), known_lengths=False)
 
 
 class Static(Bound):

@@ -124,21 +124,24 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
         c = self.cost_model.iteration(rlp, tlp, ctx, UNITS[unit])
         return with_draft(c, self.drafts[id(self.cost_model)].draft(rlp, tlp, ctx - rlp * (tlp - 1)))
 
-    def expected_tokens(self, tlp: int, p: np.ndarray | float) -> float:
-        """Expected tokens of the batch at ``tlp`` if live request i accepts with p[i] (or p)."""
+    def expected_tokens(self, tlp: int, p: np.ndarray | float, known_lengths: bool = True) -> float:
+        """Expected tokens of the batch at ``tlp`` if live request i accepts with p[i] (or p);
+        with ``known_lengths``, no request gains more than it has left (hidden from a runtime,
+        which does not know the output lengths)."""
         mask = self.batch.live_mask()
-        remaining = self.batch.remaining()[mask]
         probs = np.broadcast_to(np.asarray(p, dtype=np.float64), mask.shape)[mask]
-        return float(np.minimum(expected_gain(probs, tlp), remaining).sum())
+        gains = expected_gain(probs, tlp)
+        return float((np.minimum(gains, self.batch.remaining()[mask]) if known_lengths else gains).sum())
 
-    def greedy_action(self, p: np.ndarray | float) -> np.ndarray:
-        """The (TLP, unit) with the least objective cost per expected token this iteration, if
-        request i accepts with p[i]: seconds, joules, s x J / token (edp), or (time term + miss
-        penalty) per token (latency_target)."""
+    def action_values(self, p: np.ndarray | float, known_lengths: bool = True) -> np.ndarray:
+        """Objective cost per expected token of every action this iteration, shape (max_tlp, 2)
+        [TLP - 1, unit], if request i accepts with p[i]: seconds, joules, s x J / token^2 (edp),
+        or (time term + miss penalty) per token (latency_target). Lower is better.
+        ``known_lengths``: see expected_tokens."""
         rlp, kind = self.batch.live, self.reward_kind
-        best, best_value = (0, 0), math.inf
+        values = np.empty((self.max_tlp, 2))
         for tlp in range(1, self.max_tlp + 1):
-            k = self.expected_tokens(tlp, p)
+            k = self.expected_tokens(tlp, p, known_lengths)
             for unit in (0, 1):
                 c = self.cost_at(tlp, unit)
                 if kind == "latency":
@@ -149,9 +152,13 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
                     v = c.time * c.energy / (k * k)
                 else:
                     v = (c.time / self.time_scale + self.miss_penalty * self._missed(c.time, k / rlp)) / k
-                if v < best_value:
-                    best, best_value = (tlp - 1, unit), v
-        return np.array(best, dtype=np.int64)
+                values[tlp - 1, unit] = v
+        return values
+
+    def greedy_action(self, p: np.ndarray | float, known_lengths: bool = True) -> np.ndarray:
+        """The (TLP - 1, unit) with the least objective cost per expected token (action_values)."""
+        values = self.action_values(p, known_lengths)
+        return np.array(np.unravel_index(int(np.argmin(values)), values.shape), dtype=np.int64)
 
     def time_to_go(self, tlp: int, p: np.ndarray, remaining: np.ndarray) -> float:
         """Expected seconds to finish the batch if every iteration from now on speculates at

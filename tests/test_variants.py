@@ -267,3 +267,19 @@ def test_lookahead_oracle_time_to_go():
     lookahead = make_policy("oracle-lookahead").bind(env)
     score = run_episode(env, lookahead, 2)["score"]
     assert score >= 0.95 * run_episode(env, make_policy("fixed-tlp:1"), 2)["score"]
+
+
+def test_planner_does_not_read_the_hidden_output_lengths():
+    env = PapiSpecScheduleEnv(batch_size=8, dataset="general-qa")
+    env.reset(seed=4)
+    planner = make_policy("greedy-ema").bind(env)
+    capped = env.expected_tokens(4, 0.9)
+    assert env.expected_tokens(4, 0.9, known_lengths=False) >= capped
+    assert env.expected_tokens(4, 0.9, known_lengths=False) == pytest.approx(env.batch.live * expected_gain(0.9, 4))
+
+    def hidden():
+        raise AssertionError("the planner read the requests' remaining output lengths")
+
+    env.batch.remaining = hidden
+    for _ in range(5):
+        env.step(planner.act(env))
