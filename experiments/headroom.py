@@ -21,12 +21,14 @@ every objective, on paired held-out episodes (the seeds of experiments.evaluate)
   speculation length *per request* (instead of one per batch) would add, along the oracle's
   trajectory (see :func:`ragged_gain`). An estimate, not a simulated policy.
 
-Writes ``headroom.json`` and ``headroom.md`` under ``--out`` and prints the table.
+Writes ``headroom.json`` and ``headroom.md`` under ``--out`` and prints the table; cells of an
+earlier run in the same directory that this run does not compute are kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -168,6 +170,15 @@ def cell(args: tuple[str, str, str, int, bool]) -> dict[str, Any]:
     return row
 
 
+def merge_rows(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``old`` with the cells of ``new`` replaced or added, in SCENARIOS order."""
+    key = lambda r: (r["env"], r["scenario"], r["objective"])  # noqa: E731
+    fresh = {key(r) for r in new}
+    order = {(env, sc, o): i for i, (env, sc, o) in enumerate(
+        (env, sc, o) for env in SCENARIOS for sc in SCENARIOS[env] for o in papi_env.REWARDS)}
+    return sorted([r for r in old if key(r) not in fresh] + new, key=lambda r: order.get(key(r), len(order)))
+
+
 def to_markdown(rows: list[dict[str, Any]]) -> str:
     def fmt(r):
         return "-" if r is None else f"{r[0]:.3f} ± {r[1]:.3f}"
@@ -215,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("no cell: none of the chosen scenarios belongs to the chosen variants")
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         rows = list(pool.map(cell, jobs))
+    previous = args.out / "headroom.json"  # keep the other cells of an earlier run; this run's replace theirs
+    rows = merge_rows(json.loads(previous.read_text()) if previous.exists() else [], rows)
     write_json(args.out / "headroom.json", rows)
     md = to_markdown(rows)
     write_text(args.out / "headroom.md", md)

@@ -235,6 +235,7 @@ def test_per_request_tlp_never_loses_to_one_tlp_per_batch():
     assert gain >= 1.0
 
 
+@pytest.mark.slow
 def test_headroom_table(tmp_path):
     from experiments import headroom
 
@@ -243,13 +244,20 @@ def test_headroom_table(tmp_path):
                           "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "headroom.json").read_text())
     cells = [(r["env"].split("/")[1], r["scenario"]) for r in rows][::2]
-    assert cells == [("PapiSpecSchedule-v0", "default"), ("PapiSpecSchedule-v0", "homogeneous"),
-                     ("PapiKernelSchedule-v0", "default")]
+    assert cells == [("PapiKernelSchedule-v0", "default"), ("PapiSpecSchedule-v0", "default"),
+                     ("PapiSpecSchedule-v0", "homogeneous")]
     assert all(r["best_rule"] in headroom.RULES[r["env"]] for r in rows)
     assert all(r["oracle_vs_best_rule"][0] > 0 for r in rows)
     assert (tmp_path / "headroom.md").read_text().count("| PapiSpecSchedule-v0 |") == 4
     with pytest.raises(SystemExit):
         headroom.main(["--scenarios", "nowhere", "--out", str(tmp_path)])
+    # a second run replaces its own cells and keeps the others
+    assert headroom.main(["--variants", "PapiKernelSchedule", "--objectives", "latency", "--scenarios", "default",
+                          "--episodes", "2", "--jobs", "1", "--out", str(tmp_path)]) == 0
+    again = json.loads((tmp_path / "headroom.json").read_text())
+    assert [(r["env"], r["scenario"], r["objective"]) for r in again] == [
+        (r["env"], r["scenario"], r["objective"]) for r in rows]
+    assert [r["episodes"] for r in again] == [2, 1, 1, 1, 1, 1]  # kernel: latency, then edp (REWARDS order)
 
 
 def test_lookahead_oracle_time_to_go():
