@@ -54,6 +54,20 @@ class LearnedPolicy:
                 return cls(model, vn.obs_rms, vn.clip_obs, vn.epsilon)
         return cls(model)
 
+    def bind(self, env: Any) -> None:
+        """Map the model's flat ``Discrete`` actions onto ``env``'s ``MultiDiscrete`` space when it was
+        trained through papi_env.wrappers.FlatDiscreteActions (DQN on a MultiDiscrete variant)."""
+        from gymnasium import spaces
+
+        model_space, env_space = self.model.action_space, env.action_space
+        self.nvec = None
+        if isinstance(model_space, spaces.Discrete) and isinstance(env_space, spaces.MultiDiscrete):
+            nvec = tuple(int(n) for n in env_space.nvec)
+            if int(np.prod(nvec)) != model_space.n:
+                raise ValueError(f"agent has {model_space.n} flat actions; the environment's {env_space} has "
+                                 f"{int(np.prod(nvec))}: trained on another max_tlp or variant?")
+            self.nvec = nvec
+
     def normalize(self, obs: np.ndarray) -> np.ndarray:
         if self.obs_rms is None:
             return obs
@@ -61,5 +75,10 @@ class LearnedPolicy:
                        -self.clip_obs, self.clip_obs).astype(np.float32)
 
     def predict(self, observation, state=None, episode_start=None, deterministic=True):
-        return self.model.predict(self.normalize(np.asarray(observation, dtype=np.float32)), state=state,
-                                  episode_start=episode_start, deterministic=deterministic)
+        action, state = self.model.predict(self.normalize(np.asarray(observation, dtype=np.float32)), state=state,
+                                           episode_start=episode_start, deterministic=deterministic)
+        if getattr(self, "nvec", None) is not None:
+            from papi_env.wrappers import unflatten_action
+
+            action = unflatten_action(action, self.nvec)
+        return action, state

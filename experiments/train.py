@@ -40,12 +40,12 @@ from agents.learned import ALGOS, LearnedPolicy, algo_class, vecnormalize_path
 from agents.policies import Oracle, make_policy
 from experiments.evaluate import run_episode
 from experiments.io import write_json
-from papi_env.wrappers import EDPStepScale
+from papi_env.wrappers import EDPStepScale, FlatDiscreteActions
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 VALIDATION_SEED_BASE = 500_000
 RUN_KEYS = {"policy", "n_envs", "n_timesteps", "normalize", "env_kwargs", "eval_freq", "eval_episodes",
-            "checkpoint_freq", "hyperparams", "edp_step_scaling"}
+            "checkpoint_freq", "hyperparams", "edp_step_scaling", "flat_actions"}
 
 
 class ConfigError(ValueError):
@@ -79,6 +79,7 @@ def load_config(algo: str, env_id: str, path: str | Path | None = None) -> dict[
     cfg.setdefault("checkpoint_freq", 20_000)
     cfg.setdefault("hyperparams", {})
     cfg.setdefault("edp_step_scaling", True)  # papi_env.wrappers.EDPStepScale when reward is edp
+    cfg.setdefault("flat_actions", False)  # papi_env.wrappers.FlatDiscreteActions (DQN on MultiDiscrete)
     for key in ("n_envs", "eval_freq", "eval_episodes", "checkpoint_freq"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise ConfigError(f"{path}: {env_id}.{key} must be a positive integer, got {cfg[key]!r}")
@@ -210,9 +211,19 @@ def run_record(algo: str, env_id: str, cfg: dict, seed: int, total: int) -> dict
 def make_env(env_id: str, cfg: dict, seed: int) -> Any:
     # make_vec_env asks for render_mode='rgb_array' unless told otherwise; these envs render text only.
     env_kwargs = {"render_mode": None, **cfg["env_kwargs"]}
-    wrapper = EDPStepScale if env_kwargs.get("reward") == "edp" and cfg.get("edp_step_scaling", True) else None
+    wrappers = []
+    if env_kwargs.get("reward") == "edp" and cfg.get("edp_step_scaling", True):
+        wrappers.append(EDPStepScale)
+    if cfg.get("flat_actions", False):
+        wrappers.append(FlatDiscreteActions)
+
+    def wrap(env: gym.Env) -> gym.Env:
+        for wrapper in wrappers:
+            env = wrapper(env)
+        return env
+
     venv = make_vec_env(env_id, n_envs=cfg["n_envs"], seed=seed, env_kwargs=env_kwargs, vec_env_cls=DummyVecEnv,
-                        wrapper_class=wrapper)
+                        wrapper_class=wrap)
     norm = cfg["normalize"]
     if norm:
         kwargs = norm if isinstance(norm, dict) else {}

@@ -42,6 +42,16 @@ speculation produces tokens exactly as cheaply as TLP 1, more when cheaper. This
 potential-based shaping of the objective (potential: the remaining tokens times the current
 cost per token, Ng et al. 1999) and keeps a discounted learner from preferring cheap, short
 iterations over productive ones. ``info["score"]`` is the objective alone.
+
+``token_credit`` sets the credit per token. ``"tlp1"`` (default) is the above. With a discount
+gamma < 1 that over-values tokens: a token gained now saves the *best* cost per token of the
+iterations to come, which is below TLP 1's when speculation pays, so a short-horizon learner is
+pushed toward longer speculation than minimises cost per token. ``"best"`` credits each token at
+the least objective term per expected token of any action now (``best_token_value``, with the
+true acceptance probabilities): the step reward is then at most about zero and about zero only
+for the action with the least cost per expected token (Dinkelbach's condition for a ratio
+objective). The reward reads simulator state the observation hides, as a training signal may;
+dynamics, observation and ``info["score"]`` are unchanged.
 """
 
 from __future__ import annotations
@@ -58,6 +68,7 @@ from papi_env.base import LOG_R_SCALE, TLP_SCALE, PapiBaseEnv
 
 OBS_SIZE = 15
 UNITS = ("pim", "gpu")
+TOKEN_CREDITS = ("tlp1", "best")
 ESTIMATE_DECAY = 0.8  # [D] per-iteration forgetting of acceptance counts (time constant ~5 iterations)
 PRIOR_ACCEPT, PRIOR_COUNT = 0.65, 2.0  # [D] Beta prior: mean 0.65 (middle of 0.4..0.9), worth 2 drafts
 
@@ -71,14 +82,17 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
     """Speculation length and FC placement per iteration. See the module docstring."""
 
     def __init__(self, max_tlp: int = 8, draft_model: str = "tinyllama-1.1b", acceptance: dict | None = None,
-                 token_reward: float = 1.0, **kwargs: Any) -> None:
+                 token_reward: float = 1.0, token_credit: str = "tlp1", **kwargs: Any) -> None:
         if isinstance(max_tlp, bool) or not isinstance(max_tlp, int) or not 1 <= max_tlp <= TLP_SCALE:
             raise ValueError(f"max_tlp must be an integer in [1, {int(TLP_SCALE)}], got {max_tlp!r}")
         if kwargs.get("acceptance_rate") is not None:
             raise ValueError("PapiSpecSchedule-v0 models acceptance per request: use `acceptance` "
                              f"({list(AcceptanceModel.__dataclass_fields__)}), not acceptance_rate")
+        if token_credit not in TOKEN_CREDITS:
+            raise ValueError(f"token_credit must be one of {TOKEN_CREDITS}, got {token_credit!r}")
         kwargs.setdefault("tlp", 1)
         super().__init__(**kwargs)
+        self.token_credit = token_credit
         self.acceptance_model = AcceptanceModel.from_any(acceptance)
         self.max_tlp = max_tlp
         self.token_reward = float(token_reward)
@@ -220,11 +234,24 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
         reference = self.cost_at(1, int(rlp > self.alpha()))
         return -self._reward(reference, 1.0) / rlp
 
+    def best_token_value(self) -> float:
+        """Reward credit per token for ``token_credit="best"``: the least objective term per
+        expected token over every action now, with the requests' true acceptance probabilities
+        (simulator state a runtime cannot see; used in the reward only, never observed)."""
+        p, rlp = self.acceptance.probabilities(), self.batch.live
+        best = math.inf
+        for tlp in range(1, self.max_tlp + 1):
+            k = self.expected_tokens(tlp, p)
+            for unit in (0, 1):
+                best = min(best, -self._reward(self.cost_at(tlp, unit), k / rlp) / k)
+        return best
+
     def step_objective(self, action: Any) -> float:
         """Expected reward of ``action`` now (expected tokens with the true probabilities)."""
         tlp, unit = self._validate(action)
         k = self.expected_tokens(tlp, self.acceptance.probabilities())
-        return self._reward(self.cost_at(tlp, unit), k / self.batch.live) + self.token_reward * k * self.token_value()
+        value = self.best_token_value() if self.token_credit == "best" else self.token_value()
+        return self._reward(self.cost_at(tlp, unit), k / self.batch.live) + self.token_reward * k * value
 
     # ----------------------------------------------------------------------------- API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -245,6 +272,8 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
         cost = self.cost_at(tlp, unit)
         rlp = self.batch.live
         value = self.token_value()
+        if self.token_credit == "best":
+            value = self.best_token_value()
         tokens = self.batch.advance(tlp, self.acceptance.probabilities())
         self.acceptance.advance()
         objective = self._reward(cost, tokens / rlp)

@@ -1,8 +1,10 @@
-"""Training aids that change rewards, never the environment's dynamics or its ``info["score"]``."""
+"""Training aids that change rewards or the action encoding, never the environment's dynamics or its
+``info["score"]``."""
 
 from __future__ import annotations
 
 import gymnasium as gym
+import numpy as np
 
 
 class EDPStepScale(gym.Wrapper):
@@ -23,3 +25,27 @@ class EDPStepScale(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         self._n += 1
         return obs, reward / self._n, terminated, truncated, info
+
+
+class FlatDiscreteActions(gym.ActionWrapper):
+    """A ``MultiDiscrete(nvec)`` action space as one ``Discrete(prod(nvec))``, for value-based
+    learners (DQN) that need a single discrete action: action ``k`` is ``np.unravel_index(k, nvec)``
+    (row-major, the last component varying fastest). Dynamics and rewards are unchanged."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        if not isinstance(env.action_space, gym.spaces.MultiDiscrete) or env.action_space.nvec.ndim != 1:
+            raise ValueError(f"FlatDiscreteActions needs a 1-D MultiDiscrete action space, got {env.action_space}")
+        self.nvec = tuple(int(n) for n in env.action_space.nvec)
+        self.action_space = gym.spaces.Discrete(int(np.prod(self.nvec)))
+
+    def action(self, action):
+        return unflatten_action(action, self.nvec)
+
+
+def unflatten_action(action, nvec: tuple[int, ...]) -> np.ndarray:
+    """The MultiDiscrete action of flat index ``action`` (see FlatDiscreteActions)."""
+    k = int(np.asarray(action).reshape(-1)[0])
+    if not 0 <= k < int(np.prod(nvec)):
+        raise ValueError(f"flat action must be in [0, {int(np.prod(nvec))}), got {k}")
+    return np.array(np.unravel_index(k, nvec), dtype=np.int64)

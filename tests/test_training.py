@@ -103,7 +103,8 @@ def test_demo_end_to_end(tmp_path):
 @pytest.mark.parametrize("algo, env_id", [("ppo", "papi_env/PapiKernelSchedule-v0"),
                                           ("ppo", "papi_env/PapiSpecSchedule-v0"),
                                           ("ppo", "papi_env/PapiSplitSchedule-v0"),
-                                          ("sac", "papi_env/PapiSplitSchedule-v0")])
+                                          ("sac", "papi_env/PapiSplitSchedule-v0"),
+                                          ("dqn", "papi_env/PapiSpecSchedule-v0")])
 def test_variants_train_and_evaluate(tmp_path, algo, env_id):
     cfg = train.load_config(algo, env_id)
     kwargs = dict(batch_size=[4, 8], dataset="general-qa", reward="edp")

@@ -15,7 +15,7 @@ from experiments import evaluate
 from experiments.evaluate import run_episode
 from hardware.speculation import AcceptanceModel, AcceptanceProcess, DraftCost, expected_gain
 from hardware.systems import FC_KERNELS, CostModel
-from papi_env import PapiKernelScheduleEnv, PapiSpecScheduleEnv
+from papi_env import REWARDS, PapiKernelScheduleEnv, PapiScheduleEnv, PapiSpecScheduleEnv
 
 SMALL = dict(batch_size=(4, 8), tlp=(1, 2), dataset="general-qa")
 VARIANTS = {
@@ -173,11 +173,44 @@ def test_spec_reward_credits_tokens_at_the_non_speculative_price():
     assert abs(r) < 1e-9  # exactly the reference: no gain, no loss
 
 
+@pytest.mark.parametrize("reward", REWARDS)
+def test_spec_best_credit_pays_about_zero_only_for_the_cheapest_action_per_token(reward):
+    env = PapiSpecScheduleEnv(batch_size=16, dataset="general-qa", reward=reward, token_credit="best")
+    env.reset(seed=3)
+    for _ in range(5):
+        env.step(np.array([1, 0]))
+    values = np.array([[env.step_objective(np.array([t, u])) for u in (0, 1)] for t in range(env.max_tlp)])
+    scale = np.abs(values).max()
+    assert values.max() == pytest.approx(0.0, abs=1e-9 * scale)  # the best action breaks even
+    assert (values <= 1e-9 * scale).all() and values.min() < -1e-3 * scale
+    credit = env.best_token_value()
+    _, r, _, _, info = env.step(np.array([2, 0]))
+    assert r == pytest.approx(info["objective_reward"] + info["tokens"] * credit)
+
+
+def test_flat_discrete_actions_cover_the_multidiscrete_space():
+    from papi_env.wrappers import FlatDiscreteActions, unflatten_action
+
+    env = FlatDiscreteActions(PapiSpecScheduleEnv(batch_size=4, dataset="general-qa", max_tlp=4))
+    assert env.action_space.n == 8
+    seen = {tuple(env.action(k)) for k in range(8)}
+    assert seen == {(t, u) for t in range(4) for u in (0, 1)}
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(5)  # (TLP - 1, unit) = (2, 1)
+    assert info["tlp"] == 3 and info["placement"] == "gpu"
+    with pytest.raises(ValueError, match=r"\[0, 8\)"):
+        unflatten_action(8, (4, 2))
+    with pytest.raises(ValueError, match="MultiDiscrete"):
+        FlatDiscreteActions(PapiScheduleEnv())
+
+
 def test_spec_env_errors():
     with pytest.raises(ValueError, match="max_tlp"):
         PapiSpecScheduleEnv(max_tlp=0)
     with pytest.raises(ValueError, match="per request"):
         PapiSpecScheduleEnv(acceptance_rate=0.7)
+    with pytest.raises(ValueError, match="token_credit"):
+        PapiSpecScheduleEnv(token_credit="hindsight")
 
 
 @pytest.mark.parametrize("env_id", ["papi_env/PapiKernelSchedule-v0", "papi_env/PapiSplitSchedule-v0"])
