@@ -181,3 +181,13 @@ def test_env_and_simulator_never_import_torch():
 
 def test_registered():
     assert papi_env.DEFAULT_ENV_ID in gym.registry
+
+
+def test_bench_prints_every_variant(capsys):
+    from experiments import bench
+
+    bench.main(["--steps", "500"])
+    out = capsys.readouterr().out
+    for env_id in papi_env.ENV_IDS:
+        assert env_id in out
+    assert "with token_credit=best" in out and "peak memory" in out
