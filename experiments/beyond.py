@@ -157,7 +157,12 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(summarise_cell(result, learned))
             curves[o] = [json.loads((Path(run_of[(env_id, o, s)]) / "evaluations.json").read_text())
                          for s in range(args.seeds)]
-        plot_curves(v, curves, args.out / f"curves_{v}.png")
+        for o in OBJECTIVES:  # the variant's other objectives trained earlier into the same --out stay in its plot
+            earlier = [args.out / "runs" / f"{args.algo}_{env_id.split('/')[1]}_{o}_s{s}" / "evaluations.json"
+                       for s in range(args.seeds)]
+            if o not in curves and all(e.exists() for e in earlier):
+                curves[o] = [json.loads(e.read_text()) for e in earlier]
+        plot_curves(v, {o: curves[o] for o in OBJECTIVES if o in curves}, args.out / f"curves_{v}.png")
     previous = args.out / "summary.json"
     if previous.exists():  # keep the other cells of an earlier run; this run's cells replace theirs
         done = {(r["env"], r["objective"]) for r in rows}
