@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from hardware.costs import Cost
 from hardware.speculation import AcceptanceModel, AcceptanceProcess, DraftCost, expected_gain
 from hardware.systems import IterationCost
 from papi_env.base import LOG_R_SCALE, TLP_SCALE, PapiBaseEnv
@@ -238,12 +239,20 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
         """Reward credit per token for ``token_credit="best"``: the least objective term per
         expected token over every action now, with the requests' true acceptance probabilities
         (simulator state a runtime cannot see; used in the reward only, never observed)."""
-        p, rlp = self.acceptance.probabilities(), self.batch.live
+        # The same arithmetic as expected_tokens and cost_at, with what they share hoisted out of
+        # the 2 x max_tlp loop (the draft step's context does not depend on TLP): ~2x faster.
+        rlp, mask = self.batch.live, self.batch.live_mask()
+        probs, remaining = self.acceptance.probabilities()[mask], self.batch.remaining()[mask]
+        draft = self.drafts[id(self.cost_model)]
+        draft_step = draft.step(rlp, self._sum_ctx - rlp * (self._tlp - 1))
         best = math.inf
         for tlp in range(1, self.max_tlp + 1):
-            k = self.expected_tokens(tlp, p)
-            for unit in (0, 1):
-                best = min(best, -self._reward(self.cost_at(tlp, unit), k / rlp) / k)
+            k = float(np.minimum(expected_gain(probs, tlp), remaining).sum())
+            ctx = self._sum_ctx + rlp * (tlp - self._tlp)
+            d = draft_step.scaled(tlp - 1) if tlp > 1 else Cost(0.0, 0.0)
+            for unit in UNITS:
+                c = with_draft(self.cost_model.iteration(rlp, tlp, ctx, unit), d)
+                best = min(best, -self._reward(c, k / rlp) / k)
         return best
 
     def step_objective(self, action: Any) -> float:
