@@ -25,6 +25,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,36 @@ class ConfigError(ValueError):
     """A training config is missing, malformed or does not cover the env."""
 
 
+SCHEDULED_HYPERPARAMS = ("learning_rate", "clip_range")
+
+
+def linear_schedule(initial: float) -> Callable[[float], float]:
+    """SB3 schedule falling linearly from ``initial`` at the start to 0 at the end of training
+    (rl-baselines3-zoo's ``lin_<value>``); SB3 passes the remaining progress, 1 -> 0."""
+    def schedule(progress_remaining: float) -> float:
+        return progress_remaining * initial
+    return schedule
+
+
+def parse_schedules(hyperparams: dict[str, Any], where: str) -> dict[str, Any]:
+    """``hyperparams`` with zoo-style ``"lin_<value>"`` strings of SCHEDULED_HYPERPARAMS made
+    into linear schedules; any other string there is a ConfigError."""
+    out = dict(hyperparams)
+    for key in SCHEDULED_HYPERPARAMS:
+        value = out.get(key)
+        if not isinstance(value, str):
+            continue
+        try:
+            initial = float(value.removeprefix("lin_")) if value.startswith("lin_") else None
+        except ValueError:
+            initial = None
+        if initial is None or not initial > 0:
+            raise ConfigError(f"{where}: {key} must be a positive number or 'lin_<positive number>' "
+                              f"(linear decay to 0), got {value!r}")
+        out[key] = linear_schedule(initial)
+    return out
+
+
 def load_config(algo: str, env_id: str, path: str | Path | None = None) -> dict[str, Any]:
     """The config block of ``env_id`` in ``path`` (default configs/<algo>.yaml), validated."""
     if algo not in ALGOS:
@@ -70,6 +101,9 @@ def load_config(algo: str, env_id: str, path: str | Path | None = None) -> dict[
     unknown = set(cfg) - RUN_KEYS
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)} for {env_id}; allowed: {sorted(RUN_KEYS)}")
+    if not isinstance(cfg.get("hyperparams", {}), dict):
+        raise ConfigError(f"{path}: {env_id}.hyperparams must be a mapping, got {cfg['hyperparams']!r}")
+    parse_schedules(cfg.get("hyperparams", {}), f"{path}: {env_id}.hyperparams")  # fail early, keep the strings
     cfg.setdefault("policy", "MlpPolicy")
     cfg.setdefault("n_envs", 1)
     cfg.setdefault("normalize", False)
@@ -257,7 +291,8 @@ def train(algo: str, env_id: str, cfg: dict, total_timesteps: int, seed: int, lo
         for stale in ("evaluations.json",):
             (run_dir / stale).unlink(missing_ok=True)
         model = cls(cfg["policy"], venv, seed=seed, device="cpu", verbose=0,
-                    tensorboard_log=str(run_dir / "tb"), **cfg["hyperparams"])
+                    tensorboard_log=str(run_dir / "tb"),
+                    **parse_schedules(cfg["hyperparams"], f"{env_id}.hyperparams"))
     callbacks = CallbackList([
         CheckpointCallback(max(1, cfg["checkpoint_freq"] // cfg["n_envs"]), str(run_dir / "checkpoints"),
                            name_prefix="rl_model", save_vecnormalize=True, save_replay_buffer=algo in ("dqn", "sac")),

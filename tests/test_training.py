@@ -46,6 +46,21 @@ def test_config_errors(tmp_path):
     bad.write_text("a: [unclosed\n")
     with pytest.raises(train.ConfigError, match="not valid YAML"):
         train.load_config("ppo", "papi_env/PapiSchedule-v0", bad)
+    for value in ("fast", "lin_", "lin_-1e-4"):
+        bad.write_text(f"papi_env/PapiSchedule-v0:\n  hyperparams: {{learning_rate: '{value}'}}\n")
+        with pytest.raises(train.ConfigError, match=r"learning_rate must be .*'lin_<positive number>'"):
+            train.load_config("ppo", "papi_env/PapiSchedule-v0", bad)
+
+
+def test_linear_schedules_decay_to_zero_and_train(tmp_path):
+    params = train.parse_schedules({"learning_rate": "lin_3e-4", "clip_range": 0.2, "n_steps": 128}, "test")
+    lr = params["learning_rate"]
+    assert lr(1.0) == pytest.approx(3e-4) and lr(0.5) == pytest.approx(1.5e-4) and lr(0.0) == 0.0
+    assert params["clip_range"] == 0.2 and params["n_steps"] == 128
+    cfg = tiny_config("ppo")
+    cfg["hyperparams"] = {**cfg["hyperparams"], "learning_rate": "lin_3e-4", "clip_range": "lin_0.2"}
+    run = train.train("ppo", "papi_env/PapiSchedule-v0", cfg, 256, 0, tmp_path, progress_bar=False, verbose=0)
+    assert json.loads((run / "run.json").read_text())["config"]["hyperparams"]["learning_rate"] == "lin_3e-4"
 
 
 def test_train_save_load_evaluate(tmp_path):
