@@ -183,9 +183,33 @@ def test_spec_best_credit_pays_about_zero_only_for_the_cheapest_action_per_token
     scale = np.abs(values).max()
     assert values.max() == pytest.approx(0.0, abs=1e-9 * scale)  # the best action breaks even
     assert (values <= 1e-9 * scale).all() and values.min() < -1e-3 * scale
+    # the oracle ranks actions by the objective's own marginal cost per token, as the reward does
+    assert tuple(env.oracle_action()) == np.unravel_index(int(values.argmax()), values.shape)
     credit = env.best_token_value()
     _, r, _, _, info = env.step(np.array([2, 0]))
     assert r == pytest.approx(info["objective_reward"] + info["tokens"] * credit)
+
+
+@pytest.mark.parametrize("reward", REWARDS)
+def test_spec_expected_reward_tokens_change_the_reward_only(reward):
+    """reward_tokens="expected": the reward is the action's expected reward (step_objective);
+    the trajectory, objective and score are those of the default env on the same seed."""
+    kw = dict(batch_size=16, dataset="general-qa", reward=reward, token_credit="best")
+    drawn, expected = PapiSpecScheduleEnv(**kw), PapiSpecScheduleEnv(reward_tokens="expected", **kw)
+    drawn.reset(seed=5)
+    expected.reset(seed=5)
+    for t in range(12):
+        action = np.array([t % 4, t % 2])
+        promised = expected.step_objective(action)
+        obs_d, r_d, term_d, _, info_d = drawn.step(action)
+        obs_e, r_e, term_e, _, info_e = expected.step(action)
+        assert r_e == pytest.approx(promised, rel=1e-12, abs=1e-15)
+        assert np.array_equal(obs_d, obs_e) and term_d == term_e
+        assert info_d["tokens"] == info_e["tokens"] and info_d["objective_reward"] == info_e["objective_reward"]
+        if term_d:
+            break
+    with pytest.raises(ValueError, match="reward_tokens"):
+        PapiSpecScheduleEnv(reward_tokens="mean")
 
 
 def test_flat_discrete_actions_cover_the_multidiscrete_space():
