@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import resource
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+import yaml
 
 import papi_env
 
@@ -58,9 +60,10 @@ def main(argv: list[str] | None = None) -> None:
         if env_id != papi_env.DEFAULT_ENV_ID:
             steps_per_second(env_id, 2_000)  # warm caches
             print(f"{env_id:<34} {steps_per_second(env_id, args.steps // 5):>10,.0f} steps/s")
-    spec = "papi_env/PapiSpecSchedule-v0"  # as trained (experiments/configs): the credit prices every action
-    best = steps_per_second(spec, args.steps // 10, token_credit="best")
-    print(f"{'  with token_credit=best':<34} {best:>10,.0f} steps/s")
+    spec = "papi_env/PapiSpecSchedule-v0"  # as trained: its reward prices every action
+    trained = yaml.safe_load((Path(__file__).parent / "configs" / "ppo.yaml").read_text())[spec]["env_kwargs"]
+    speed = steps_per_second(spec, args.steps // 10, **trained)
+    print(f"{'  as trained (configs/ppo.yaml)':<34} {speed:>10,.0f} steps/s   {trained}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{'CartPole-v1':<34} {cart:>10,.0f} steps/s")
     print(f"{'ratio PapiSchedule / CartPole':<34} {papi / cart:>10.2f}")

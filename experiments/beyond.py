@@ -95,7 +95,7 @@ def summary_markdown(rows: list[dict[str, Any]], algo: str, total: int) -> str:
                               f"{algo} worst seed / best rule", f"{algo} worst seed / threshold"], table))
 
 
-def plot_curves(variant: str, curves: dict[str, list[list[dict]]], path: Path) -> None:
+def plot_curves(variant: str, curves: dict[str, list[list[dict]]], path: Path, algo: str = "ppo") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -111,7 +111,7 @@ def plot_curves(variant: str, curves: dict[str, list[list[dict]]], path: Path) -
     ax.axhline(1.0, color="k", ls="--", lw=0.8, label="threshold rule (PAPI)")
     ax.set_xlabel("environment steps")
     ax.set_ylabel("validation score / threshold score")
-    ax.set_title(f"{variant}: PPO, mean and min..max over seeds")
+    ax.set_title(f"{variant}: {algo.upper()}, mean and min..max over seeds")
     ax.legend(fontsize=8)
     save_figure(fig, path)
     plt.close(fig)
@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("results/beyond"))
     parser.add_argument("--reuse", action="store_true", help="skip runs whose final model already exists")
+    parser.add_argument("--model", choices=("best", "final"), default="best",
+                        help="which model of each run to evaluate: best on the validation episodes, or the last")
     parser.add_argument("--env-kwargs", default="{}", help="JSON dict of env keyword arguments for every cell "
                         "(e.g. a latency target)")
     args = parser.parse_args(argv)
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         for o in objectives:
             cfg = train.load_config(args.algo, env_id)
             kwargs = {**cfg["env_kwargs"], **extra, "reward": o}
-            learned = [f"{args.algo}:{run_of[(env_id, o, s)]}/best_model.zip" for s in range(args.seeds)]
+            learned = [f"{args.algo}:{run_of[(env_id, o, s)]}/{args.model}_model.zip" for s in range(args.seeds)]
             result = evaluate.evaluate(env_id, None, args.episodes, 0, kwargs, extra_policies=learned)
             cell = args.out / v / o
             write_json(cell / "eval.json", result)
@@ -162,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                        for s in range(args.seeds)]
             if o not in curves and all(e.exists() for e in earlier):
                 curves[o] = [json.loads(e.read_text()) for e in earlier]
-        plot_curves(v, {o: curves[o] for o in OBJECTIVES if o in curves}, args.out / f"curves_{v}.png")
+        plot_curves(v, {o: curves[o] for o in OBJECTIVES if o in curves}, args.out / f"curves_{v}.png", args.algo)
     previous = args.out / "summary.json"
     if previous.exists():  # keep the other cells of an earlier run; this run's cells replace theirs
         done = {(r["env"], r["objective"]) for r in rows}

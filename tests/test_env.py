@@ -190,4 +190,4 @@ def test_bench_prints_every_variant(capsys):
     out = capsys.readouterr().out
     for env_id in papi_env.ENV_IDS:
         assert env_id in out
-    assert "with token_credit=best" in out and "peak memory" in out
+    assert "as trained" in out and "'token_credit': 'best'" in out and "peak memory" in out

@@ -144,3 +144,7 @@ def test_beyond_end_to_end(tmp_path):
     assert rows[0]["best_rule"] in ("threshold", "kernel-threshold") and rows[0]["seeds"] == 1
     assert (tmp_path / "curves_PapiKernelSchedule.png").exists()
     assert (tmp_path / "PapiKernelSchedule" / "latency" / "eval.md").exists()
+    assert beyond.main(["--variants", "PapiKernelSchedule", "--objectives", "latency", "--seeds", "1", "--reuse",
+                        "--model", "final", "--episodes", "1", "--jobs", "1", "--out", str(tmp_path)]) == 0
+    policies = json.loads((tmp_path / "PapiKernelSchedule" / "latency" / "eval.json").read_text())["policies"]
+    assert any(name.endswith("/final_model.zip") for name in policies)
