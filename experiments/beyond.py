@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--total-timesteps", type=int, default=None, help="default: each config's n_timesteps")
     parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--eval-seed", type=int, default=0,
+                        help="held-out episode set: seeds 1,000,000 + 1000 x this + i (experiments.evaluate)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("results/beyond"))
     parser.add_argument("--reuse", action="store_true", help="skip runs whose final model already exists")
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = train.load_config(args.algo, env_id)
             kwargs = {**cfg["env_kwargs"], **extra, "reward": o}
             learned = [f"{args.algo}:{run_of[(env_id, o, s)]}/{args.model}_model.zip" for s in range(args.seeds)]
-            result = evaluate.evaluate(env_id, None, args.episodes, 0, kwargs, extra_policies=learned)
+            result = evaluate.evaluate(env_id, None, args.episodes, args.eval_seed, kwargs, extra_policies=learned)
             cell = args.out / v / o
             write_json(cell / "eval.json", result)
             write_text(cell / "eval.md", evaluate.to_markdown(result))
