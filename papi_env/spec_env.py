@@ -268,11 +268,15 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
                 best = min(best, -self._reward(c, k / rlp) / k)
         return best
 
+    def credit_per_token(self) -> float:
+        """The reward's credit per token gained, under ``token_credit``."""
+        return self.best_token_value() if self.token_credit == "best" else self.token_value()
+
     def step_objective(self, action: Any) -> float:
         """Expected reward of ``action`` now (expected tokens with the true probabilities)."""
         tlp, unit = self._validate(action)
         k = self.expected_tokens(tlp, self.acceptance.probabilities())
-        value = self.best_token_value() if self.token_credit == "best" else self.token_value()
+        value = self.credit_per_token()
         return self._reward(self.cost_at(tlp, unit), k / self.batch.live) + self.token_reward * k * value
 
     # ----------------------------------------------------------------------------- API
@@ -293,18 +297,15 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
         tlp, unit = self._validate(action)
         cost = self.cost_at(tlp, unit)
         rlp = self.batch.live
-        value = self.token_value()
-        if self.token_credit == "best":
-            value = self.best_token_value()
-        credited = self.expected_tokens(tlp, self.acceptance.probabilities()) \
-            if self.reward_tokens == "expected" else None
-        tokens = self.batch.advance(tlp, self.acceptance.probabilities())
+        value = self.credit_per_token()
+        probs = self.acceptance.probabilities()
+        expected = self.expected_tokens(tlp, probs) if self.reward_tokens == "expected" else None
+        tokens = self.batch.advance(tlp, probs)
         self.acceptance.advance()
         objective = self._reward(cost, tokens / rlp)
-        if credited is None:
-            reward = objective + self.token_reward * tokens * value
-        else:
-            reward = self._reward(cost, credited / rlp) + self.token_reward * credited * value
+        reward = objective + self.token_reward * tokens * value
+        if expected is not None:  # the action's expected reward instead of the drawn one
+            reward = self._reward(cost, expected / rlp) + self.token_reward * expected * value
         b = self.batch
         self._update_estimates()
         self._last_unit, self._last_gain, self._tlp = unit, tokens / rlp, tlp
