@@ -191,9 +191,13 @@ class PapiBaseEnv(gym.Env):
         if kind == "energy":
             return -c.energy / self.energy_scale
         if kind == "edp":
-            t, e = self._total_time + c.time, self._total_energy + c.energy
-            return -(t * e - self._total_time * self._total_energy) / (self.time_scale * self.energy_scale)
+            return -self._edp_increase(c) / (self.time_scale * self.energy_scale)
         return -c.time / self.time_scale - self.miss_penalty * self._missed(c.time, gain_per_request)
+
+    def _edp_increase(self, c: IterationCost) -> float:
+        """How much an iteration costing ``c`` raises the episode's total s x total J (s x J)."""
+        t, e = self._total_time + c.time, self._total_energy + c.energy
+        return t * e - self._total_time * self._total_energy
 
     def _missed(self, seconds: float, gain_per_request: float) -> bool:
         return seconds > self.target_s * gain_per_request

@@ -166,7 +166,6 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
         175B, see README), or (time term + miss penalty) per token (latency_target), each per
         expected token. Lower is better. ``known_lengths``: see expected_tokens."""
         rlp, kind = self.batch.live, self.reward_kind
-        t0, e0 = self._total_time, self._total_energy
         values = np.empty((self.max_tlp, 2))
         for tlp in range(1, self.max_tlp + 1):
             k = self.expected_tokens(tlp, p, known_lengths)
@@ -177,7 +176,7 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
                 elif kind == "energy":
                     v = c.energy / k
                 elif kind == "edp":
-                    v = ((t0 + c.time) * (e0 + c.energy) - t0 * e0) / k
+                    v = self._edp_increase(c) / k
                 else:
                     v = (c.time / self.time_scale + self.miss_penalty * self._missed(c.time, k / rlp)) / k
                 values[tlp - 1, unit] = v
