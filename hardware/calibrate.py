@@ -55,9 +55,10 @@ def calibrate_alpha(cost_model: CostModel, max_tokens: int = 1024, objective: st
     return max_tokens
 
 
-def with_power_budget(system_name: str = "papi"):
-    """The system with FC-PIM's MACs spaced for the HBM power budget (6 tCK instead of 4)."""
-    return override(load_system(system_name), {"fc_pim": {"power_budget": True}})
+def with_power_budget(system_name: str = "papi", power_budget: bool = True):
+    """The system with FC-PIM's MACs spaced for the HBM power budget (6 tCK, every preset's
+    default) or, with ``power_budget=False``, at the unconstrained 4 tCK."""
+    return override(load_system(system_name), {"fc_pim": {"power_budget": power_budget}})
 
 
 def main(argv: list[str] | None = None) -> int:

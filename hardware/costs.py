@@ -148,68 +148,114 @@ def link_transfer(nbytes_per_link: float, num_links: int, link: LinkSpec, energy
     )
 
 
-def pim_rounds(pim: PIMSpec, reuse: float) -> tuple[float, float]:
-    """(MAC rounds per column access time slot, cell reads per byte) for ``reuse`` input vectors.
+def pim_rounds(pim: PIMSpec, reuse: float) -> float:
+    """MAC rounds per column access time slot for ``reuse`` input vectors. [D]
 
     A PU does ``macs_per_access`` MACs per 32 B access for ONE input vector. With p >= 1 PUs per
-    bank, one column read feeds p PUs, each on its own input vector: ceil(reuse / p) rounds, each
-    re-reading the column from the open row. With p < 1 (one PU per 1/p banks) the PU serves its
-    banks in turn: reuse / p rounds of PU time per bank column, and ``reuse`` reads per byte. [D]
+    bank, one column feeds p PUs, each on its own input vector: ceil(reuse / p) rounds. With p < 1
+    (one PU per 1/p banks) the PU serves its banks in turn: reuse / p rounds of PU time per column.
     """
     p = pim.pus_per_bank
     if p >= 1:
-        rounds = math.ceil(reuse / p)
-        return float(rounds), float(rounds)
-    return reuse / p, float(reuse)
+        return float(math.ceil(reuse / p))
+    return reuse / p
+
+
+def pim_bank_time(columns: float, rows: float, reuse: float, pim: PIMSpec) -> float:
+    """Seconds one bank needs for ``columns`` column accesses spread over ``rows`` rows. [D from A]
+
+    Columns x rounds x MAC spacing (6 tCK under the power budget, else 4), plus one activation
+    (tRP + tRCD) per row: all banks of a channel move in lock-step on all-bank commands, so with
+    p >= 1 PUs per bank nothing hides it; with one PU per 2 banks the other bank's work does.
+    Stretched by all-bank refresh (tRFC / tREFI).
+    """
+    st = pim.stack
+    rounds = pim_rounds(pim, reuse)
+    spacing = pim.mac_spacing_cycles * st.tck_s
+    activation = (st.trp + st.trcd) * st.tck_s
+    if pim.pus_per_bank >= 1:
+        act_time = rows * activation
+    else:
+        row_work = (st.row_bytes / st.column_bytes) * rounds * spacing
+        act_time = rows * max(0.0, activation - row_work)
+    return (columns * rounds * spacing + act_time) * st.refresh_factor
+
+
+def pim_array_energy(data_bytes: float, reuse: float, pim: PIMSpec, energy: EnergySpec) -> tuple[float, float]:
+    """(DRAM-access joules, MAC joules) of applying ``data_bytes`` to ``reuse`` input vectors. [A, D]
+
+    DRAM access: ACT/PRE once per byte and a cell read once per byte (per row activation), or once
+    per MAC round when ``energy.pim_reread_per_round``. MACs: 0.32 pJ each, data_bytes / 2 x reuse.
+    """
+    reads = pim_rounds(pim, reuse) if energy.pim_reread_per_round else 1.0
+    if energy.pim_reread_per_round and pim.pus_per_bank < 1:
+        reads = float(reuse)
+    dram = data_bytes * (energy.cell_act_pre_pj_per_bit + reads * energy.cell_rd_wr_pj_per_bit) * 8 * PJ
+    mac = data_bytes / 2 * reuse * energy.mac_pj * PJ
+    return dram, mac
 
 
 def pim_kernel(data_bytes: float, reuse: float, in_bytes_per_stack: float, out_bytes_per_stack: float,
                num_stacks: int, pim: PIMSpec, energy: EnergySpec) -> Cost:
     """A GEMV-like kernel on ``num_stacks`` PIM stacks from bank-level timing. [D from A, P]
 
-    ``data_bytes`` (weights or KV) are spread evenly over every PIM bank; each byte meets
-    ``reuse`` input vectors (RLP x TLP for FC, TLP x GQA group for attention).
-
-    Time per bank = columns x rounds x MAC spacing (6 or 4 tCK) + row activations (tRP + tRCD per
-    row; hidden behind the other bank's work when two banks share a PU), plus moving operands
+    ``data_bytes`` (FC weights) are spread evenly over every PIM bank; each byte meets ``reuse``
+    input vectors (RLP x TLP). Time per bank from :func:`pim_bank_time`, plus moving operands
     between the buffer die and the banks at the stack's external bandwidth.
-    Energy = ACT/PRE per row + RD per column read + MACs + operand I/O.
+    Energy = DRAM access (:func:`pim_array_energy`) + MACs + operand I/O.
     """
     st = pim.stack
     banks = pim.pim_banks * num_stacks
     per_bank = data_bytes / banks
-    columns = per_bank / st.column_bytes
-    rows = per_bank / st.row_bytes
-    rounds, reads = pim_rounds(pim, reuse)
-    spacing = pim.mac_spacing_cycles * st.tck_s
-    compute = columns * rounds * spacing
-    activation = (st.trp + st.trcd) * st.tck_s
-    if pim.pus_per_bank >= 1:
-        act_time = rows * activation  # all banks in lock-step: nothing to hide the activation behind
-    else:
-        row_work = (st.row_bytes / st.column_bytes) * rounds * spacing
-        act_time = rows * max(0.0, activation - row_work)
+    t = pim_bank_time(per_bank / st.column_bytes, per_bank / st.row_bytes, reuse, pim)
     io_bytes = in_bytes_per_stack + out_bytes_per_stack
-    t = compute + act_time + io_bytes / st.external_bandwidth
-    macs = data_bytes / 2 * reuse
-    e = (
-        data_bytes * energy.cell_act_pre_pj_per_bit * 8
-        + data_bytes * reads * energy.cell_rd_wr_pj_per_bit * 8
-        + macs * energy.mac_pj
-        + io_bytes * num_stacks * energy.pim_io_pj_per_byte
-    ) * PJ
+    t += io_bytes / st.external_bandwidth
+    dram, mac = pim_array_energy(data_bytes, reuse, pim, energy)
+    e = dram + mac + io_bytes * num_stacks * energy.pim_io_pj_per_byte * PJ
     return Cost(t, e)
 
 
-def pim_softmax(score_values: float, num_stacks: int, pim: PIMSpec, energy: EnergySpec,
-                bytes_per_value: int = 2) -> Cost:
-    """Softmax on the PIM stacks' buffer dies: AttAcc runs it at the external bandwidth. [A]
+def pim_attention(ops: int, mean_context: float, head_bytes_per_token: int, reuse: float,
+                  num_stacks: int, pim: PIMSpec, energy: EnergySpec) -> Cost:
+    """One layer's attention (score, softmax, context) on PIM stacks, command by command. [D from A]
 
-    ``score_values`` scores in, as many out; 5 FLOPs per score.
+    AttAcc's mapping [A]: an *op* is one request's one KV head; it occupies one channel of one
+    stack, its tokens split over the channel's pseudo-channels x ranks x bank groups and its head
+    dimension over the banks of a group. The ops of a stack run in sequence on its channels, so a
+    layer takes ceil(ceil(ops / stacks) / channels) op times: with few requests most channels
+    idle, which is the per-layer floor. An op's score and context phases each read its K (V) rows
+    once: per bank, ceil(L / token partitions) tokens of (head bytes / banks per group), plus the
+    partial last row (half a row on average [D]). Softmax and the buffer-die moves of one op
+    overlap the next op's MACs (AttAcc's schedule), so only one op's worth is exposed per layer:
+    the query in, the scores out and back, the output out, at tCCD_S per 32 B, and the softmax at
+    16 scores per tCK [A]. ``mean_context`` stands for every op's L (tokens).
     """
-    nbytes = 2.0 * score_values * bytes_per_value
-    flops = 5.0 * score_values
+    st = pim.stack
+    token_parts = st.pseudo_channels * st.ranks * pim.bank_groups_with_pus
+    dim_parts = st.banks_per_group
+    bytes_per_bank_token = math.ceil(head_bytes_per_token / dim_parts / st.column_bytes) * st.column_bytes
+    per_bank = mean_context / token_parts * bytes_per_bank_token  # one phase (K or V)
+    columns = per_bank / st.column_bytes
+    rows = per_bank / st.row_bytes + 0.5
+    op_time = 2 * pim_bank_time(columns, rows, reuse, pim)
+    waves = math.ceil(math.ceil(ops / num_stacks) / st.channels)
+    scores = mean_context * reuse
+    moves = (2 * head_bytes_per_token * reuse + 2 * scores * 2) / st.column_bytes * st.tccd_s
+    exposed = (moves + scores / st.softmax_scores_per_tck) * st.tck_s
+    t = waves * op_time + exposed
+    kv_bytes = 2.0 * ops * mean_context * head_bytes_per_token
+    dram, mac = pim_array_energy(kv_bytes, reuse, pim, energy)
+    io = ops * (2 * head_bytes_per_token * reuse + 2 * scores * 2) * energy.pim_io_pj_per_byte * PJ
+    sfm = ops * (2 * scores * 2 * energy.pim_sram_pj_per_byte + 5 * scores / 2 * energy.mac_pj) * PJ
+    return Cost(t, dram + mac + io + sfm)
+
+
+def pim_vector(nbytes: float, flops: float, num_stacks: int, pim: PIMSpec, energy: EnergySpec) -> Cost:
+    """An element-wise kernel (norm, activation, residual) on the stacks' buffer dies. [D from A]
+
+    As AttAcc runs softmax on the buffer die: ``nbytes`` stream through at the stacks' external
+    bandwidth, the work split evenly over ``num_stacks``. Energy: buffer SRAM and MACs.
+    """
     rate = pim.stack.external_bandwidth * num_stacks
-    t = max(nbytes / rate, flops / rate)
-    e = (nbytes * energy.pim_sram_pj_per_byte + flops / 2 * energy.mac_pj) * PJ
-    return Cost(t, e)
+    t = max(nbytes, flops) / rate
+    return Cost(t, (nbytes * energy.pim_sram_pj_per_byte + flops / 2 * energy.mac_pj) * PJ)

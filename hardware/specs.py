@@ -84,12 +84,25 @@ class HBMStack:
     mac_spacing_unconstrained: int = param(
         4, "tCK", "[A] all-bank MAC spacing without the power budget (= tCCD_L)"
     )
+    trfc: int = param(260, "tCK", "[A] all-bank refresh cycle time (HBM3_5.2Gbps preset, nRFC)")
+    trefi: int = param(5070, "tCK", "[A] refresh interval (HBM3_5.2Gbps preset, nREFI)")
+    softmax_scores_per_tck: float = param(
+        16.0, "scores per tCK per channel",
+        "[A] AttAcc's buffer-die softmax command: 16 tCK for a 256-score row (trace generator)",
+    )
     external_bandwidth: float = param(
         670.4 * GB, "B/s", "[A] off-stack bandwidth of one HBM3 stack (AttAcc: 670.4 GB/s)"
     )
 
     def __post_init__(self) -> None:
         _validate_numbers(self)
+        if self.trfc >= self.trefi:
+            raise SpecError(f"HBMStack.trfc = {self.trfc} must be below trefi = {self.trefi} tCK")
+
+    @property
+    def refresh_factor(self) -> float:
+        """Stretch of PIM command time by all-bank refresh: 1 / (1 - tRFC / tREFI), 1.054. [D from A]"""
+        return 1.0 / (1.0 - self.trfc / self.trefi)
 
     @property
     def banks(self) -> int:
@@ -110,10 +123,12 @@ class PIMSpec:
     )
     macs_per_access: int = param(16, "FP16 MACs per PU per 32 B access", "[A] 16-lane FP16 FPU")
     capacity_bytes: float = param(16 * GB, "B per stack", "[P] 16 GB (FC-PIM: 12 GB)")
-    power_budget: bool = False
-    """If True, all-bank MACs are spaced at ``mac_spacing_power_budget`` (6 tCK), else at the
-    unconstrained spacing (4 tCK). [A] AttAcc's default is unconstrained; [P] PAPI states that 4P1B
-    stays in the power budget when reuse >= 4."""
+    power_budget: bool = True
+    """If True (every preset), all-bank MACs are spaced at ``mac_spacing_power_budget`` (6 tCK),
+    else at the unconstrained spacing (4 tCK). [P] PAPI designs every PIM kind within the HBM power
+    budget (FC-PIM sized to stay under it when reuse >= 4; Attn-PIM made 1P2B because 1P1B exceeds
+    it), so the compared PIM devices run at the budget's spacing. [A] AttAcc's simulator offers
+    both (its ``--powerlimit`` flag selects 6 tCK)."""
     stack: HBMStack = field(default_factory=HBMStack)
 
     def __post_init__(self) -> None:
@@ -219,6 +234,12 @@ class EnergySpec:
     gpu_reg_pj_per_access: float = param(0.0675, "pJ per operand access", "[A] register file")
     link_pj_per_byte: float = param(10.4, "pJ/B", "[A] 1.3 pJ/bit off-package link")
     pim_sram_pj_per_byte: float = param(0.0034, "pJ/B", "[A] PIM buffer-die SRAM (softmax)")
+    pim_reread_per_round: bool = False
+    """How often a PIM kernel reads a weight/KV byte from the cell array. False (default): once per
+    row activation; the PU keeps the 32 B column in its operand latch while it applies it to every
+    input vector (its MAC rounds). This reproduces the paper's Fig. 7: DRAM access is 96.7% of a
+    1P1B kernel's energy with no reuse and 33.1% at 64x reuse [P]. True: the column is read again
+    for every round (papi-gym v0.1), which gives 95.7% at 64x reuse, contradicting Fig. 7. [D]"""
 
     def __post_init__(self) -> None:
         _validate_numbers(self)
@@ -250,6 +271,8 @@ class EnergySpec:
 
 FC_UNITS = ("pim", "gpu")  # action 0 = FC-PIM, 1 = GPU (the order of the environments' action)
 ATTENTION_UNITS = ("pim", "gpu")
+VECTOR_UNITS = ("gpu", "pim_buffer")
+PREFILL_UNITS = ("gpu", "pim")
 
 
 @dataclass(frozen=True)
@@ -259,7 +282,9 @@ class SystemSpec:
     name: str = "papi"
     description: str = ""
     gpu: GPUSpec = field(default_factory=GPUSpec)
-    num_gpus: int = param(6, "GPUs", "[P] 6 x A100, tensor-parallel")
+    num_gpus: int = param(
+        6, "GPUs", "[P] 6 x A100, tensor-parallel; 0 for the PIM-only systems", strict=False
+    )
     fc_stacks: int = param(30, "HBM stacks holding FC weights", "[P] 30 of the 90 stacks")
     attention_stacks: int = param(60, "HBM stacks holding the KV cache", "[P] 60 of the 90 stacks")
     fc_pim: PIMSpec | None = None
@@ -269,7 +294,19 @@ class SystemSpec:
     attention_unit: str = "pim"
     attention_pim: PIMSpec | None = None
     attention_link: LinkSpec = field(default_factory=LinkSpec)
-    gpu_link: LinkSpec = field(default_factory=lambda: LINK_PRESETS["nvlink3"])
+    """The link type between the FC side and the attention stacks. [P] PAPI: Attn-PIM is
+    disaggregated on PCIe/CXL; [A] AttAcc's simulator attaches its devices over NVLink3."""
+    attention_links: int = param(
+        6, "links", "[P] one per FC-side device: each GPU (or, without GPUs, each group of 5 FC "
+        "stacks, the same device count and interconnect [P]) has its own link to the attention stacks",
+    )
+    vector_unit: str = "gpu"
+    """Where layer norms, activations and residual adds run: 'gpu' (AttAcc's fitted A100 kernels
+    [A]) or 'pim_buffer' (the FC stacks' buffer dies, at their external bandwidth, as AttAcc runs
+    softmax [A]; the only choice for a system without GPUs [D])."""
+    prefill_unit: str = "gpu"
+    """Where prefill runs: 'gpu' (compute-bound, on the GPUs [P]) or 'pim' (FC on the FC stacks
+    and attention on the attention stacks, for a system without GPUs [D])."""
     energy: EnergySpec = field(default_factory=EnergySpec)
 
     def __post_init__(self) -> None:
@@ -284,6 +321,31 @@ class SystemSpec:
             )
         if self.attention_unit == "pim" and self.attention_pim is None:
             raise SpecError(f"system '{self.name}': attention_unit is 'pim' but attention_pim is not set")
+        if self.vector_unit not in VECTOR_UNITS:
+            raise SpecError(f"SystemSpec.vector_unit = {self.vector_unit!r}: must be one of {VECTOR_UNITS}")
+        if self.prefill_unit not in PREFILL_UNITS:
+            raise SpecError(f"SystemSpec.prefill_unit = {self.prefill_unit!r}: must be one of {PREFILL_UNITS}")
+        for name in ("num_gpus", "fc_stacks", "attention_stacks", "attention_links"):
+            value = getattr(self, name)
+            if value != int(value):
+                raise SpecError(f"SystemSpec.{name} = {value!r} must be a whole number")
+        if self.vector_unit == "pim_buffer" and self.fc_pim is None:
+            raise SpecError(f"system '{self.name}': vector_unit 'pim_buffer' needs PIM FC stacks (fc_pim)")
+        if self.num_gpus == 0:
+            needs_gpu = [f"{name} = {value!r}" for name, value, ok in (
+                ("fc_units", self.fc_units, "gpu" not in self.fc_units),
+                ("attention_unit", self.attention_unit, self.attention_unit != "gpu"),
+                ("vector_unit", self.vector_unit, self.vector_unit != "gpu"),
+                ("prefill_unit", self.prefill_unit, self.prefill_unit != "gpu"),
+            ) if not ok]
+            if needs_gpu:
+                raise SpecError(f"system '{self.name}' has num_gpus = 0 but uses the GPUs: "
+                                + ", ".join(needs_gpu) + " (use 'pim' / 'pim_buffer')")
+
+    @property
+    def has_gpus(self) -> bool:
+        """True when the system has GPUs (the PIM-only systems have none)."""
+        return self.num_gpus > 0
 
 
 HBM3 = HBMStack()
@@ -322,53 +384,60 @@ LINK_PRESETS: dict[str, LinkSpec] = {
 
 def _system_presets() -> dict[str, SystemSpec]:
     gpu, links, pims = GPU_PRESETS["A100"], LINK_PRESETS, PIM_PRESETS
+    # [D] Without GPUs a host CPU orchestrates the PIM devices; everything that crosses between the
+    # FC stacks and the attention stacks goes through its one CXL port. Both PIM-only systems share
+    # this interconnect ([P]: PIM-only PAPI has AttAcc-only's device count and interconnect).
+    pim_only = dict(num_gpus=0, vector_unit="pim_buffer", prefill_unit="pim",
+                    attention_link=links["cxl"], attention_links=1)
     return {
         "papi": SystemSpec(
             name="papi",
-            description="PAPI: FC on GPU or FC-PIM by the characterizer, attention on Attn-PIM",
+            description="PAPI: FC on GPU or FC-PIM by the characterizer, attention on Attn-PIM (CXL)",
             gpu=gpu,
             fc_pim=pims["fc_pim"],
             fc_units=("pim", "gpu"),
             attention_pim=pims["attn_pim"],
-            attention_link=links["cxl"],
+            attention_link=links["cxl"],  # [P] Attn-PIM is disaggregated on PCIe/CXL
         ),
         "pimonly_papi": SystemSpec(
             name="pimonly_papi",
-            description="PIM-only PAPI (ablation): FC on FC-PIM, attention on Attn-PIM",
+            description="PIM-only PAPI (ablation): no GPUs; FC on FC-PIM, attention on Attn-PIM, "
+                        "norms/activations on the FC stacks' buffer dies; one host CXL link",
             gpu=gpu,
             fc_pim=pims["fc_pim"],
             fc_units=("pim",),
             attention_pim=pims["attn_pim"],
-            attention_link=links["cxl"],
+            **pim_only,
         ),
         "a100_attacc": SystemSpec(
             name="a100_attacc",
-            description="A100+AttAcc: FC on GPU, attention on AttAcc 1P1B",
+            description="A100+AttAcc: FC on GPU, attention on AttAcc 1P1B (NVLink3)",
             gpu=gpu,
             fc_units=("gpu",),
             attention_pim=pims["attacc"],
-            attention_link=links["cxl"],
+            attention_link=links["nvlink3"],  # [A] AttAcc's simulator attaches AttAcc over NVLink3
         ),
         "a100_hbmpim": SystemSpec(
             name="a100_hbmpim",
-            description="A100+HBM-PIM: FC on GPU, attention on HBM-PIM 1P2B",
+            description="A100+HBM-PIM: FC on GPU, attention on HBM-PIM 1P2B (NVLink3)",
             gpu=gpu,
             fc_units=("gpu",),
             attention_pim=pims["hbm_pim"],
-            attention_link=links["cxl"],
+            attention_link=links["nvlink3"],  # [D] the AttAcc system with HBM-PIM devices
         ),
         "attacc_only": SystemSpec(
             name="attacc_only",
-            description="AttAcc-only (PIM-only): FC and attention on AttAcc 1P1B",
+            description="AttAcc-only (PIM-only): no GPUs; FC and attention on AttAcc 1P1B, "
+                        "norms/activations on the FC stacks' buffer dies; one host CXL link",
             gpu=gpu,
             fc_pim=pims["attacc"],
             fc_units=("pim",),
             attention_pim=pims["attacc"],
-            attention_link=links["cxl"],
+            **pim_only,
         ),
         "gpu_only": SystemSpec(
             name="gpu_only",
-            description="GPU-only: FC and attention on the GPUs (KV capacity not enforced)",
+            description="GPU-only: FC and attention on the GPUs (KV capacity: the GPUs' HBM)",
             gpu=gpu,
             fc_units=("gpu",),
             attention_unit="gpu",
@@ -383,7 +452,7 @@ def _coerce(current: Any, value: Any, path: str) -> Any:
     """Turn ``value`` into the type of ``current`` for field ``path``, or raise SpecError."""
     if is_dataclass(current) or current is None and isinstance(value, (dict, str)):
         presets = {"gpu": GPU_PRESETS, "fc_pim": PIM_PRESETS, "attention_pim": PIM_PRESETS,
-                   "attention_link": LINK_PRESETS, "gpu_link": LINK_PRESETS}
+                   "attention_link": LINK_PRESETS}
         leaf = path.rsplit(".", 1)[-1]
         if isinstance(value, str):
             table = presets.get(leaf)

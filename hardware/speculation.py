@@ -28,7 +28,7 @@ import numpy as np
 
 from hardware.costs import Cost
 from hardware.models import ModelSpec, get_model
-from hardware.specs import SystemSpec, load_system, override
+from hardware.specs import SpecError, SystemSpec, load_system, override
 from hardware.systems import CostModel
 
 
@@ -110,6 +110,9 @@ class DraftCost:
 
     def __init__(self, system: SystemSpec | str, draft_model: ModelSpec | str = "tinyllama-1.1b") -> None:
         sysm = load_system(system)
+        if not sysm.has_gpus:
+            raise SpecError(f"the draft model runs on the GPUs, and system '{sysm.name}' has none "
+                            "(num_gpus = 0); use a system with GPUs for speculation studies")
         self.gpus = sysm.num_gpus
         one_gpu = override(sysm, {"num_gpus": 1, "attention_unit": "gpu", "fc_units": ["gpu"]})
         self.cost_model = CostModel(one_gpu, get_model(draft_model))

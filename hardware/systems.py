@@ -138,37 +138,63 @@ class CostModel:
             c = costs.gpu_streaming(kv_bytes / g + 2 * scores * b / g, macs / g, sysm.gpu, sysm.energy)
             return Cost(c.time, c.energy * g)
         s = sysm.attention_stacks
-        qo_bytes = float(queries) * m.hidden * b / s
-        return costs.pim_kernel(
-            kv_bytes, reuse, qo_bytes, qo_bytes, s, sysm.attention_pim, sysm.energy
-        ) + costs.pim_softmax(scores, s, sysm.attention_pim, sysm.energy, b)
+        qo_bytes = float(queries) * m.hidden * b / s  # queries in, outputs out, per stack
+        attn = costs.pim_attention(
+            ops=rlp * m.kv_heads,
+            mean_context=sum_ctx / rlp,
+            head_bytes_per_token=m.head_dim * b,
+            reuse=reuse,
+            num_stacks=s,
+            pim=sysm.attention_pim,
+            energy=sysm.energy,
+        )
+        io = Cost(2 * qo_bytes / sysm.attention_pim.stack.external_bandwidth,
+                  2 * qo_bytes * s * sysm.energy.pim_io_pj_per_byte * costs.PJ)
+        return attn + io
 
     def _communication_one_layer(self, rlp: int, tlp: int, attention_unit: str) -> Cost:
+        """Tensor-parallel all-reduces (GPU systems only) and the FC side <-> attention transfers.
+
+        With GPUs: AttAcc's NCCL ring all-reduce after the projection and after the FFN [A]. Without
+        GPUs the FC stacks compute whole output columns (no partial sums to reduce) and gather them
+        through their buffer dies, which :func:`costs.pim_kernel` charges as operand I/O [D]. Q/K/V go
+        to the attention stacks and the attention output comes back over ``attention_links`` links
+        in parallel, each carrying its share [P, A].
+        """
         sysm, m = self.system, self.model
-        b, g, tokens = m.bytes_per_value, sysm.num_gpus, rlp * tlp
-        partial_sums = float(tokens) * m.hidden * b
-        cost = costs.allreduce(partial_sums, g, sysm.gpu, sysm.energy).scaled(2)  # after proj and FFN
-        link = sysm.attention_link
+        b, tokens = m.bytes_per_value, rlp * tlp
+        cost = ZERO
+        if sysm.has_gpus:
+            partial_sums = float(tokens) * m.hidden * b
+            cost = costs.allreduce(partial_sums, sysm.num_gpus, sysm.gpu, sysm.energy).scaled(2)
+        link, n = sysm.attention_link, sysm.attention_links
         if attention_unit == "pim":
-            qkv = float(tokens) * (m.hidden + 2 * m.kv_dim) * b / g
-            out = float(tokens) * m.hidden * b / g
-            cost = cost + costs.link_transfer(qkv, g, link, sysm.energy)
-            cost = cost + costs.link_transfer(out, g, link, sysm.energy)
+            qkv = float(tokens) * (m.hidden + 2 * m.kv_dim) * b / n
+            out = float(tokens) * m.hidden * b / n
+            cost = cost + costs.link_transfer(qkv, n, link, sysm.energy)
+            cost = cost + costs.link_transfer(out, n, link, sysm.energy)
         elif sysm.attention_unit == "pim":
             # Attention on the GPUs of a system whose KV cache lives on Attn-PIM: the GPUs read a
             # mirror of the KV cache in their own HBM, and the new K/V rows are still written to
             # Attn-PIM so that either unit can run the next iteration. [D]
-            kv_new = float(tokens) * 2 * m.kv_dim * b / g
-            cost = cost + costs.link_transfer(kv_new, g, link, sysm.energy)
+            kv_new = float(tokens) * 2 * m.kv_dim * b / n
+            cost = cost + costs.link_transfer(kv_new, n, link, sysm.energy)
         return cost
 
     def _other_one_layer(self, rlp: int, tlp: int) -> Cost:
+        """Two layer norms and the FFN activation: on the GPUs (AttAcc's fits [A]) or, in a system
+        without GPUs, on the FC stacks' buffer dies (:func:`costs.pim_vector`) [D]."""
         sysm, m = self.system, self.model
-        b, g, gpu, en = m.bytes_per_value, sysm.num_gpus, sysm.gpu, sysm.energy
+        b, en = m.bytes_per_value, sysm.energy
         x = float(rlp * tlp) * m.hidden
+        operands, flops_per = (3, 9) if m.ffn_kind == "swiglu" else (2, 1 if m.ffn_kind == "relu" else 8)
+        if sysm.vector_unit == "pim_buffer":
+            f = float(rlp * tlp) * m.ffn
+            nbytes = 2 * 3 * x * b + operands * f * b
+            return costs.pim_vector(nbytes, 2 * 5 * x + flops_per * f, sysm.fc_stacks, sysm.fc_pim, en)
+        g, gpu = sysm.num_gpus, sysm.gpu
         norm = costs.gpu_fitted_kernel(3 * x * b, 5 * x, gpu.norm_kernel_base_s, gpu.norm_kernel_s_per_byte, gpu, en)
         f = float(rlp * tlp) * math.ceil(m.ffn / g)
-        operands, flops_per = (3, 9) if m.ffn_kind == "swiglu" else (2, 1 if m.ffn_kind == "relu" else 8)
         act = costs.gpu_fitted_kernel(operands * f * b, flops_per * f, gpu.act_kernel_base_s,
                                       gpu.act_kernel_s_per_byte, gpu, en)
         per_gpu = norm.scaled(2) + act
@@ -321,26 +347,42 @@ class CostModel:
         return Cost(max(gpu_time, gpu_mem_time + pim_time), energy)
 
     def prefill(self, input_lengths: list[int]) -> Cost:
-        """Prefill of a batch on the GPUs (compute-bound [P]) plus shipping its KV to attention.
+        """Prefill of a batch plus shipping its KV to the attention unit; reported separately from
+        decoding, as in the paper.
 
-        Reported separately from decoding, as in the paper.
+        ``prefill_unit`` 'gpu': compute-bound on the GPUs [P]. 'pim' (systems without GPUs): every
+        FC kernel on the FC stacks with all prompt tokens as reuse, causal attention on the
+        attention stacks as one op per request and head with the prompt as both queries and
+        half-context on average [D]. Either way far slower on PIM, which is why PAPI prefills on
+        the GPUs.
         """
         sysm, m = self.system, self.model
-        g, b = sysm.num_gpus, m.bytes_per_value
-        tokens = int(sum(input_lengths))
+        b = m.bytes_per_value
+        lengths = [int(x) for x in input_lengths]
+        tokens = sum(lengths)
         if tokens <= 0:
             return ZERO
+        n = sysm.attention_links
+        kv = tokens * 2.0 * m.kv_dim * b / n
+        comm = costs.link_transfer(kv, n, sysm.attention_link, sysm.energy) if sysm.attention_unit == "pim" else ZERO
+        if sysm.prefill_unit == "pim":
+            fc = ZERO
+            for kernel in FC_KERNELS:
+                fc = fc + self._fc_kernel_one_layer(kernel, tokens, "pim")
+            mean_len = tokens / len(lengths)
+            attn = costs.pim_attention(len(lengths) * m.kv_heads, mean_len / 2, m.head_dim * b,
+                                       math.ceil(mean_len) * m.gqa_group, sysm.attention_stacks,
+                                       sysm.attention_pim, sysm.energy)
+            return (fc + attn + comm + self._other_one_layer(tokens, 1)).scaled(m.layers)
+        g = sysm.num_gpus
         fc = ZERO
         for mats in m.fc_matrices().values():
             for k_in, n_out in mats:
                 c = costs.gpu_gemm(tokens, math.ceil(n_out / g), k_in, sysm.gpu, sysm.energy, b)
                 fc = fc + Cost(c.time, c.energy * g)
-        causal_macs = sum(length * (length + 1) / 2 for length in input_lengths) * m.hidden * 2
+        causal_macs = sum(length * (length + 1) / 2 for length in lengths) * m.hidden * 2
         attn = costs.gpu_streaming(tokens * 2.0 * m.kv_dim * b / g, causal_macs / g, sysm.gpu, sysm.energy)
-        comm = costs.allreduce(float(tokens) * m.hidden * b, g, sysm.gpu, sysm.energy).scaled(2)
-        if sysm.attention_unit == "pim":
-            kv = tokens * 2.0 * m.kv_dim * b / g
-            comm = comm + costs.link_transfer(kv, g, sysm.attention_link, sysm.energy)
+        comm = comm + costs.allreduce(float(tokens) * m.hidden * b, g, sysm.gpu, sysm.energy).scaled(2)
         per_layer = fc + Cost(attn.time, attn.energy * g) + comm + self._other_one_layer(tokens, 1)
         return per_layer.scaled(m.layers)
 

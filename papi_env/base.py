@@ -135,7 +135,11 @@ class PapiBaseEnv(gym.Env):
         """Make ``cost_model`` the episode's hardware and model; set the reward scales."""
         self.cost_model = cost_model
         sysm, m = cost_model.system, cost_model.model
-        self.time_scale = m.weight_bytes / (sysm.num_gpus * sysm.gpu.memory_bandwidth * sysm.gpu.bandwidth_efficiency)
+        if sysm.has_gpus:
+            weight_bandwidth = sysm.num_gpus * sysm.gpu.memory_bandwidth * sysm.gpu.bandwidth_efficiency
+        else:  # a PIM-only system: the FC stacks' internal bandwidth
+            weight_bandwidth = sysm.fc_stacks * sysm.fc_pim.internal_bandwidth
+        self.time_scale = m.weight_bytes / weight_bandwidth
         self.energy_scale = m.weight_bytes * sysm.energy.gpu_offchip_pj_per_byte * 1e-12
         self.target_s = self.latency_target_s or TARGET_IN_TIME_SCALES * self.time_scale
 
