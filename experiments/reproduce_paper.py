@@ -178,7 +178,7 @@ def compute_rows(runner: Runner) -> list[dict]:
                "in_range": bool(0.75 <= ratio <= 1.25)}
         if name in AVERAGED:
             row["bound"] = round(float(max(per_config[name])), 4)
-        row["assumption"] = "" if row["in_range"] and name not in ASSUMPTIONS else ASSUMPTIONS.get(name, "")
+        row["assumption"] = ASSUMPTIONS.get(name, "")
         rows.append(row)
     return rows
 
@@ -207,7 +207,8 @@ def claims(runner: Runner) -> list[dict]:
     """The paper's qualitative claims, checked on this model (LLaMA-65B, creative-writing).
 
     1. At batch 4, AttAcc-only beats A100+AttAcc (every TLP of the grid).
-    2. PAPI is the fastest system at every RLP (the RLP sweep, batch 4..128 at TLP 1).
+    2. PAPI beats every baseline (A100+AttAcc, A100+HBM-PIM, AttAcc-only) at every RLP (the RLP
+       sweep, batch 4..128 at TLP 1); the detail also gives PIM-only PAPI (the ablation).
     """
     model, data = "llama-65b", "creative-writing"
     out = []
@@ -216,15 +217,16 @@ def claims(runner: Runner) -> list[dict]:
                 "holds": bool(min(r) > 1),
                 "detail": "A100+AttAcc time / AttAcc-only time at TLP " + ", ".join(
                     f"{s}: {v:.2f}" for s, v in zip(TLPS, r, strict=True))})
-    others = ("a100_attacc", "a100_hbmpim", "attacc_only", "pimonly_papi")
+    baselines = ("a100_attacc", "a100_hbmpim", "attacc_only")
     fastest, detail = [], []
     for b in RLP_SWEEP:
-        times = {sysn: runner.run(sysn, model, data, b, 1).time for sysn in ("papi", *others)}
-        best = min(times, key=times.get)
-        fastest.append(best)
-        detail.append(f"b{b}: {best} (PAPI {times['papi'] / times[best]:.2f}x its time)")
-    out.append({"claim": "PAPI is the fastest system at every RLP (batch 4..128, TLP 1)",
-                "holds": all(f == "papi" for f in fastest), "detail": "; ".join(detail)})
+        times = {sysn: runner.run(sysn, model, data, b, 1).time for sysn in ("papi", *baselines, "pimonly_papi")}
+        best = min(baselines, key=times.get)
+        fastest.append(times["papi"] <= times[best])
+        detail.append(f"b{b}: PAPI speedup over the best baseline ({best}) {times[best] / times['papi']:.2f}, "
+                      f"over PIM-only PAPI {times['pimonly_papi'] / times['papi']:.2f}")
+    out.append({"claim": "PAPI is faster than every baseline at every RLP (batch 4..128, TLP 1)",
+                "holds": all(fastest), "detail": "; ".join(detail)})
     return out
 
 
@@ -279,7 +281,7 @@ def to_markdown(rows: list[dict], seconds: float, runner: Runner, parts: list[di
     md = (
         "# PAPI paper reproduction\n\n"
         + markdown_table(["result", "paper", "ours", "ours/paper", "bound (max over configs)",
-                          "within 0.75..1.25", "assumption behind a miss"], table)
+                          "within 0.75..1.25", "named assumption it rests on (docs/MODEL.md)"], table)
         + f"\n{hits} of {len(rows)} rows within 0.75..1.25 of the paper. "
         f"Calibrated alpha (RLP x TLP crossover): {alphas}. "
         f"{runner.batches_per_config} batches per configuration, seed {runner.seed}; {seconds:.1f} s.\n"
