@@ -31,6 +31,7 @@ import numpy as np
 
 import papi_env
 from experiments import evaluate, train
+from experiments.checkpoints import latest_intact
 from experiments.io import markdown_table, save_figure, write_json, write_text
 
 VARIANTS = {name.split("/")[1].removesuffix("-v0"): name for name in papi_env.ENV_IDS}
@@ -48,8 +49,10 @@ def _train_job(args: tuple[str, str, str, int, int, str, bool, dict]) -> str:
     done = Path(logdir) / name
     if reuse and (done / "final_model.zip").exists() and (done / "evaluations.json").exists():
         return str(done)
+    # --reuse also continues a run that was killed part-way, from its newest intact checkpoint
+    resume = reuse and latest_intact(done) is not None
     run = train.train(algo, env_id, cfg, total or cfg["n_timesteps"], seed, Path(logdir), run_name=name,
-                      progress_bar=False, verbose=0)
+                      progress_bar=False, verbose=0, resume=resume, overwrite=not resume)
     return str(run)
 
 

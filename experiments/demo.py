@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     env_id = papi_env.DEFAULT_ENV_ID
     cfg = train.load_config("ppo", env_id)
     total = args.total_timesteps or cfg["n_timesteps"]
-    run_dir = train.train("ppo", env_id, cfg, total, args.seed, args.out / "runs", progress_bar=not args.no_progress)
+    run_dir = train.train("ppo", env_id, cfg, total, args.seed, args.out / "runs", progress_bar=not args.no_progress,
+                          overwrite=True)
     model_path = run_dir / "best_model.zip"
     result = evaluate.evaluate(env_id, ["threshold", "always-gpu", "always-pim", "oracle", "random",
                                         f"ppo:{model_path}"], args.episodes, args.seed, cfg["env_kwargs"])

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             run = args.out / "runs" / f"ppo_{setting}_s{seed}"
             if not (args.reuse and (run / "final_model.zip").exists()):
                 run = train.train("ppo", args.env, cfg, args.total_timesteps, seed, args.out / "runs",
-                                  run_name=run.name, progress_bar=False, verbose=0)
+                                  run_name=run.name, progress_bar=False, verbose=0, overwrite=True)
             learned[setting].append(f"ppo:{run / 'best_model.zip'}")
     target = {**base_cfg["env_kwargs"], **TARGET}
     result = evaluate.evaluate(args.env, None, args.episodes, 0, target,

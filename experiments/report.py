@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     total = args.total_timesteps or cfg["n_timesteps"]
     per_seed, curves = [], {}
     for seed in range(args.seeds):
-        run_dir = train.train(args.algo, args.env, cfg, total, seed, args.out / "runs", progress_bar=False, verbose=0)
+        run_dir = train.train(args.algo, args.env, cfg, total, seed, args.out / "runs", progress_bar=False, verbose=0,
+                              overwrite=True)
         name = f"{args.algo}:{run_dir / 'best_model.zip'}"
         res = evaluate.evaluate(args.env, ["threshold", "oracle", name], args.episodes, 0, cfg["env_kwargs"])
         p = res["policies"]

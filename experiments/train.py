@@ -6,11 +6,18 @@
 Hyperparameters and env keyword arguments come from ``experiments/configs/<algo>.yaml`` (or
 ``--config``), per env id, in rl-baselines3-zoo's spirit; CLI flags override them.
 
-A run directory ``<logdir>/<algo>_<env>_s<seed>/`` keeps: ``run.json`` (resolved config, command,
-versions, seed, git commit), ``tb/`` (TensorBoard: SB3's scalars plus ``eval/*`` domain metrics),
-``evaluations.json``, ``best_model.zip`` (best ``eval/speedup_vs_threshold`` on validation seeds),
-``final_model.zip``, ``checkpoints/`` and the VecNormalize statistics beside each model.
-``--resume`` continues a killed run from its last checkpoint, appending to the same logs.
+A run directory ``<logdir>/<algo>_<env>_s<seed>/`` is one run's identity. It keeps: ``run.json``
+(resolved config and its ``identity``, command, versions, seed, git commit), ``tb/`` (TensorBoard:
+SB3's scalars plus ``eval/*`` domain metrics), ``evaluations.json``, ``best_model.zip`` (best
+``eval/speedup_vs_threshold`` on validation seeds), ``final_model.zip``, ``checkpoints/`` (exact,
+atomic: experiments.checkpoints) and the VecNormalize statistics beside each model. Every model
+file is written atomically.
+
+A fresh run refuses a non-empty run directory (``--overwrite`` clears it). ``--resume`` continues
+a killed run from its newest intact checkpoint (falling back past damaged ones, and saying so),
+refuses if the settings differ from run.json's (naming the keys), and truncates the evaluations,
+the best model and TensorBoard (purge_step) back to the checkpoint's step: the resumed history is
+the one an uninterrupted run of the same seed writes.
 
 Validation episodes use seeds VALIDATION_SEED_BASE + i, disjoint from the final evaluation's
 (experiments.evaluate.EVAL_SEED_BASE + ...); training batches come from the training envs' own RNGs.
@@ -20,8 +27,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import pickle
 import platform
-import re
+import shutil
 import subprocess
 import sys
 import time
@@ -32,13 +41,24 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import yaml
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 import papi_env  # noqa: F401  (registers the environments)
 from agents.learned import ALGOS, LearnedPolicy, algo_class, vecnormalize_path
 from agents.policies import Oracle, make_policy
+from experiments.checkpoints import (
+    CHECKPOINT_DIR,
+    atomic_copy,
+    atomic_file,
+    checkpoints,
+    discard_after,
+    latest_intact,
+    restore_rng_state,
+    save_checkpoint,
+)
+from experiments.cli import check_env_kwargs, parse_env_kwargs, positive
 from experiments.evaluate import run_episode
 from experiments.io import write_json
 from papi_env.wrappers import EDPStepScale, FlatDiscreteActions
@@ -114,10 +134,28 @@ def load_config(algo: str, env_id: str, path: str | Path | None = None) -> dict[
     cfg.setdefault("hyperparams", {})
     cfg.setdefault("edp_step_scaling", True)  # papi_env.wrappers.EDPStepScale when reward is edp
     cfg.setdefault("flat_actions", False)  # papi_env.wrappers.FlatDiscreteActions (DQN on MultiDiscrete)
-    for key in ("n_envs", "eval_freq", "eval_episodes", "checkpoint_freq"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ConfigError(f"{path}: {env_id}.{key} must be a positive integer, got {cfg[key]!r}")
+    validate_config(cfg, f"{path}: {env_id}")
     return cfg
+
+
+POSITIVE_INT_KEYS = ("n_envs", "eval_freq", "eval_episodes", "checkpoint_freq")
+
+
+def validate_config(cfg: dict[str, Any], where: str) -> None:
+    """The checks every config value passes, from a YAML file or from the command line."""
+    for key in (*POSITIVE_INT_KEYS, "n_timesteps"):
+        if key not in cfg:
+            continue
+        value = cfg[key]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ConfigError(f"{where}.{key} must be a positive integer, got {value!r}")
+    if not isinstance(cfg.get("env_kwargs", {}), dict):
+        raise ConfigError(f"{where}.env_kwargs must be a mapping of keyword arguments, got {cfg['env_kwargs']!r}")
+
+
+def effective_checkpoint_freq(cfg: dict[str, Any], total_timesteps: int) -> int:
+    """Steps between checkpoints: the config's, but at least one every 10% of the run."""
+    return max(1, min(int(cfg["checkpoint_freq"]), math.ceil(total_timesteps / 10)))
 
 
 class DomainEvalCallback(BaseCallback):
@@ -131,7 +169,8 @@ class DomainEvalCallback(BaseCallback):
                  n_envs: int, verbose: int = 0) -> None:
         super().__init__(verbose)
         self.env_id, self.env_kwargs, self.run_dir = env_id, env_kwargs, run_dir
-        self.every = max(1, eval_freq // n_envs)
+        self.eval_freq = eval_freq
+        self.next_eval = eval_freq
         self.seeds = [VALIDATION_SEED_BASE + i for i in range(n_episodes)]
         self.history_path = run_dir / "evaluations.json"
         self.history: list[dict] = json.loads(self.history_path.read_text()) if self.history_path.exists() else []
@@ -182,10 +221,14 @@ class DomainEvalCallback(BaseCallback):
 
     def _on_training_start(self) -> None:
         self._t0 = time.perf_counter()
+        # on the env-step count, not on this callback's calls, so a resumed run evaluates where an
+        # uninterrupted one does
+        self.next_eval = (self.num_timesteps // self.eval_freq + 1) * self.eval_freq
 
     def _on_step(self) -> bool:
-        if self.n_calls % self.every == 0:
+        if self.num_timesteps >= self.next_eval:
             self.evaluate_now()
+            self.next_eval = (self.num_timesteps // self.eval_freq + 1) * self.eval_freq
         return True
 
     def _on_training_end(self) -> None:
@@ -194,23 +237,68 @@ class DomainEvalCallback(BaseCallback):
 
 
 def save_agent(model: Any, path: Path) -> None:
-    """Save the model and, if it has one, its VecNormalize statistics beside it."""
-    model.save(path)
+    """Save the model and, if it has one, its VecNormalize statistics beside it, each atomically
+    (statistics first, so that a model file never lacks the statistics it was saved with)."""
     venv = model.get_env()
     if isinstance(venv, VecNormalize):
-        venv.save(str(vecnormalize_path(path)))
+        atomic_file(vecnormalize_path(path), lambda tmp: venv.save(str(tmp)))
+    atomic_file(Path(path), lambda tmp: model.save(tmp))
 
 
-def latest_checkpoint(run_dir: Path) -> tuple[Path, int] | None:
-    found = []
-    for p in (run_dir / "checkpoints").glob("rl_model_*_steps.zip"):
-        m = re.fullmatch(r"rl_model_(\d+)_steps\.zip", p.name)
-        if m:
-            found.append((int(m.group(1)), p))
-    if not found:
-        return None
-    steps, path = max(found)
-    return path, steps
+class RunCheckpoint(BaseCallback):
+    """Exact checkpoints (experiments.checkpoints) at rollout boundaries, at least every ``freq``
+    env steps, and at the end of training."""
+
+    def __init__(self, run_dir: Path, freq: int, base_venv: Any, replay_buffer: bool) -> None:
+        super().__init__(0)
+        self.run_dir, self.freq, self.base_venv, self.replay_buffer = run_dir, freq, base_venv, replay_buffer
+        self.last = None
+
+    def _save(self) -> None:
+        venv = self.model.get_env()
+        save_checkpoint(self.run_dir, self.model, self.base_venv,
+                        venv if isinstance(venv, VecNormalize) else None, self.replay_buffer)
+        self.last = self.model.num_timesteps
+
+    def _on_training_start(self) -> None:
+        self.last = self.model.num_timesteps
+
+    def _on_rollout_start(self) -> None:
+        if self.model.num_timesteps - self.last >= self.freq:
+            self._save()
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_training_end(self) -> None:
+        if self.model.num_timesteps != self.last or not checkpoints(self.run_dir):
+            self._save()
+
+
+IDENTITY_IGNORED = ("n_timesteps",)  # a resumed run may be given more steps
+
+
+def run_identity(algo: str, env_id: str, cfg: dict, seed: int) -> dict:
+    """What makes two runs the same experiment: algorithm, env, seed and the resolved config
+    (JSON-normalised), less IDENTITY_IGNORED."""
+    config = {k: v for k, v in cfg.items() if k not in IDENTITY_IGNORED}
+    return json.loads(json.dumps({"algo": algo, "env": env_id, "seed": seed, "config": config}))
+
+
+def identity_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two identities."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += identity_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key} ({a!r} in the run, {b!r} now)")
+    return out
+
+
+class RunDirError(ValueError):
+    """A run directory that a run may not start in or resume from."""
 
 
 def git_commit() -> str | None:
@@ -222,7 +310,7 @@ def git_commit() -> str | None:
         return None
 
 
-def run_record(algo: str, env_id: str, cfg: dict, seed: int, total: int) -> dict:
+def run_record(algo: str, env_id: str, cfg: dict, seed: int, total: int, command: list[str] | None) -> dict:
     import stable_baselines3
     import torch
 
@@ -234,7 +322,8 @@ def run_record(algo: str, env_id: str, cfg: dict, seed: int, total: int) -> dict
         pkg = "unknown"
     return {
         "algo": algo, "env": env_id, "seed": seed, "total_timesteps": total, "config": cfg,
-        "command": [sys.executable, "-m", "experiments.train", *sys.argv[1:]],
+        "identity": run_identity(algo, env_id, cfg, seed),
+        "command": command,  # None when a script (demo, report, beyond, ...) called train()
         "papi_gym_version": pkg, "git_commit": git_commit(),
         "versions": {"python": platform.python_version(), "stable_baselines3": stable_baselines3.__version__,
                      "torch": torch.__version__, "gymnasium": gym.__version__, "numpy": np.__version__},
@@ -258,52 +347,131 @@ def make_env(env_id: str, cfg: dict, seed: int) -> Any:
 
     venv = make_vec_env(env_id, n_envs=cfg["n_envs"], seed=seed, env_kwargs=env_kwargs, vec_env_cls=DummyVecEnv,
                         wrapper_class=wrap)
-    norm = cfg["normalize"]
-    if norm:
-        kwargs = norm if isinstance(norm, dict) else {}
-        venv = VecNormalize(venv, **kwargs)
     return venv
 
 
+def normalized(venv: Any, cfg: dict) -> Any:
+    """``venv`` wrapped in VecNormalize when the config asks for it."""
+    norm = cfg["normalize"]
+    if norm:
+        kwargs = norm if isinstance(norm, dict) else {}
+        return VecNormalize(venv, **kwargs)
+    return venv
+
+
+def _truncate_history(run_dir: Path, steps: int, ckpt: Path) -> None:
+    """Make the run's records end at the checkpoint's step: evaluations after it go, and the best
+    model is the one the checkpoint saw."""
+    history_path = run_dir / "evaluations.json"
+    if history_path.exists():
+        history = [h for h in json.loads(history_path.read_text()) if h["timesteps"] <= steps]
+        write_json(history_path, history)
+    for name in ("best_model.zip", "best_model_vecnormalize.pkl"):
+        if (ckpt / name).is_file():
+            atomic_copy(ckpt / name, run_dir / name)
+        else:
+            (run_dir / name).unlink(missing_ok=True)
+    (run_dir / "final_model.zip").unlink(missing_ok=True)
+    (run_dir / "final_model_vecnormalize.pkl").unlink(missing_ok=True)
+
+
+def _logger(run_dir: Path, purge_step: int | None) -> Any:
+    """SB3 logger writing TensorBoard events to ``<run>/tb``; on resume, events at or after
+    ``purge_step`` from the interrupted stretch are discarded (TensorBoard's purge_step)."""
+    from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat
+    from torch.utils.tensorboard import SummaryWriter
+
+    tb = run_dir / "tb"
+    tb.mkdir(parents=True, exist_ok=True)
+    fmt = TensorBoardOutputFormat(str(tb))
+    if purge_step is not None:
+        fmt.writer.close()
+        fmt.writer = SummaryWriter(log_dir=str(tb), purge_step=purge_step)
+    return Logger(folder=str(tb), output_formats=[fmt])
+
+
+def prepare_run_dir(run_dir: Path, identity: dict, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix runs: a fresh run needs an empty directory (or ``overwrite``, which clears
+    it); a resumed run needs the same identity as the one recorded in run.json."""
+    if resume:
+        record = run_dir / "run.json"
+        if not record.is_file():
+            raise RunDirError(f"--resume: {run_dir} has no run.json; nothing to resume")
+        try:
+            old = json.loads(record.read_text())["identity"]
+        except (ValueError, KeyError):
+            raise RunDirError(f"--resume: {record} is not a papi-gym run record (no identity)") from None
+        diff = identity_differences(old, identity)
+        if diff:
+            raise RunDirError(f"--resume: {run_dir} was trained with different settings: " + "; ".join(diff))
+        return
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"run directory {run_dir} is a file")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise RunDirError(f"run directory {run_dir} is not empty (an earlier run?); pass --overwrite to "
+                              "clear it, --resume to continue it, or choose another --logdir/--run-name")
+        shutil.rmtree(run_dir)
+
+
 def train(algo: str, env_id: str, cfg: dict, total_timesteps: int, seed: int, logdir: Path,
-          resume: bool = False, run_name: str | None = None, progress_bar: bool = True, verbose: int = 1) -> Path:
-    """Train (or resume) one agent; return its run directory."""
+          resume: bool = False, run_name: str | None = None, progress_bar: bool = True, verbose: int = 1,
+          overwrite: bool = False, command: list[str] | None = None) -> Path:
+    """Train (or resume) one agent; return its run directory.
+
+    A fresh run refuses a non-empty run directory unless ``overwrite``; ``resume`` continues from
+    the newest intact checkpoint, refusing a run whose recorded settings differ, and first
+    truncates the evaluations, best model and TensorBoard log back to the checkpoint's step, so
+    the resumed history is the one an uninterrupted run writes (experiments.checkpoints).
+    """
+    validate_config({**cfg, "n_timesteps": total_timesteps}, "config")
     run_dir = Path(logdir) / (run_name or f"{algo}_{env_id.split('/')[-1]}_s{seed}")
+    identity = run_identity(algo, env_id, cfg, seed)
+    prepare_run_dir(run_dir, identity, resume, overwrite)
     cls = algo_class(algo)
-    venv = make_env(env_id, cfg, seed)
-    checkpoint = latest_checkpoint(run_dir) if resume else None
-    if resume and checkpoint is None:
-        raise FileNotFoundError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
-    if checkpoint:
-        path, steps = checkpoint
-        stats = run_dir / "checkpoints" / f"rl_model_vecnormalize_{steps}_steps.pkl"
-        if isinstance(venv, VecNormalize) and stats.exists():
-            venv = VecNormalize.load(str(stats), venv.venv)
-        model = cls.load(path, env=venv, device="cpu", tensorboard_log=str(run_dir / "tb"))
-        buffer = run_dir / "checkpoints" / f"rl_model_replay_buffer_{steps}_steps.pkl"
-        if buffer.exists() and hasattr(model, "load_replay_buffer"):
-            model.load_replay_buffer(buffer)
+    off_policy = algo in ("dqn", "sac")
+    if resume:
+        found = latest_intact(run_dir)
+        if found is None:
+            raise FileNotFoundError(f"--resume: no intact checkpoint in {run_dir / CHECKPOINT_DIR}")
+        steps, ckpt, notes = found
+        for note in notes:
+            print(f"warning: {note}; falling back to {steps} steps", file=sys.stderr)
+        with open(ckpt / "envs.pkl", "rb") as fh:
+            base_venv = pickle.load(fh)
+        venv = base_venv
+        if cfg["normalize"]:
+            stats = ckpt / "vecnormalize.pkl"
+            if not stats.is_file():
+                raise FileNotFoundError(f"--resume: {ckpt} has no vecnormalize.pkl but the run normalises")
+            venv = VecNormalize.load(str(stats), base_venv)
+        discard_after(run_dir, steps)
+        _truncate_history(run_dir, steps, ckpt)
+        model = cls.load(ckpt / "model.zip", env=venv, device="cpu", force_reset=False)
+        if off_policy:
+            model.load_replay_buffer(ckpt / "replay_buffer.pkl")
+        with open(ckpt / "rng.pkl", "rb") as fh:
+            restore_rng_state(model, pickle.load(fh), venv if cfg["normalize"] else None)
+        model.set_logger(_logger(run_dir, purge_step=steps))
         if verbose:
             print(f"resuming {run_dir} from {steps} steps")
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "run.json", run_record(algo, env_id, cfg, seed, total_timesteps))
-        for stale in ("evaluations.json",):
-            (run_dir / stale).unlink(missing_ok=True)
+        write_json(run_dir / "run.json", run_record(algo, env_id, cfg, seed, total_timesteps, command))
+        base_venv = make_env(env_id, cfg, seed)
+        venv = normalized(base_venv, cfg)
         model = cls(cfg["policy"], venv, seed=seed, device="cpu", verbose=0,
-                    tensorboard_log=str(run_dir / "tb"),
                     **parse_schedules(cfg["hyperparams"], f"{env_id}.hyperparams"))
+        model.set_logger(_logger(run_dir, purge_step=None))
     callbacks = CallbackList([
-        CheckpointCallback(max(1, cfg["checkpoint_freq"] // cfg["n_envs"]), str(run_dir / "checkpoints"),
-                           name_prefix="rl_model", save_vecnormalize=True, save_replay_buffer=algo in ("dqn", "sac")),
+        RunCheckpoint(run_dir, effective_checkpoint_freq(cfg, total_timesteps), base_venv, off_policy),
         DomainEvalCallback(env_id, cfg["env_kwargs"], cfg["eval_freq"], cfg["eval_episodes"], run_dir,
                            cfg["n_envs"], verbose=verbose),
     ])
     remaining = total_timesteps - model.num_timesteps
     start = time.perf_counter()
     if remaining > 0:
-        model.learn(remaining, callback=callbacks, tb_log_name="run", reset_num_timesteps=not checkpoint,
-                    progress_bar=progress_bar)
+        model.learn(remaining, callback=callbacks, reset_num_timesteps=not resume, progress_bar=progress_bar)
     seconds = time.perf_counter() - start
     save_agent(model, run_dir / "final_model.zip")
     speed = {"train_seconds": seconds, "train_steps_per_s": max(remaining, 0) / seconds if seconds else 0.0}
@@ -328,31 +496,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-freq", type=int)
     parser.add_argument("--eval-episodes", type=int)
     parser.add_argument("--env-kwargs", help="JSON dict merged over the config's env_kwargs")
-    parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    parser.add_argument("--checkpoint-freq", type=int,
+                        help="env steps between checkpoints (default: the config's; at least every 10%% of a run)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run from its newest intact checkpoint (same settings required)")
+    parser.add_argument("--overwrite", action="store_true", help="clear a non-empty run directory and start afresh")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--torch-threads", type=int, default=1,
                         help="torch CPU threads (default 1: the policy networks are small and more threads contend "
                              "with the environments; two runs side by side on 2 cores went from ~70 steps/s "
                              "each with torch's default to ~900 with one)")
     args = parser.parse_args(argv)
-    if args.torch_threads < 1:
-        parser.error("--torch-threads must be >= 1")
+    if args.resume and args.overwrite:
+        parser.error("--resume and --overwrite exclude each other")
     try:
+        positive(args.torch_threads, "--torch-threads")
         import torch
 
         torch.set_num_threads(args.torch_threads)
         cfg = load_config(args.algo, args.env, args.config)
-        for key in ("n_envs", "eval_freq", "eval_episodes"):
-            if getattr(args, key) is not None:
-                cfg[key] = getattr(args, key)
-        if args.env_kwargs:
-            cfg["env_kwargs"] = {**cfg["env_kwargs"], **json.loads(args.env_kwargs)}
+        for key in POSITIVE_INT_KEYS:
+            value = getattr(args, key)
+            if value is not None:
+                cfg[key] = positive(value, "--" + key.replace("_", "-"))
+        cfg["env_kwargs"] = {**cfg["env_kwargs"], **parse_env_kwargs(args.env_kwargs)}
         total = args.total_timesteps if args.total_timesteps is not None else cfg.get("n_timesteps", 50_000)
-        cfg["n_timesteps"] = total
-        if total < 1:
-            raise ConfigError("--total-timesteps must be >= 1")
+        cfg["n_timesteps"] = positive(total, "--total-timesteps")
+        check_env_kwargs(args.env, {"render_mode": None, **cfg["env_kwargs"]})
+        command = [sys.executable, "-m", "experiments.train", *(sys.argv[1:] if argv is None else argv)]
         train(args.algo, args.env, cfg, total, args.seed, args.logdir, args.resume, args.run_name,
-              progress_bar=not args.no_progress)
+              progress_bar=not args.no_progress, overwrite=args.overwrite, command=command)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -85,11 +85,11 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     train.train("ppo", "papi_env/PapiSchedule-v0", cfg, 1024, 1, tmp_path, resume=True, progress_bar=False, verbose=0)
     after = json.loads((run / "evaluations.json").read_text())
     assert after[: len(before)] == before and after[-1]["timesteps"] >= 1024
-    assert len(list((run / "tb").iterdir())) == 1  # the same TensorBoard run, appended
+    assert all(p.is_file() for p in (run / "tb").iterdir())  # the same TensorBoard run, appended
 
 
 def test_resume_without_checkpoint_fails(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    with pytest.raises(train.RunDirError, match="nothing to resume"):
         train.train("ppo", "papi_env/PapiSchedule-v0", tiny_config("ppo"), 256, 0, tmp_path, resume=True,
                     progress_bar=False, verbose=0)
 
