@@ -7,6 +7,7 @@ A saved agent is ``model.zip`` with, when observations were normalised in traini
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,19 @@ class LearnedPolicy:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no saved agent at {path}")
-        model = algo_class(algo).load(path, device="cpu")
+        problem = None
+        if not zipfile.is_zipfile(path):
+            problem = "not a zip file (empty or truncated?)"
+        else:
+            with zipfile.ZipFile(path) as zf:
+                if zf.testzip() is not None or "data" not in zf.namelist():
+                    problem = "a damaged or foreign zip (no SB3 model data)"
+        if problem:
+            raise ValueError(f"{path}: cannot load a {algo} agent: {problem}")
+        try:
+            model = algo_class(algo).load(path, device="cpu")
+        except (ValueError, KeyError, AssertionError, RuntimeError) as err:
+            raise ValueError(f"{path}: cannot load a {algo} agent: {err}") from None
         stats = vecnormalize_path(path)
         if stats.is_file():
             with stats.open("rb") as fh:

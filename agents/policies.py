@@ -11,6 +11,7 @@ cost model every iteration with estimated inputs), ``oracle`` (cost model with h
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol
 
 import numpy as np
@@ -253,6 +254,11 @@ RULES_BY_ENV = {
     "PapiSpecScheduleEnv": ("threshold", "fixed-tlp:2", "fixed-tlp:3", "fixed-tlp:4", "fixed-tlp:8", "leviathan",
                             "greedy-ema", "random", "oracle"),
 }
+VARIANT_OF_RULE = {  # rules that decide what only one variant's action space holds
+    "kernel-threshold": "PapiKernelScheduleEnv", "split-table": "PapiSplitScheduleEnv",
+    "fixed-tlp": "PapiSpecScheduleEnv", "leviathan": "PapiSpecScheduleEnv", "greedy-ema": "PapiSpecScheduleEnv",
+    "oracle-lookahead": "PapiSpecScheduleEnv",
+}
 RULES = {
     "threshold": ThresholdCharacterizer,
     "always-gpu": AlwaysGPU,
@@ -280,9 +286,20 @@ def make_policy(spec: str, env: Any = None, model: str = "llama-65b", system: An
     name, _, arg = spec.partition(":")
     base = None if env is None else env.unwrapped
     simple = base is None or isinstance(base, PapiScheduleEnv)
+    variant = VARIANT_OF_RULE.get(name)
+    if base is not None and variant is not None and type(base).__name__ != variant:
+        raise ValueError(f"policy {spec!r} decides what only {variant.removesuffix('Env')}-v0 lets a scheduler "
+                         f"decide; on {type(base).__name__.removesuffix('Env')}-v0 use one of "
+                         f"{list(RULES_BY_ENV.get(type(base).__name__, ()))}")
     if name == "threshold":
         if arg:
-            return ThresholdCharacterizer(float(arg), model=model, system=system)
+            try:
+                alpha = float(arg)
+            except ValueError:
+                alpha = math.nan
+            if not (math.isfinite(alpha) and alpha >= 0):
+                raise ValueError(f"threshold:ALPHA needs a finite alpha >= 0 (RLP x TLP), got {spec!r}")
+            return ThresholdCharacterizer(alpha, model=model, system=system)
         if simple:
             objective = "latency" if base is None else calibration_objective(base.reward_kind)
             cm = None if base is None else base.cost_model
@@ -290,10 +307,14 @@ def make_policy(spec: str, env: Any = None, model: str = "llama-65b", system: An
                                           objective=objective)
         return PapiRule()
     if name == "fixed-tlp":
+        high = int(getattr(base, "max_tlp", 16)) if base is not None else 16
         try:
-            return FixedTLP(int(arg))
+            k = int(arg)
         except ValueError:
-            raise ValueError(f"fixed-tlp needs an integer speculation length, e.g. fixed-tlp:4; got {spec!r}") from None
+            k = 0
+        if not 1 <= k <= high:
+            raise ValueError(f"fixed-tlp:K needs an integer speculation length K in [1, {high}], got {spec!r}")
+        return FixedTLP(k)
     if name == "oracle":
         return Oracle(env)
     if name == "random":

@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100_000)
     args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error("--steps must be a positive integer")
     t0 = time.perf_counter()
     gym.make(papi_env.DEFAULT_ENV_ID).reset(seed=0)
     cold = time.perf_counter() - t0

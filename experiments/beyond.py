@@ -32,6 +32,7 @@ import numpy as np
 import papi_env
 from experiments import evaluate, train
 from experiments.checkpoints import latest_intact
+from experiments.cli import check_env_kwargs, check_output_dir, parse_env_kwargs, positive
 from experiments.io import markdown_table, save_figure, write_json, write_text
 
 VARIANTS = {name.split("/")[1].removesuffix("-v0"): name for name in papi_env.ENV_IDS}
@@ -144,7 +145,19 @@ def main(argv: list[str] | None = None) -> int:
     if bad or args.seeds < 1 or args.episodes < 1:
         parser.error(f"unknown variant/objective {bad}; allowed variants {list(VARIANTS)}, objectives "
                      f"{list(OBJECTIVES)}; --seeds and --episodes must be >= 1")
-    extra = json.loads(args.env_kwargs)
+    try:
+        positive(args.jobs, "--jobs")
+        if args.total_timesteps is not None:
+            positive(args.total_timesteps, "--total-timesteps")
+        check_output_dir(args.out)
+        extra = parse_env_kwargs(args.env_kwargs)
+        for v in variants:
+            for o in objectives:
+                cfg = train.load_config(args.algo, VARIANTS[v])
+                check_env_kwargs(VARIANTS[v], {**cfg["env_kwargs"], **extra, "reward": o})
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     jobs = [(args.algo, VARIANTS[v], o, s, args.total_timesteps, str(args.out / "runs"), args.reuse, extra)
             for v in variants for o in objectives for s in range(args.seeds)]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import papi_env
 from experiments import evaluate, train
+from experiments.cli import check_output_dir, positive
 from experiments.io import save_figure, write_json, write_text
 
 
@@ -56,6 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     env_id = papi_env.DEFAULT_ENV_ID
+    try:
+        positive(args.episodes, "--episodes")
+        if args.total_timesteps is not None:
+            positive(args.total_timesteps, "--total-timesteps")
+        check_output_dir(args.out)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     cfg = train.load_config("ppo", env_id)
     total = args.total_timesteps or cfg["n_timesteps"]
     run_dir = train.train("ppo", env_id, cfg, total, args.seed, args.out / "runs", progress_bar=not args.no_progress,

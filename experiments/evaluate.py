@@ -29,7 +29,8 @@ from gymnasium import spaces
 
 import papi_env  # noqa: F401  (registers the environments)
 from agents.policies import RULES_BY_ENV, make_policy, policy_kind
-from experiments.io import markdown_table, write_json, write_text
+from experiments.cli import check_env_kwargs, check_output_dir, parse_env_kwargs, positive
+from experiments.io import markdown_table, write_results
 
 EVAL_SEED_BASE = 1_000_000
 REFERENCE = "threshold"
@@ -155,18 +156,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env-kwargs", default="{}", help="JSON dict of environment keyword arguments")
     parser.add_argument("--out", type=Path, default=Path("results/eval"))
     args = parser.parse_args(argv)
-    if args.episodes < 1:
-        parser.error("--episodes must be >= 1")
     try:
-        env_kwargs = json.loads(args.env_kwargs)
+        positive(args.episodes, "--episodes")
+        check_output_dir(args.out)
+        env_kwargs = parse_env_kwargs(args.env_kwargs)
+        check_env_kwargs(args.env, env_kwargs)
         specs = [p.strip() for p in args.policies.split(",") if p.strip()] if args.policies else None
         result = evaluate(args.env, specs, args.episodes, args.seed, env_kwargs)
+        md = to_markdown(result)
+        write_results(args.out, {"eval.json": result, "eval.md": md})
     except (ValueError, FileNotFoundError, gym.error.Error) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    write_json(args.out / "eval.json", result)
-    md = to_markdown(result)
-    write_text(args.out / "eval.md", md)
     print(md)
     return 0
 

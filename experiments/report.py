@@ -18,6 +18,7 @@ import numpy as np
 
 import papi_env
 from experiments import evaluate, train
+from experiments.cli import check_output_dir, positive
 from experiments.io import markdown_table, save_figure, write_json, write_text
 
 
@@ -30,7 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=30)
     parser.add_argument("--out", type=Path, default=Path("results/report"))
     args = parser.parse_args(argv)
-    cfg = train.load_config(args.algo, args.env)
+    try:
+        for flag, value in (("--seeds", args.seeds), ("--episodes", args.episodes)):
+            positive(value, flag)
+        if args.total_timesteps is not None:
+            positive(args.total_timesteps, "--total-timesteps")
+        check_output_dir(args.out)
+        cfg = train.load_config(args.algo, args.env)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     total = args.total_timesteps or cfg["n_timesteps"]
     per_seed, curves = [], {}
     for seed in range(args.seeds):

@@ -41,7 +41,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import yaml
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ProgressBarCallback, tqdm
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
@@ -243,6 +243,18 @@ def save_agent(model: Any, path: Path) -> None:
     if isinstance(venv, VecNormalize):
         atomic_file(vecnormalize_path(path), lambda tmp: venv.save(str(tmp)))
     atomic_file(Path(path), lambda tmp: model.save(tmp))
+
+
+class RolloutProgressBar(ProgressBarCallback):
+    """SB3's progress bar, with its total the steps the run will really take: on-policy algorithms
+    collect whole rollouts (n_steps x n_envs), so 60,000 asked steps are 61,440 taken."""
+
+    def _on_training_start(self) -> None:
+        remaining = self.locals["total_timesteps"] - self.model.num_timesteps
+        rollout = getattr(self.model, "n_steps", 0) * self.training_env.num_envs
+        if rollout:
+            remaining = math.ceil(remaining / rollout) * rollout
+        self.pbar = tqdm(total=remaining)
 
 
 class RunCheckpoint(BaseCallback):
@@ -464,6 +476,7 @@ def train(algo: str, env_id: str, cfg: dict, total_timesteps: int, seed: int, lo
                     **parse_schedules(cfg["hyperparams"], f"{env_id}.hyperparams"))
         model.set_logger(_logger(run_dir, purge_step=None))
     callbacks = CallbackList([
+        *([RolloutProgressBar()] if progress_bar else []),
         RunCheckpoint(run_dir, effective_checkpoint_freq(cfg, total_timesteps), base_venv, off_policy),
         DomainEvalCallback(env_id, cfg["env_kwargs"], cfg["eval_freq"], cfg["eval_episodes"], run_dir,
                            cfg["n_envs"], verbose=verbose),
@@ -471,13 +484,15 @@ def train(algo: str, env_id: str, cfg: dict, total_timesteps: int, seed: int, lo
     remaining = total_timesteps - model.num_timesteps
     start = time.perf_counter()
     if remaining > 0:
-        model.learn(remaining, callback=callbacks, reset_num_timesteps=not resume, progress_bar=progress_bar)
+        model.learn(remaining, callback=callbacks, reset_num_timesteps=not resume)
     seconds = time.perf_counter() - start
     save_agent(model, run_dir / "final_model.zip")
-    speed = {"train_seconds": seconds, "train_steps_per_s": max(remaining, 0) / seconds if seconds else 0.0}
+    taken = model.num_timesteps - (total_timesteps - remaining)
+    speed = {"train_seconds": seconds, "train_steps": int(taken),
+             "train_steps_per_s": max(taken, 0) / seconds if seconds else 0.0}
     write_json(run_dir / "train_speed.json", speed)
     if verbose:
-        print(f"trained {max(remaining, 0)} steps in {seconds:.1f} s ({speed['train_steps_per_s']:.0f} steps/s); "
+        print(f"trained {max(taken, 0)} steps in {seconds:.1f} s ({speed['train_steps_per_s']:.0f} steps/s); "
               f"run directory {run_dir}")
     venv.close()
     return run_dir

@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--system", default="papi", help="system preset or JSON/YAML file")
     parser.add_argument("--max-tokens", type=int, default=1024)
     args = parser.parse_args(argv)
+    if args.max_tokens < 1:
+        parser.error("--max-tokens must be a positive integer (the largest RLP x TLP to sweep)")
     models = args.model or list(PAPER_MODELS)
     try:
         system = load_system(args.system)

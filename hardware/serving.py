@@ -236,6 +236,7 @@ def run_batch(cost_model: CostModel, input_lengths: Sequence[int], output_length
               acceptance_rate: float | None = None, seed: int = 0,
               include_prefill: bool = True) -> BatchResult:
     """Decode one static batch to the end under a placement rule. Prefill reported separately."""
+    cost_model.check_batch_fits(input_lengths, output_lengths)
     batch = StaticBatch(input_lengths, output_lengths, acceptance_rate, np.random.default_rng(seed))
     result = BatchResult()
     if include_prefill:

@@ -25,17 +25,21 @@ from pathlib import Path
 from typing import Any
 
 GB = 1e9  # bytes; decimal, as in the AttAcc configuration
+MAX_DEVICES = 1_000_000  # [D] sanity bound on GPU / stack counts: beyond any machine built
 GiB = 1024**3
 
 
-def param(default: Any, unit: str, source: str, minimum: float = 0.0, strict: bool = True):
-    """A documented numeric field: value, unit, provenance and the physical lower bound.
+def param(default: Any, unit: str, source: str, minimum: float = 0.0, strict: bool = True,
+          maximum: float | None = None):
+    """A documented numeric field: value, unit, provenance and the physical bounds.
 
-    ``strict`` means the value must be greater than ``minimum``; otherwise greater or equal.
+    ``strict`` means the value must be greater than ``minimum``; otherwise greater or equal. An
+    integer default makes the field a count: it must then be a whole number.
     """
     return field(
         default=default,
-        metadata={"unit": unit, "source": source, "minimum": minimum, "strict": strict},
+        metadata={"unit": unit, "source": source, "minimum": minimum, "strict": strict, "maximum": maximum,
+                  "whole": isinstance(default, int) and not isinstance(default, bool)},
     )
 
 
@@ -58,6 +62,11 @@ def _validate_numbers(spec: Any) -> None:
         if (strict and value <= low) or (not strict and value < low):
             bound = f"> {low}" if strict else f">= {low}"
             raise SpecError(f"{name} = {value!r} is not physical: it must be {bound} {f.metadata['unit']}")
+        high = f.metadata.get("maximum")
+        if high is not None and value > high:
+            raise SpecError(f"{name} = {value!r} is not physical: it must be <= {high:g} {f.metadata['unit']}")
+        if f.metadata.get("whole") and value != int(value):
+            raise SpecError(f"{name} = {value!r} must be a whole number of {f.metadata['unit']}")
 
 
 @dataclass(frozen=True)
@@ -283,10 +292,12 @@ class SystemSpec:
     description: str = ""
     gpu: GPUSpec = field(default_factory=GPUSpec)
     num_gpus: int = param(
-        6, "GPUs", "[P] 6 x A100, tensor-parallel; 0 for the PIM-only systems", strict=False
+        6, "GPUs", "[P] 6 x A100, tensor-parallel; 0 for the PIM-only systems", strict=False,
+        maximum=MAX_DEVICES,
     )
-    fc_stacks: int = param(30, "HBM stacks holding FC weights", "[P] 30 of the 90 stacks")
-    attention_stacks: int = param(60, "HBM stacks holding the KV cache", "[P] 60 of the 90 stacks")
+    fc_stacks: int = param(30, "HBM stacks holding FC weights", "[P] 30 of the 90 stacks", maximum=MAX_DEVICES)
+    attention_stacks: int = param(60, "HBM stacks holding the KV cache", "[P] 60 of the 90 stacks",
+                                  maximum=MAX_DEVICES)
     fc_pim: PIMSpec | None = None
     """The PIM kind of the FC stacks, or None when they are plain HBM (FC can only run on GPU)."""
     fc_units: tuple[str, ...] = ("gpu",)
@@ -297,8 +308,7 @@ class SystemSpec:
     """The link type between the FC side and the attention stacks. [P] PAPI: Attn-PIM is
     disaggregated on PCIe/CXL; [A] AttAcc's simulator attaches its devices over NVLink3."""
     attention_links: int = param(
-        6, "links", "[P] one per FC-side device: each GPU (or, without GPUs, each group of 5 FC "
-        "stacks, the same device count and interconnect [P]) has its own link to the attention stacks",
+        6, "links", "[P] one per GPU; [D] one host CXL port for the PIM-only systems", maximum=MAX_DEVICES,
     )
     vector_unit: str = "gpu"
     """Where layer norms, activations and residual adds run: 'gpu' (AttAcc's fitted A100 kernels
@@ -325,10 +335,6 @@ class SystemSpec:
             raise SpecError(f"SystemSpec.vector_unit = {self.vector_unit!r}: must be one of {VECTOR_UNITS}")
         if self.prefill_unit not in PREFILL_UNITS:
             raise SpecError(f"SystemSpec.prefill_unit = {self.prefill_unit!r}: must be one of {PREFILL_UNITS}")
-        for name in ("num_gpus", "fc_stacks", "attention_stacks", "attention_links"):
-            value = getattr(self, name)
-            if value != int(value):
-                raise SpecError(f"SystemSpec.{name} = {value!r} must be a whole number")
         if self.vector_unit == "pim_buffer" and self.fc_pim is None:
             raise SpecError(f"system '{self.name}': vector_unit 'pim_buffer' needs PIM FC stacks (fc_pim)")
         if self.num_gpus == 0:

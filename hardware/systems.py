@@ -13,13 +13,19 @@ import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import numpy as np
+
 from hardware import costs
 from hardware.costs import ZERO, Cost
 from hardware.models import ModelSpec, get_model
-from hardware.specs import FC_UNITS, SystemSpec, load_system
+from hardware.specs import FC_UNITS, GB, SpecError, SystemSpec, load_system
 
 FC_KERNELS = ("qkv", "proj", "ffn")
 SPLIT_STEPS = 64  # [D] FC split fractions are rounded to 1/64 of a kernel's weights (tile granularity)
+
+
+class CapacityError(SpecError):
+    """A model or a batch that does not fit the system's memory."""
 
 
 class IterationCost(NamedTuple):
@@ -51,6 +57,10 @@ class CostModel:
     def __init__(self, system: SystemSpec | str = "papi", model: ModelSpec | str = "llama-65b") -> None:
         self.system = load_system(system)
         self.model = get_model(model)
+        if self.model.weight_bytes > self.weight_capacity_bytes:
+            raise CapacityError(
+                f"model {self.model.name!r} needs {self.model.weight_bytes / GB:,.0f} GB of weights; system "
+                f"'{self.system.name}' holds {self.weight_capacity_bytes / GB:,.0f} GB ({self._weight_memory})")
         self.fc_units = self.system.fc_units
         self._fc: dict[tuple[str, int, str], Cost] = {}
         self._fc_total: dict[tuple[int, str], Cost] = {}
@@ -385,6 +395,44 @@ class CostModel:
         comm = comm + costs.allreduce(float(tokens) * m.hidden * b, g, sysm.gpu, sysm.energy).scaled(2)
         per_layer = fc + Cost(attn.time, attn.energy * g) + comm + self._other_one_layer(tokens, 1)
         return per_layer.scaled(m.layers)
+
+    @property
+    def weight_capacity_bytes(self) -> float:
+        """Memory for the FC weights, B: the FC-PIM stacks, or the GPUs' HBM without FC-PIM."""
+        sysm = self.system
+        if sysm.fc_pim is not None:
+            return sysm.fc_stacks * sysm.fc_pim.capacity_bytes
+        return sysm.num_gpus * sysm.gpu.memory_capacity
+
+    @property
+    def _weight_memory(self) -> str:
+        sysm = self.system
+        if sysm.fc_pim is not None:
+            return f"{sysm.fc_stacks} FC stacks x {sysm.fc_pim.capacity_bytes / GB:g} GB"
+        return f"{sysm.num_gpus} GPUs x {sysm.gpu.memory_capacity / GB:g} GB"
+
+    def batch_kv_bytes(self, input_lengths: Sequence[int], output_lengths: Sequence[int]) -> float:
+        """KV cache of a static batch at its peak, reserving every request's full length, B."""
+        tokens = float(sum(int(x) for x in input_lengths) + sum(int(x) for x in output_lengths))
+        return tokens * self.model.kv_bytes_per_token
+
+    def check_batch_fits(self, input_lengths: Sequence[int], output_lengths: Sequence[int]) -> None:
+        """CapacityError when the batch's KV cache (batch_kv_bytes) exceeds kv_capacity_bytes."""
+        need, have = self.batch_kv_bytes(input_lengths, output_lengths), self.kv_capacity_bytes
+        if need > have:
+            raise CapacityError(
+                f"a batch of {len(input_lengths)} requests ({sum(map(int, input_lengths)):,} prompt + "
+                f"{sum(map(int, output_lengths)):,} output tokens) needs {need / GB:,.1f} GB of KV cache for "
+                f"{self.model.name}; system '{self.system.name}' holds {have / GB:,.1f} GB")
+
+    def batch_prefix_that_fits(self, input_lengths: Sequence[int], output_lengths: Sequence[int]) -> int:
+        """How many requests, in order, fit the KV capacity (at least one, else CapacityError)."""
+        per_request = (np.asarray(input_lengths, dtype=np.float64) + np.asarray(output_lengths, dtype=np.float64))
+        fits = int(np.searchsorted(np.cumsum(per_request * self.model.kv_bytes_per_token),
+                                   self.kv_capacity_bytes, side="right"))
+        if fits == 0:
+            self.check_batch_fits(input_lengths[:1], output_lengths[:1])
+        return fits
 
     @property
     def gpu_kv_capacity_bytes(self) -> float:

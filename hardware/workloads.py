@@ -69,12 +69,15 @@ class LengthDistribution:
         return float((((q[:-1] + q[1:]) / 2) * w).sum() / w.sum())
 
 
+MAX_TOKENS = 10_000_000  # [D] longer than any model's context; keeps every count inside int64
+
+
 def load_lengths_csv(path: str | Path) -> LengthDistribution:
     """Read a CSV of request lengths; fail with the offending line on malformed input."""
     path = Path(path)
     if not path.is_file():
         raise WorkloadError(f"lengths CSV not found: {path}")
-    with path.open(newline="") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:  # utf-8-sig: accept Excel's byte-order mark
         reader = csv.DictReader(fh)
         header = [h.strip() for h in (reader.fieldnames or [])]
         for cin, cout in (("lin", "lout"), ("input", "output")):
@@ -96,6 +99,8 @@ def load_lengths_csv(path: str | Path) -> LengthDistribution:
                 ) from None
             if a < 1 or b < 1:
                 raise WorkloadError(f"{path}:{line}: lengths must be >= 1 token, got {a}, {b}")
+            if a > MAX_TOKENS or b > MAX_TOKENS:
+                raise WorkloadError(f"{path}:{line}: lengths must be <= {MAX_TOKENS:,} tokens, got {a}, {b}")
             rows.append((a, b))
     if not rows:
         raise WorkloadError(f"{path}: no requests in the file")

@@ -23,6 +23,10 @@ time_scale x misses) (latency_target).
 
 Generalisation: ``model``, ``system`` and ``dataset`` each take one value or a list; with a list,
 every episode draws one uniformly (train on one preset, evaluate on another; or randomise).
+
+Capacity: the model's weights must fit the system's FC memory (checked when the env is built) and
+each drawn batch's KV cache, reserved at every request's full length, the attention memory
+(``on_over_capacity``: 'error' by default, or 'admit' a prefix of the batch that fits).
 """
 
 from __future__ import annotations
@@ -41,6 +45,10 @@ from hardware.workloads import get_dataset
 
 RLP_SCALE, TLP_SCALE, CTX_SCALE, LOG_R_SCALE = 256.0, 16.0, 4096.0, 12.0
 REWARDS = ("latency", "energy", "edp", "latency_target")
+OVER_CAPACITY = ("error", "admit")
+"""What reset does with a drawn batch whose KV cache (every request at its full length) exceeds the
+attention memory: 'error' (default: an experiment never silently runs a smaller batch than it
+asked for) or 'admit' (admit requests in the drawn order while they fit, as a server would)."""
 TARGET_IN_TIME_SCALES = 2.0  # [D] default per-token latency target, in units of time_scale
 
 
@@ -51,7 +59,12 @@ def calibration_objective(reward: str) -> str:
 
 def as_choices(name: str, value: Any, low: int, high: int) -> tuple[int, ...]:
     """An int or a list of ints in [low, high], as a tuple; a clear error otherwise."""
-    values = (value,) if isinstance(value, (int, np.integer)) else tuple(value)
+    if isinstance(value, (int, np.integer)):
+        values = (value,)
+    elif isinstance(value, (list, tuple)):
+        values = tuple(value)
+    else:
+        raise ValueError(f"{name} must be an integer or a list of integers in [{low}, {high}], got {value!r}")
     if not values or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not low <= v <= high
                          for v in values):
         raise ValueError(f"{name} must be an integer or a list of integers in [{low}, {high}], got {value!r}")
@@ -92,12 +105,24 @@ class PapiBaseEnv(gym.Env):
         acceptance_rate: float | None = None,
         latency_target_s: float | None = None,
         miss_penalty: float = 1.0,
+        on_over_capacity: str = "error",
         render_mode: str | None = None,
     ) -> None:
         if reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
-        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
             raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+        max_steps = int(max_steps)
+        for name, value in (("latency_target_s", latency_target_s), ("miss_penalty", miss_penalty),
+                            ("acceptance_rate", acceptance_rate)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.number))
+                                      or not math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if on_over_capacity not in OVER_CAPACITY:
+            raise ValueError(f"on_over_capacity must be one of {OVER_CAPACITY}, got {on_over_capacity!r}")
+        for name, value in (("model", model), ("dataset", dataset), ("system", system)):
+            if isinstance(value, (list, tuple)) and len(value) == 0:
+                raise ValueError(f"{name} must be one value or a non-empty list, got an empty list")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None")
         if latency_target_s is not None and not latency_target_s > 0:
@@ -111,8 +136,14 @@ class PapiBaseEnv(gym.Env):
         self.datasets = [get_dataset(d) for d in _as_list(dataset)]
         self.batch_sizes = as_choices("batch_size", batch_size, 1, int(RLP_SCALE))
         # tlp: an int, a list of ints (one drawn per episode), or a schedule [[iteration, tlp], ...]
-        if not isinstance(tlp, (int, np.integer)) and len(tlp) and not isinstance(tlp[0], (int, np.integer)):
+        if (isinstance(tlp, (list, tuple)) and len(tlp)
+                and all(isinstance(item, (list, tuple)) for item in tlp)):
+            if any(len(item) != 2 or not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+                                             for x in item) for item in tlp):
+                raise ValueError(f"a TLP schedule is a list of [iteration, tlp] integer pairs, got {tlp!r}")
             schedule = tuple((int(s), int(v)) for s, v in tlp)
+            if any(b[0] <= a[0] for a, b in zip(schedule[:-1], schedule[1:], strict=True)):
+                raise ValueError(f"a TLP schedule's iterations must increase, got {tlp!r}")
             as_choices("tlp", [v for _, v in schedule], 1, int(TLP_SCALE))
             if schedule[0][0] != 0:
                 raise ValueError("a TLP schedule must start at iteration 0")
@@ -124,6 +155,7 @@ class PapiBaseEnv(gym.Env):
         self.acceptance_rate = acceptance_rate
         self.latency_target_s = latency_target_s
         self.miss_penalty = float(miss_penalty)
+        self.on_over_capacity = on_over_capacity
         self.render_mode = render_mode
         self._alphas: dict[tuple[int, str | None], int] = {}
         self._use(self.cost_models[0])
@@ -161,7 +193,13 @@ class PapiBaseEnv(gym.Env):
         size = self.batch_sizes[rng.integers(len(self.batch_sizes))]
         self._tlp_spec = self.tlp_choices[rng.integers(len(self.tlp_choices))]
         lin, lout = self.dataset.sample(size, rng)
+        if self.on_over_capacity == "admit":
+            fits = self.cost_model.batch_prefix_that_fits(lin, lout)
+            lin, lout = lin[:fits], lout[:fits]
+        else:
+            self.cost_model.check_batch_fits(lin, lout)
         self.batch = StaticBatch(lin, lout, self.acceptance_rate, rng, stochastic=stochastic)
+        size = self.batch.size
         self._steps = 0
         self._total_time = self._total_energy = 0.0
         self._tokens = self._misses = 0
@@ -249,8 +287,8 @@ class PapiBaseEnv(gym.Env):
     def _check_stepping(self) -> None:
         if self.batch is None:
             raise RuntimeError("call reset() before step()")
-        if self.batch.done:
-            raise RuntimeError("the episode has ended; call reset()")
+        if self.batch.done or self._steps >= self.max_steps:
+            raise RuntimeError("the episode has ended (terminated or truncated); call reset()")
 
     # ---------------------------------------------------------------------- oracle support
     def candidate_actions(self) -> list[Any]:

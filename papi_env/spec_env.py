@@ -106,6 +106,9 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
         self.reward_tokens = reward_tokens
         self.acceptance_model = AcceptanceModel.from_any(acceptance)
         self.max_tlp = max_tlp
+        if isinstance(token_reward, bool) or not isinstance(token_reward, (int, float)) or not (
+                math.isfinite(token_reward) and token_reward >= 0):
+            raise ValueError(f"token_reward must be a finite number >= 0, got {token_reward!r}")
         self.token_reward = float(token_reward)
         self.drafts = {id(cm): DraftCost(cm.system, draft_model) for cm in self.cost_models}
         for cm in self.cost_models:

@@ -1,0 +1,180 @@
+"""Issue 12: every bad input is a clear error (never NaN, a traceback or a silent oddity);
+capacity is enforced; hypothesis fuzzes env kwargs and system overrides."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import papi_env  # noqa: F401
+from agents.policies import make_policy
+from experiments.io import write_json
+from hardware.serving import run_batch, static_rule
+from hardware.specs import SpecError, load_system
+from hardware.systems import CapacityError, CostModel
+from hardware.workloads import WorkloadError, load_lengths_csv
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_kv_capacity_is_enforced():
+    cm = CostModel("papi", "llama-65b")
+    lin, lout = [200_000] * 256, [10] * 256
+    with pytest.raises(CapacityError, match=r"needs .* GB of KV cache .* holds 960.0 GB"):
+        run_batch(cm, lin, lout, 1, static_rule("pim"))
+    assert cm.batch_prefix_that_fits(lin, lout) == int(960e9 // (200_010 * cm.model.kv_bytes_per_token))
+
+
+def test_weights_must_fit():
+    huge = {"layers": 800, "hidden": 16384, "heads": 128, "ffn": 65536}
+    with pytest.raises(CapacityError, match=r"GB of weights; system 'papi' holds 360 GB"):
+        CostModel("papi", huge)
+
+
+def test_capacity_overrides_change_the_outcome():
+    small = load_system({"attention_pim": {"capacity_bytes": 1e8}})  # 6 GB in 60 stacks
+    env = gym.make("papi_env/PapiSchedule-v0", system=small, batch_size=64)
+    with pytest.raises(CapacityError):
+        env.reset(seed=0)
+    admit = gym.make("papi_env/PapiSchedule-v0", system=small, batch_size=64, on_over_capacity="admit")
+    admit.reset(seed=0)
+    assert admit.unwrapped.batch.size < 64
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"miss_penalty": math.inf}, "miss_penalty must be a finite number"),
+    ({"latency_target_s": math.nan}, "latency_target_s must be a finite number"),
+    ({"model": []}, "model must be one value or a non-empty list"),
+    ({"dataset": []}, "dataset must be one value or a non-empty list"),
+    ({"batch_size": 16.0}, "batch_size must be an integer"),
+    ({"tlp": 2.0}, "tlp must be an integer"),
+    ({"tlp": [[0, 2], [3]]}, r"\[iteration, tlp\] integer pairs"),
+    ({"tlp": [[0, 2], [0, 3]]}, "iterations must increase"),
+    ({"on_over_capacity": "drop"}, "on_over_capacity must be one of"),
+])
+def test_env_kwargs_fail_clearly(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        gym.make("papi_env/PapiSchedule-v0", **kwargs)
+
+
+def test_spec_token_reward_must_be_finite():
+    with pytest.raises(ValueError, match="token_reward must be a finite number"):
+        gym.make("papi_env/PapiSpecSchedule-v0", token_reward=math.nan)
+
+
+def test_numpy_integers_and_stepping_after_truncation():
+    env = gym.make("papi_env/PapiSchedule-v0", max_steps=np.int64(2), batch_size=64).unwrapped
+    env.reset(seed=0)
+    env.step(0)
+    _, _, terminated, truncated, info = env.step(0)
+    assert truncated and not terminated and "score" in info
+    with pytest.raises(RuntimeError, match="episode has ended"):
+        env.step(0)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"num_gpus": 2.5}, "whole number"), ({"fc_stacks": 0.5}, "whole number"),
+    ({"attention_stacks": 59.5}, "whole number"), ({"num_gpus": 1e30}, "<= 1e\\+06"),
+])
+def test_non_physical_overrides_fail(changes, message):
+    with pytest.raises(SpecError, match=message):
+        load_system(changes)
+
+
+@pytest.mark.parametrize("spec, env_id, message", [
+    ("threshold:nan", "papi_env/PapiSchedule-v0", "finite alpha"),
+    ("threshold:-3", "papi_env/PapiSchedule-v0", "finite alpha"),
+    ("fixed-tlp:0", "papi_env/PapiSpecSchedule-v0", r"in \[1, 8\]"),
+    ("fixed-tlp:99", "papi_env/PapiSpecSchedule-v0", r"in \[1, 8\]"),
+    ("fixed-tlp:2", "papi_env/PapiSchedule-v0", "PapiSpecSchedule-v0 lets a scheduler decide"),
+    ("split-table", "papi_env/PapiSchedule-v0", "PapiSplitSchedule-v0 lets a scheduler decide"),
+])
+def test_policy_specs_fail_clearly(spec, env_id, message):
+    with pytest.raises(ValueError, match=message):
+        make_policy(spec, env=gym.make(env_id))
+
+
+def test_csv_byte_order_mark_and_huge_numbers(tmp_path):
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes("\ufefflin,lout\n10,20\n".encode())
+    assert load_lengths_csv(bom).rows.tolist() == [[10, 20]]
+    big = tmp_path / "big.csv"
+    big.write_text("lin,lout\n10,20\n" + "9" * 40 + ",5\n")
+    with pytest.raises(WorkloadError, match=r"big.csv:3: lengths must be <="):
+        load_lengths_csv(big)
+
+
+def test_json_results_are_strict(tmp_path):
+    with pytest.raises(ValueError, match="non-finite"):
+        write_json(tmp_path / "x.json", {"a": math.nan})
+    assert not list(tmp_path.iterdir())
+
+
+def test_truncated_model_is_a_clear_error(tmp_path):
+    for content in (b"", b"PK\x03\x04 half"):
+        path = tmp_path / "m.zip"
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match="cannot load a ppo agent"):
+            make_policy(f"ppo:{path}")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["experiments.evaluate", "--env-kwargs", '{"bogus": 1}', "--episodes", "1"], "unexpected keyword"),
+    (["experiments.evaluate", "--env-kwargs", "[1]"], "must be a JSON object"),
+    (["experiments.evaluate", "--out", "{file}"], "is a file"),
+    (["experiments.evaluate", "--episodes", "0"], "--episodes must be a positive integer"),
+    (["experiments.beyond", "--env-kwargs", '{"batch_size": 16.0}', "--out", "{dir}"], "batch_size"),
+    (["experiments.demo", "--episodes", "0", "--out", "{dir}"], "--episodes must be a positive integer"),
+    (["experiments.report", "--episodes", "0", "--out", "{dir}"], "--episodes must be a positive integer"),
+    (["experiments.bench", "--steps", "0"], "--steps must be a positive integer"),
+    (["hardware.calibrate", "--max-tokens", "0"], "--max-tokens must be a positive integer"),
+])
+def test_scripts_fail_in_one_line(tmp_path, args, message):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    args = [a.replace("{file}", str(afile)).replace("{dir}", str(tmp_path / "out")) for a in args]
+    res = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and message in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+
+
+ENV_KWARGS = st.fixed_dictionaries({}, optional={
+    "batch_size": st.one_of(st.integers(-2, 300), st.floats(allow_nan=True), st.lists(st.integers(-1, 70), max_size=3)),
+    "tlp": st.one_of(st.integers(-1, 20), st.floats(allow_nan=True), st.lists(st.integers(0, 9), max_size=3)),
+    "miss_penalty": st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 5)),
+    "latency_target_s": st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)),
+    "acceptance_rate": st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)),
+    "reward": st.sampled_from(["latency", "energy", "edp", "latency_target", "speed"]),
+    "max_steps": st.one_of(st.integers(-1, 50), st.floats(allow_nan=True)),
+    "system": st.one_of(st.sampled_from(["papi", "pimonly_papi", "a100_attacc", "nope"]), st.fixed_dictionaries(
+        {}, optional={"num_gpus": st.one_of(st.integers(-1, 10), st.floats(allow_nan=True, allow_infinity=True)),
+                      "fc_stacks": st.one_of(st.integers(-1, 64), st.floats(allow_nan=True)),
+                      "attention_links": st.integers(-1, 8),
+                      "attention_pim": st.fixed_dictionaries(
+                          {}, optional={"capacity_bytes": st.floats(allow_nan=True, allow_infinity=True)})})),
+})
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ENV_KWARGS, st.sampled_from(["papi_env/PapiSchedule-v0", "papi_env/PapiKernelSchedule-v0",
+                                    "papi_env/PapiSpecSchedule-v0"]))
+def test_fuzz_clear_error_or_finite_rewards(kwargs, env_id):
+    try:
+        env = gym.make(env_id, **kwargs)
+        env.reset(seed=0)
+        for _ in range(5):
+            _, reward, terminated, truncated, info = env.step(env.action_space.sample())
+            assert np.isfinite(reward)
+            if terminated or truncated:
+                assert np.isfinite(info["score"])
+                break
+    except ValueError as err:  # SpecError, CapacityError, WorkloadError are ValueErrors
+        assert str(err)
+    json.dumps(kwargs, default=str)
