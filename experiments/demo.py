@@ -19,7 +19,7 @@ from pathlib import Path
 import papi_env
 from experiments import evaluate, train
 from experiments.cli import check_output_dir, positive
-from experiments.io import save_figure, write_json, write_text
+from experiments.io import save_figure, write_results
 
 
 def plot(result: dict, history: list[dict], path: Path) -> None:
@@ -77,11 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     best = max(history, key=lambda h: h["speedup_vs_threshold"])
     result["training"] = {"run_dir": str(run_dir), "total_timesteps": total, "best_at_timesteps": best["timesteps"],
                           **speed}
-    write_json(args.out / "eval.json", result)
     md = evaluate.to_markdown(result) + (
         f"\nPPO: {total} training steps at {speed['train_steps_per_s']:.0f} steps/s; best validation model "
         f"at {best['timesteps']} steps ({best['speedup_vs_threshold']:.4f}x threshold on validation seeds).\n")
-    write_text(args.out / "eval.md", md)
+    write_results(args.out, {"eval.json": result, "eval.md": md})
     plot(result, history, args.out / "demo.png")
     print(md)
     print(f"results: {args.out}/eval.json, eval.md, demo.png")
