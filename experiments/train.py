@@ -541,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         command = [sys.executable, "-m", "experiments.train", *(sys.argv[1:] if argv is None else argv)]
         train(args.algo, args.env, cfg, total, args.seed, args.logdir, args.resume, args.run_name,
               progress_bar=not args.no_progress, overwrite=args.overwrite, command=command)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
