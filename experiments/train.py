@@ -428,7 +428,7 @@ def prepare_run_dir(run_dir: Path, identity: dict, resume: bool, overwrite: bool
 
 def train(algo: str, env_id: str, cfg: dict, total_timesteps: int, seed: int, logdir: Path,
           resume: bool = False, run_name: str | None = None, progress_bar: bool = True, verbose: int = 1,
-          overwrite: bool = False, command: list[str] | None = None) -> Path:
+          overwrite: bool = False, command: list[str] | None = None, torch_threads: int | None = 1) -> Path:
     """Train (or resume) one agent; return its run directory.
 
     A fresh run refuses a non-empty run directory unless ``overwrite``; ``resume`` continues from
@@ -437,6 +437,10 @@ def train(algo: str, env_id: str, cfg: dict, total_timesteps: int, seed: int, lo
     the resumed history is the one an uninterrupted run writes (experiments.checkpoints).
     """
     validate_config({**cfg, "n_timesteps": total_timesteps}, "config")
+    if torch_threads is not None:  # every script that trains goes through here (see --torch-threads)
+        import torch
+
+        torch.set_num_threads(torch_threads)
     run_dir = Path(logdir) / (run_name or f"{algo}_{env_id.split('/')[-1]}_s{seed}")
     identity = run_identity(algo, env_id, cfg, seed)
     prepare_run_dir(run_dir, identity, resume, overwrite)
@@ -540,7 +544,8 @@ def main(argv: list[str] | None = None) -> int:
         check_env_kwargs(args.env, {"render_mode": None, **cfg["env_kwargs"]})
         command = [sys.executable, "-m", "experiments.train", *(sys.argv[1:] if argv is None else argv)]
         train(args.algo, args.env, cfg, total, args.seed, args.logdir, args.resume, args.run_name,
-              progress_bar=not args.no_progress, overwrite=args.overwrite, command=command)
+              progress_bar=not args.no_progress, overwrite=args.overwrite, command=command,
+              torch_threads=args.torch_threads)
     except (ConfigError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
