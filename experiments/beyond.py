@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 import papi_env
-from experiments import evaluate, train
+from experiments import evaluate, stats, train
 from experiments.checkpoints import latest_intact
 from experiments.cli import check_env_kwargs, check_output_dir, parse_env_kwargs, positive
 from experiments.io import markdown_table, save_figure, write_json, write_text
@@ -63,6 +63,9 @@ def summarise_cell(result: dict[str, Any], learned: list[str]) -> dict[str, Any]
     best = result["best_rule"]
     ratios = np.array([p[name]["ratio_vs_best_rule"] for name in learned])
     thr = np.array([p[name]["ratio_vs_threshold"] for name in learned])
+    best_scores = np.array(p[best]["episode_scores"])
+    per_episode = np.array([np.array(p[name]["episode_scores"]) / best_scores for name in learned])  # seeds x eps
+    planner = p.get("greedy-ema")
     return {
         "env": result["env"], "objective": result["objective"], "best_rule": best,
         "best_rule_vs_threshold": p[best]["ratio_vs_threshold"],
@@ -71,6 +74,11 @@ def summarise_cell(result: dict[str, Any], learned: list[str]) -> dict[str, Any]
         "learned_vs_best_rule_mean": float(ratios.mean()), "learned_vs_best_rule_std": float(ratios.std()),
         "learned_vs_best_rule_min": float(ratios.min()), "learned_vs_best_rule_max": float(ratios.max()),
         "learned_vs_threshold_mean": float(thr.mean()), "learned_vs_threshold_min": float(thr.min()),
+        "learned_vs_best_rule_iqm": stats.iqm_ci(per_episode),
+        "learned_p_improvement": stats.probability_of_improvement(
+            [p[name]["episode_scores"] for name in learned], best_scores),
+        "oracle_vs_best_rule_iqm": p["oracle"]["iqm_vs_best_rule"],
+        "planner_vs_best_rule_iqm": planner["iqm_vs_best_rule"] if planner else None,
         "seeds": len(learned), "episodes": result["episodes"],
         "total_timesteps": max(json.loads((Path(n.partition(":")[2]).parent / "run.json").read_text())
                                ["total_timesteps"] for n in learned),
@@ -86,6 +94,8 @@ def summary_markdown(rows: list[dict[str, Any]], algo: str, total: int) -> str:
             f"{r['best_rule_vs_threshold']:.3f}",
             f"{r['oracle_vs_best_rule']:.3f}", planner,
             f"{r['learned_vs_best_rule_mean']:.3f} ± {r['learned_vs_best_rule_std']:.3f}",
+            stats.fmt_ci(r["learned_vs_best_rule_iqm"]) if "learned_vs_best_rule_iqm" in r else "-",
+            f"{r['learned_p_improvement']['p']:.2f}" if "learned_p_improvement" in r else "-",
             f"{r['learned_vs_best_rule_min']:.3f}", f"{r['learned_vs_threshold_min']:.3f}",
         ])
     n = rows[0]["seeds"] if rows else 0
@@ -93,9 +103,13 @@ def summary_markdown(rows: list[dict[str, Any]], algo: str, total: int) -> str:
     return (f"# Beyond the paper: {algo.upper()}, {n} seeds per cell, "
             f"{episodes} paired held-out episodes\n\nScores are the objective per token, higher is better; every "
             "ratio is paired per episode. 'best rule' is the best rule-based policy of the cell (agents.policies); "
-            "'planner' (greedy-ema) evaluates the cost model every iteration.\n\n"
+            "'planner' (greedy-ema) evaluates the cost model every iteration. Oracle and planner: mean over "
+            f"episodes. {algo}: mean ± std over seeds of each seed's mean over episodes; IQM [95% CI] over seeds x "
+            "episodes (rliable, stratified bootstrap); P(> best rule): probability that a trained agent beats "
+            "the best rule on a random episode.\n\n"
             + markdown_table(["variant", "objective", "steps", "best rule", "best rule / threshold",
                               "oracle / best rule", "planner / best rule", f"{algo} / best rule (mean ± std)",
+                              f"{algo} / best rule IQM [95% CI]", "P(> best rule)",
                               f"{algo} worst seed / best rule", f"{algo} worst seed / threshold"], table))
 
 

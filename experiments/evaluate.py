@@ -29,6 +29,7 @@ from gymnasium import spaces
 
 import papi_env  # noqa: F401  (registers the environments)
 from agents.policies import RULES_BY_ENV, make_policy, policy_kind
+from experiments import stats
 from experiments.cli import check_env_kwargs, check_output_dir, parse_env_kwargs, positive
 from experiments.io import markdown_table, write_results
 
@@ -113,6 +114,10 @@ def evaluate(env_id: str, policy_specs: list[str] | None, episodes: int, seed: i
         best = _paired(eps, per_policy[best_rule])
         row["ratio_vs_best_rule"] = float(best.mean())
         row["ratio_vs_best_rule_std"] = float(best.std())
+        row["iqm_vs_best_rule"] = stats.iqm_ci(best)
+        row["p_improvement_vs_best_rule"] = stats.probability_of_improvement(
+            [e["score"] for e in eps], [e["score"] for e in per_policy[best_rule]])
+        row["episode_scores"] = [float(e["score"]) for e in eps]
         row["energy_eff_vs_threshold"] = float(np.mean([r["joules_per_token"] / e["joules_per_token"]
                                                         for e, r in zip(eps, per_policy[ref_name], strict=True)]))
         result["policies"][spec] = row
@@ -137,13 +142,20 @@ def to_markdown(result: dict[str, Any]) -> str:
             f"{r['mean_tlp']:.2f}",
             f"{r['ratio_vs_threshold']:.4f} ± {r['ratio_vs_threshold_std']:.4f}",
             f"{r['ratio_vs_best_rule']:.4f} ± {r['ratio_vs_best_rule_std']:.4f}",
+            stats.fmt_ci(r["iqm_vs_best_rule"], digits=4),
+            f"{r['p_improvement_vs_best_rule']['p']:.2f}",
         ])
     unit = SCORE_UNITS.get(result.get("objective", "latency"), "score")
     header = ["policy", "kind", f"score ({unit})", "tokens/s", "J/token", "missed-target share", "GPU share",
-              "mean TLP", "score vs threshold (paired)", f"score vs best rule ({result['best_rule']})"]
+              "mean TLP", "score vs threshold (paired mean ± std)",
+              f"score vs best rule ({result['best_rule']}): mean ± std", "... IQM [95% CI]", "P(> best rule)"]
     return (f"# Evaluation on {result['env']} ({result.get('objective', 'latency')})\n\n{result['episodes']} held-out "
             f"episodes (seeds {result['eval_seeds'][0]}..{result['eval_seeds'][1]}), env kwargs "
-            f"`{json.dumps(result['env_kwargs'])}`.\n\n" + markdown_table(header, rows))
+            f"`{json.dumps(result['env_kwargs'])}`.\n\n" + markdown_table(header, rows)
+            + "\nScores: mean ± standard deviation over episodes. Ratios are paired per episode: mean ± std "
+            "over episodes; IQM [95% CI]: interquartile mean with rliable's stratified-bootstrap interval "
+            "(episodes resampled); P(> best rule): probability that the policy scores higher than the best "
+            "rule on a random episode (ties half).\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,7 +38,7 @@ import gymnasium as gym
 import numpy as np
 
 import papi_env
-from experiments import evaluate
+from experiments import evaluate, stats
 from experiments.evaluate import eval_seeds
 from experiments.io import markdown_table, write_json, write_text
 from hardware.costs import Cost
@@ -164,6 +164,8 @@ def cell(args: tuple[str, str, str, int, bool]) -> dict[str, Any]:
            "env_kwargs": kwargs, "best_rule": best, "best_rule_vs_threshold": p[best]["ratio_vs_threshold"],
            "oracle_vs_best_rule": ratio("oracle"), "planner_vs_best_rule": ratio("greedy-ema"),
            "lookahead_oracle_vs_best_rule": ratio("oracle-lookahead"),
+           "oracle_iqm": p["oracle"]["iqm_vs_best_rule"],
+           "planner_iqm": p["greedy-ema"]["iqm_vs_best_rule"] if "greedy-ema" in p else None,
            "per_request_tlp_gain": None}
     if ragged and env_id == SPEC and objective == "latency":
         row["per_request_tlp_gain"] = ragged_gain(SCENARIOS[env_id][scenario], eval_seeds(min(episodes, 8), 0))
@@ -185,6 +187,7 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
 
     table = [[r["env"].split("/")[1], r["scenario"], r["objective"], r["best_rule"],
               f"{r['best_rule_vs_threshold']:.3f}", fmt(r["planner_vs_best_rule"]), fmt(r["oracle_vs_best_rule"]),
+              stats.fmt_ci(r["oracle_iqm"]) if r.get("oracle_iqm") else "-",
               fmt(r["lookahead_oracle_vs_best_rule"]),
               "-" if r["per_request_tlp_gain"] is None else f"{r['per_request_tlp_gain']:.4f}"] for r in rows]
     n = rows[0]["episodes"] if rows else 0
@@ -193,9 +196,11 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
             "score ratio (higher is better); 'best rule' is the best in hindsight of each cell, every fixed "
             "speculation length 1..8 included. 'per-request TLP' (latency, spec only): gain in seconds per "
             "expected token from one speculation length per request instead of per batch, along the oracle's "
-            "trajectory (estimate; experiments.headroom.ragged_gain).\n\n"
+            "trajectory (estimate; experiments.headroom.ragged_gain). Oracle IQM [95% CI]: interquartile mean of "
+            "the per-episode ratio with rliable's stratified-bootstrap interval.\n\n"
             + markdown_table(["variant", "scenario", "objective", "best rule", "best rule / threshold",
-                              "planner / best rule", "oracle / best rule", "lookahead oracle / best rule",
+                              "planner / best rule", "oracle / best rule", "oracle IQM [95% CI]",
+                              "lookahead oracle / best rule",
                               "per-request TLP"], table))
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 import papi_env
-from experiments import evaluate, train
+from experiments import evaluate, stats, train
 from experiments.cli import check_output_dir, positive
 from experiments.io import markdown_table, save_figure, write_json, write_text
 
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     total = args.total_timesteps or cfg["n_timesteps"]
-    per_seed, curves = [], {}
+    per_seed, curves, episode_ratios, threshold_scores, agent_scores = [], {}, [], None, []
     for seed in range(args.seeds):
         run_dir = train.train(args.algo, args.env, cfg, total, seed, args.out / "runs", progress_bar=False, verbose=0,
                               overwrite=True)
@@ -53,20 +53,29 @@ def main(argv: list[str] | None = None) -> int:
                          "ratio_vs_oracle": p[name]["tokens_per_s"] / p["oracle"]["tokens_per_s"],
                          "worst_episode_vs_threshold": p[name]["ratio_vs_threshold_min"]})
         curves[seed] = json.loads((run_dir / "evaluations.json").read_text())
+        threshold_scores = np.array(p["threshold"]["episode_scores"])  # the same episodes every seed
+        agent_scores.append(p[name]["episode_scores"])
+        episode_ratios.append(np.array(p[name]["episode_scores"]) / threshold_scores)
     thr = np.array([s["ratio_vs_threshold"] for s in per_seed])
     orc = np.array([s["ratio_vs_oracle"] for s in per_seed])
     summary = {"algo": args.algo, "env": args.env, "seeds": args.seeds, "total_timesteps": total,
                "episodes": args.episodes, "ratio_vs_threshold_mean": float(thr.mean()),
                "ratio_vs_threshold_std": float(thr.std()), "ratio_vs_threshold_min": float(thr.min()),
                "ratio_vs_oracle_mean": float(orc.mean()), "ratio_vs_oracle_std": float(orc.std()),
+               "ratio_vs_threshold_iqm": stats.iqm_ci(np.array(episode_ratios)),
+               "p_improvement_vs_threshold": stats.probability_of_improvement(agent_scores, threshold_scores),
                "per_seed": per_seed}
     write_json(args.out / "report.json", summary)
     rows = [[s["seed"], s["ratio_vs_threshold"], s["ratio_vs_oracle"], s["worst_episode_vs_threshold"]]
             for s in per_seed]
     rows.append(["mean ± std", f"{thr.mean():.4f} ± {thr.std():.4f}", f"{orc.mean():.4f} ± {orc.std():.4f}", ""])
+    iqm, pi = summary["ratio_vs_threshold_iqm"], summary["p_improvement_vs_threshold"]
     md = (f"# {args.algo} on {args.env}: {args.seeds} seeds x {total} steps, {args.episodes} held-out episodes\n\n"
-          + markdown_table(["seed", "tokens/s vs threshold", "tokens/s vs oracle", "worst episode vs threshold"],
-                           rows))
+          + markdown_table(["seed", "score vs threshold", "tokens/s vs oracle", "worst episode vs threshold"],
+                           rows)
+          + f"\nPer seed: mean over episodes of the paired ratio; mean ± std: over seeds. Over seeds x episodes: "
+          f"IQM {stats.fmt_ci(iqm, digits=4)} (95% stratified-bootstrap CI, rliable); P(agent > threshold) "
+          f"{pi['p']:.2f} [{pi['ci_low']:.2f}, {pi['ci_high']:.2f}].\n")
     write_text(args.out / "report.md", md)
 
     import matplotlib

@@ -1,0 +1,107 @@
+"""Statistics for comparisons, the RL community's way (Agarwal et al., NeurIPS 2021; ``rliable``).
+
+Scores here are paired per-episode ratios (a policy's episode score / a reference policy's score
+on the same episode), arranged as ``(runs, episodes)``: runs are training seeds (one run for a
+rule, which is deterministic), episodes are the held-out workloads. We report:
+
+- the **interquartile mean** (IQM) over all runs x episodes (robust to a few outlying episodes);
+- its **95% stratified-bootstrap confidence interval**: rliable's bootstrap resamples the
+  episodes (``task_bootstrap``) and, within each episode, the runs, so both the workload sample and
+  the seeds contribute to the interval;
+- the **probability of improvement** P(X > Y): the chance that policy X scores higher than Y on a
+  random held-out episode, averaged over episodes (rliable's Mann-Whitney form over runs), with
+  its own bootstrap CI (the same estimator, vectorised here: see probability_of_improvement).
+
+``reps`` bootstrap replicates with a fixed ``seed``: the same inputs give the same intervals.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+REPS = 2000
+CONFIDENCE = 0.95
+
+
+class _seeded:
+    """Seed numpy's global RNG for one estimate and restore it afterwards: rliable's bootstrap
+    (through arch) does not draw everything from the random_state it is given."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def __enter__(self) -> np.random.RandomState:
+        self.saved = np.random.get_state()
+        np.random.seed(self.seed)
+        return np.random.RandomState(self.seed)
+
+    def __exit__(self, *exc: Any) -> None:
+        np.random.set_state(self.saved)
+
+
+def _rliable() -> tuple[Any, Any]:
+    try:
+        from rliable import library, metrics
+    except ImportError as err:  # pragma: no cover - depends on the installation
+        raise ImportError("statistics need rliable: pip install -e '.[rl]' (see README)") from err
+    return library, metrics
+
+
+def as_runs(values: Any) -> np.ndarray:
+    """``values`` as a (runs, episodes) float array (a flat list is one run)."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.size == 0 or not np.isfinite(arr).all():
+        raise ValueError(f"scores must be a non-empty finite (runs, episodes) array, got shape {arr.shape}")
+    return arr
+
+
+def iqm_ci(values: Any, reps: int = REPS, seed: int = 0) -> dict[str, float]:
+    """IQM of ``values`` (runs x episodes) with its 95% stratified-bootstrap CI."""
+    library, metrics = _rliable()
+    scores = as_runs(values)
+    with _seeded(seed) as rs, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # arch's random_state deprecation
+        point, interval = library.get_interval_estimates(
+            {"x": scores}, lambda s: np.array([metrics.aggregate_iqm(s)]), task_bootstrap=True, reps=reps,
+            confidence_interval_size=CONFIDENCE, random_state=rs)
+    return {"iqm": float(point["x"][0]), "ci_low": float(interval["x"][0][0]), "ci_high": float(interval["x"][1][0])}
+
+
+def _poi(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """P(X > Y) per leading index: x (..., m, n), y (..., k, n) -> mean over tasks n of the
+    Mann-Whitney probability over the m x k run pairs (ties half)."""
+    gt = (x[..., :, None, :] > y[..., None, :, :]).mean(axis=(-3, -2))
+    eq = (x[..., :, None, :] == y[..., None, :, :]).mean(axis=(-3, -2))
+    return (gt + 0.5 * eq).mean(axis=-1)
+
+
+def probability_of_improvement(x: Any, y: Any, reps: int = REPS, seed: int = 0) -> dict[str, float]:
+    """P(X > Y) on a random episode (ties count half), with its 95% stratified-bootstrap CI.
+
+    The estimator is rliable's ``metrics.probability_of_improvement`` (per episode, the
+    Mann-Whitney probability over the two policies' runs; averaged over episodes). We compute it
+    vectorised: rliable's per-episode Python loop took 80 s for 3 seeds x 100 episodes x 2,000
+    replicates. The bootstrap resamples episodes, and runs within each episode, as iqm_ci does.
+    """
+    sx, sy = as_runs(x), as_runs(y)
+    if sx.shape[1] != sy.shape[1]:
+        raise ValueError(f"paired scores need the same episodes: {sx.shape[1]} vs {sy.shape[1]}")
+    (m, n), k = sx.shape, sy.shape[0]
+    rng = np.random.default_rng(seed)
+    point = float(_poi(sx, sy))
+    tasks = rng.integers(0, n, size=(reps, 1, n))
+    bx = sx[rng.integers(0, m, size=(reps, m, n)), tasks]
+    by = sy[rng.integers(0, k, size=(reps, k, n)), tasks]
+    boot = _poi(bx, by)
+    low, high = np.quantile(boot, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+    return {"p": point, "ci_low": float(low), "ci_high": float(high)}
+
+
+def fmt_ci(stat: dict[str, float], key: str = "iqm", digits: int = 3) -> str:
+    """'1.130 [1.118, 1.142]'."""
+    return f"{stat[key]:.{digits}f} [{stat['ci_low']:.{digits}f}, {stat['ci_high']:.{digits}f}]"
