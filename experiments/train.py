@@ -65,8 +65,10 @@ from papi_env.wrappers import EDPStepScale, FlatDiscreteActions
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 VALIDATION_SEED_BASE = 500_000
-RUN_KEYS = {"policy", "n_envs", "n_timesteps", "normalize", "env_kwargs", "eval_freq", "eval_episodes",
-            "checkpoint_freq", "hyperparams", "edp_step_scaling", "flat_actions"}
+ZOO_RUN_KEYS = {"policy", "n_envs", "n_timesteps", "normalize", "env_kwargs", "env_wrapper"}
+EXTRAS_KEY = "papi-gym"
+EXTRA_KEYS = {"eval_freq", "eval_episodes", "checkpoint_freq", "edp_step_scaling"}
+FLAT_WRAPPER = "papi_env.wrappers.FlatDiscreteActions"
 
 
 class ConfigError(ValueError):
@@ -104,7 +106,16 @@ def parse_schedules(hyperparams: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def load_config(algo: str, env_id: str, path: str | Path | None = None) -> dict[str, Any]:
-    """The config block of ``env_id`` in ``path`` (default configs/<algo>.yaml), validated."""
+    """The config of ``env_id`` in ``path`` (default configs/<algo>.yaml), validated.
+
+    The file is in rl-baselines3-zoo's format, which the zoo loads unchanged: one block per env id
+    with ``policy``, ``n_envs``, ``n_timesteps``, ``normalize``, ``env_kwargs``, ``env_wrapper``
+    and the algorithm's hyperparameters side by side (``lin_<value>`` schedules allowed). As in the
+    zoo, observation/return normalisation uses the algorithm's ``gamma``. papi-gym's own settings
+    (``eval_freq``, ``eval_episodes``, ``checkpoint_freq``, ``edp_step_scaling``) live under the
+    top-level ``papi-gym`` key, per env id, which the zoo ignores. Returned as one flat dict with
+    the hyperparameters under ``hyperparams``.
+    """
     if algo not in ALGOS:
         raise ConfigError(f"unknown algorithm {algo!r}; allowed: {list(ALGOS)}")
     path = Path(path) if path else CONFIG_DIR / f"{algo}.yaml"
@@ -115,15 +126,32 @@ def load_config(algo: str, env_id: str, path: str | Path | None = None) -> dict[
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(data, dict) or env_id not in data:
-        envs = sorted(data) if isinstance(data, dict) else []
+        envs = sorted(k for k in data if k != EXTRAS_KEY) if isinstance(data, dict) else []
         raise ConfigError(f"{path} has no block for env {env_id!r}; it has {envs}")
-    cfg = dict(data[env_id])
-    unknown = set(cfg) - RUN_KEYS
+    block = data[env_id]
+    if not isinstance(block, dict):
+        raise ConfigError(f"{path}: {env_id} must be a mapping, got {block!r}")
+    extras = (data.get(EXTRAS_KEY) or {}).get(env_id) or {}
+    if not isinstance(extras, dict) or set(extras) - EXTRA_KEYS:
+        raise ConfigError(f"{path}: {EXTRAS_KEY}.{env_id} may hold {sorted(EXTRA_KEYS)}, got {extras!r}")
+    cfg = {k: v for k, v in block.items() if k in ZOO_RUN_KEYS}
+    hyperparams = {k: v for k, v in block.items() if k not in ZOO_RUN_KEYS}
+    allowed = _hyperparameter_names(algo)
+    unknown = set(hyperparams) - allowed
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)} for {env_id}; allowed: {sorted(RUN_KEYS)}")
-    if not isinstance(cfg.get("hyperparams", {}), dict):
-        raise ConfigError(f"{path}: {env_id}.hyperparams must be a mapping, got {cfg['hyperparams']!r}")
-    parse_schedules(cfg.get("hyperparams", {}), f"{path}: {env_id}.hyperparams")  # fail early, keep the strings
+        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)} for {env_id}: neither a {algo} hyperparameter "
+                          f"nor one of {sorted(ZOO_RUN_KEYS)}")
+    parse_schedules(hyperparams, f"{path}: {env_id}")  # fail early, keep the strings
+    wrapper = cfg.pop("env_wrapper", None)
+    if wrapper not in (None, FLAT_WRAPPER):
+        raise ConfigError(f"{path}: {env_id}.env_wrapper {wrapper!r} is not supported; allowed: {FLAT_WRAPPER}")
+    cfg["flat_actions"] = wrapper == FLAT_WRAPPER
+    norm = cfg.get("normalize", False)
+    if isinstance(norm, dict) and norm.get("norm_reward", True) and "gamma" in hyperparams:
+        # the algorithm's discount for return normalisation, as the zoo does (it only matters there)
+        cfg["normalize"] = {**norm, "gamma": hyperparams["gamma"]}
+    cfg.update(extras)
+    cfg["hyperparams"] = hyperparams
     cfg.setdefault("policy", "MlpPolicy")
     cfg.setdefault("n_envs", 1)
     cfg.setdefault("normalize", False)
@@ -131,11 +159,16 @@ def load_config(algo: str, env_id: str, path: str | Path | None = None) -> dict[
     cfg.setdefault("eval_freq", 10_000)
     cfg.setdefault("eval_episodes", 8)
     cfg.setdefault("checkpoint_freq", 20_000)
-    cfg.setdefault("hyperparams", {})
     cfg.setdefault("edp_step_scaling", True)  # papi_env.wrappers.EDPStepScale when reward is edp
-    cfg.setdefault("flat_actions", False)  # papi_env.wrappers.FlatDiscreteActions (DQN on MultiDiscrete)
     validate_config(cfg, f"{path}: {env_id}")
     return cfg
+
+
+def _hyperparameter_names(algo: str) -> set[str]:
+    """The keyword arguments the algorithm's constructor takes (besides policy and env)."""
+    import inspect
+
+    return set(inspect.signature(algo_class(algo).__init__).parameters) - {"self", "policy", "env"}
 
 
 POSITIVE_INT_KEYS = ("n_envs", "eval_freq", "eval_episodes", "checkpoint_freq")

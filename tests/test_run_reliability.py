@@ -20,14 +20,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def tiny_yaml(tmp_path: Path, algo: str) -> Path:
-    block = {"n_envs": 1 if algo == "dqn" else 2, "n_timesteps": 1024, "eval_freq": 256, "eval_episodes": 2,
-             "checkpoint_freq": 256, "env_kwargs": TINY, "normalize": algo == "ppo"}
+    block = {"n_envs": 1 if algo == "dqn" else 2, "n_timesteps": 1024, "env_kwargs": TINY, "normalize": algo == "ppo"}
     if algo == "ppo":
-        block["hyperparams"] = {"n_steps": 128, "batch_size": 64, "n_epochs": 2, "learning_rate": "lin_3e-4"}
+        block.update({"n_steps": 128, "batch_size": 64, "n_epochs": 2, "learning_rate": "lin_3e-4"})
     else:
-        block["hyperparams"] = {"learning_starts": 64, "buffer_size": 1000}
+        block.update({"learning_starts": 64, "buffer_size": 1000})
+    extras = {"eval_freq": 256, "eval_episodes": 2, "checkpoint_freq": 256}
     path = tmp_path / f"{algo}.yaml"
-    path.write_text(yaml.safe_dump({ENV: block}))
+    path.write_text(yaml.safe_dump({ENV: block, "papi-gym": {ENV: extras}}))
     return path
 
 
