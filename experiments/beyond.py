@@ -123,7 +123,7 @@ def plot_curves(variant: str, curves: dict[str, list[list[dict]]], path: Path, a
     for objective, runs in curves.items():
         steps = [h["timesteps"] for h in runs[0]]
         n = min(len(r) for r in runs)
-        values = np.array([[h["speedup_vs_threshold"] for h in r[:n]] for r in runs])
+        values = np.array([[train.history_ratio(h) for h in r[:n]] for r in runs])
         line = ax.plot(steps[:n], values.mean(axis=0), marker=".", label=objective)[0]
         ax.fill_between(steps[:n], values.min(axis=0), values.max(axis=0), alpha=0.2, color=line.get_color())
     ax.axhline(1.0, color="k", ls="--", lw=0.8, label="threshold rule (PAPI)")

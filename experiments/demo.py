@@ -38,7 +38,7 @@ def plot(result: dict, history: list[dict], path: Path) -> None:
     ax1.set_ylabel("tokens/s vs threshold (paired)")
     ax1.set_title(f"{result['episodes']} held-out episodes")
     steps = [h["timesteps"] for h in history]
-    ax2.plot(steps, [h["speedup_vs_threshold"] for h in history], marker="o", label="PPO (validation)")
+    ax2.plot(steps, [train.history_ratio(h) for h in history], marker="o", label="PPO (validation)")
     ax2.axhline(1.0, color="tab:red", ls="--", label="threshold rule (PAPI)")
     ax2.set_xlabel("environment steps")
     ax2.set_ylabel("tokens/s vs threshold")
@@ -74,12 +74,12 @@ def main(argv: list[str] | None = None) -> int:
                                         f"ppo:{model_path}"], args.episodes, args.seed, cfg["env_kwargs"])
     history = json.loads((run_dir / "evaluations.json").read_text())
     speed = json.loads((run_dir / "train_speed.json").read_text())
-    best = max(history, key=lambda h: h["speedup_vs_threshold"])
+    best = max(history, key=train.history_ratio)
     result["training"] = {"run_dir": str(run_dir), "total_timesteps": total, "best_at_timesteps": best["timesteps"],
                           **speed}
     md = evaluate.to_markdown(result) + (
         f"\nPPO: {total} training steps at {speed['train_steps_per_s']:.0f} steps/s; best validation model "
-        f"at {best['timesteps']} steps ({best['speedup_vs_threshold']:.4f}x threshold on validation seeds).\n")
+        f"at {best['timesteps']} steps ({train.history_ratio(best):.4f}x threshold on validation seeds).\n")
     write_results(args.out, {"eval.json": result, "eval.md": md})
     plot(result, history, args.out / "demo.png")
     print(md)

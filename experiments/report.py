@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for seed, hist in curves.items():
-        ax.plot([h["timesteps"] for h in hist], [h["speedup_vs_threshold"] for h in hist], marker=".",
+        ax.plot([h["timesteps"] for h in hist], [train.history_ratio(h) for h in hist], marker=".",
                 label=f"seed {seed}")
     ax.axhline(1.0, color="tab:red", ls="--", label="threshold rule (PAPI)")
     ax.set_xlabel("environment steps")

@@ -61,6 +61,7 @@ from experiments.checkpoints import (
 from experiments.cli import check_env_kwargs, parse_env_kwargs, positive
 from experiments.evaluate import run_episode
 from experiments.io import write_json
+from experiments.tensorboard_log import RunBoard
 from papi_env.wrappers import EDPStepScale, FlatDiscreteActions
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -191,26 +192,40 @@ def effective_checkpoint_freq(cfg: dict[str, Any], total_timesteps: int) -> int:
     return max(1, min(int(cfg["checkpoint_freq"]), math.ceil(total_timesteps / 10)))
 
 
+def history_ratio(entry: dict) -> float:
+    """An evaluations.json entry's score ratio to the threshold rule (older files: speedup_vs_threshold)."""
+    return entry["score_vs_threshold"] if "score_vs_threshold" in entry else entry["speedup_vs_threshold"]
+
+
 class DomainEvalCallback(BaseCallback):
     """Every ``eval_freq`` env steps: run the agent, PAPI's threshold rule and the oracle on the
     same validation episodes; log ``eval/*`` to TensorBoard; keep the best model.
 
-    ``speedup_vs_threshold`` is the paired ratio of the env's episode score (its objective, higher
-    is better; tokens/s for latency) to the threshold rule's; ``gap_to_oracle`` 1 - score / oracle's."""
+    ``score_vs_threshold`` is the paired ratio of the env's episode score (its objective, higher is
+    better: tokens/s, tokens/J, tokens^2/(s J) or penalised tokens/s) to the threshold rule's; on
+    latency runs it is also logged as ``speedup_vs_threshold`` (a ratio of tokens/s). ``gap_to_oracle``
+    is 1 - score / oracle's score. See RunBoard for the TensorBoard tags."""
 
     def __init__(self, env_id: str, env_kwargs: dict, eval_freq: int, n_episodes: int, run_dir: Path,
-                 n_envs: int, verbose: int = 0) -> None:
+                 n_envs: int, verbose: int = 0, hparams: dict[str, Any] | None = None) -> None:
         super().__init__(verbose)
         self.env_id, self.env_kwargs, self.run_dir = env_id, env_kwargs, run_dir
+        self.hparams = hparams or {}
         self.eval_freq = eval_freq
         self.next_eval = eval_freq
         self.seeds = [VALIDATION_SEED_BASE + i for i in range(n_episodes)]
         self.history_path = run_dir / "evaluations.json"
         self.history: list[dict] = json.loads(self.history_path.read_text()) if self.history_path.exists() else []
-        self.best = max((h["speedup_vs_threshold"] for h in self.history), default=-np.inf)
+        self.best = max((history_ratio(h) for h in self.history), default=-np.inf)
 
     def _init_callback(self) -> None:
         self.eval_env = gym.make(self.env_id, **self.env_kwargs)
+        base = self.eval_env.unwrapped
+        self.objective = base.reward_kind
+        self.varies_tlp = hasattr(base, "max_tlp")  # the spec variant chooses TLP; elsewhere it is given
+        self.tensorboard = RunBoard(self.logger)
+        if self.num_timesteps == 0:
+            self.tensorboard.config({**self.hparams, "env_kwargs": self.env_kwargs, "validation_seeds": self.seeds})
         threshold = make_policy("threshold", env=self.eval_env)
         self.reference = [run_episode(self.eval_env, threshold, s) for s in self.seeds]
         self.oracle = [run_episode(self.eval_env, Oracle(self.eval_env), s) for s in self.seeds]
@@ -229,18 +244,18 @@ class DomainEvalCallback(BaseCallback):
         entry = {
             "timesteps": int(self.num_timesteps),
             "wall_s": time.perf_counter() - self._t0,
+            "score_vs_threshold": float(ratio),
+            "gap_to_oracle": float(1.0 - to_oracle),
             "tokens_per_s": float(np.mean([e["tokens_per_s"] for e in eps])),
             "threshold_tokens_per_s": float(np.mean([r["tokens_per_s"] for r in self.reference])),
-            "speedup_vs_threshold": float(ratio),
-            "gap_to_oracle": float(1.0 - to_oracle),
             "gpu_share": float(np.mean([e["gpu_share"] for e in eps])),
             "joules_per_token": float(np.mean([e["joules_per_token"] for e in eps])),
             "mean_tlp": float(np.mean([e["mean_tlp"] for e in eps])),
             "missed_target_share": float(np.mean([e["misses"] for e in eps])),
         }
-        for key in ("tokens_per_s", "threshold_tokens_per_s", "speedup_vs_threshold", "gap_to_oracle",
-                    "gpu_share", "joules_per_token", "mean_tlp", "missed_target_share"):
-            self.logger.record(f"eval/{key}", entry[key])
+        if self.objective == "latency":
+            entry["speedup_vs_threshold"] = entry["score_vs_threshold"]  # a ratio of tokens/s: a speedup
+        self.tensorboard.scalars(entry, self.num_timesteps, self.objective, self.varies_tlp)
         self.logger.dump(self.num_timesteps)
         if ratio > self.best:
             self.best = float(ratio)
@@ -248,7 +263,7 @@ class DomainEvalCallback(BaseCallback):
         self.history.append(entry)
         write_json(self.history_path, self.history)
         if self.verbose:
-            print(f"[eval] {entry['timesteps']:>8d} steps: {ratio:.4f}x threshold, "
+            print(f"[eval] {entry['timesteps']:>8d} steps: {ratio:.4f}x threshold's score, "
                   f"gap to oracle {entry['gap_to_oracle']:.4f}, GPU share {entry['gpu_share']:.2f}")
         return entry
 
@@ -267,6 +282,11 @@ class DomainEvalCallback(BaseCallback):
     def _on_training_end(self) -> None:
         if not self.history or self.history[-1]["timesteps"] != self.num_timesteps:
             self.evaluate_now()
+        last = self.history[-1]
+        self.tensorboard.hparams({**self.hparams, "objective": self.objective}, {
+            "hparams/final_score_vs_threshold": last["score_vs_threshold"],
+            "hparams/best_score_vs_threshold": max(history_ratio(h) for h in self.history),
+            "hparams/final_gap_to_oracle": last["gap_to_oracle"]})
 
 
 def save_agent(model: Any, path: Path) -> None:
@@ -516,7 +536,9 @@ def train(algo: str, env_id: str, cfg: dict, total_timesteps: int, seed: int, lo
         *([RolloutProgressBar()] if progress_bar else []),
         RunCheckpoint(run_dir, effective_checkpoint_freq(cfg, total_timesteps), base_venv, off_policy),
         DomainEvalCallback(env_id, cfg["env_kwargs"], cfg["eval_freq"], cfg["eval_episodes"], run_dir,
-                           cfg["n_envs"], verbose=verbose),
+                           cfg["n_envs"], verbose=verbose,
+                           hparams={"algo": algo, "env": env_id, "seed": seed, "n_envs": cfg["n_envs"],
+                                    "total_timesteps": total_timesteps, **cfg["hyperparams"]}),
     ])
     remaining = total_timesteps - model.num_timesteps
     start = time.perf_counter()

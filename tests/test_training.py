@@ -74,7 +74,8 @@ def test_train_save_load_evaluate(tmp_path):
     record = json.loads((run / "run.json").read_text())
     assert record["seed"] == 0 and record["config"]["env_kwargs"] == TINY and "versions" in record
     history = json.loads((run / "evaluations.json").read_text())
-    assert {"speedup_vs_threshold", "gap_to_oracle", "gpu_share", "joules_per_token"} <= set(history[-1])
+    keys = {"score_vs_threshold", "speedup_vs_threshold", "gap_to_oracle", "gpu_share", "joules_per_token"}
+    assert keys <= set(history[-1])
     assert list((run / "tb").rglob("events.out.tfevents.*"))
     res = evaluate.evaluate("papi_env/PapiSchedule-v0", ["threshold", f"ppo:{run / 'best_model.zip'}"], 2, 0, TINY)
     assert res["policies"][f"ppo:{run / 'best_model.zip'}"]["tokens_per_s"] > 0
@@ -150,3 +151,20 @@ def test_beyond_end_to_end(tmp_path):
                         "--model", "final", "--episodes", "1", "--jobs", "1", "--out", str(tmp_path)]) == 0
     policies = json.loads((tmp_path / "PapiKernelSchedule" / "latency" / "eval.json").read_text())["policies"]
     assert any(name.endswith("/final_model.zip") for name in policies)
+
+
+def test_tensorboard_tags_have_descriptions_config_and_hparams(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = tiny_config("ppo")
+    cfg["env_kwargs"] = {**TINY, "reward": "energy"}
+    run = train.train("ppo", "papi_env/PapiSchedule-v0", cfg, 512, 0, tmp_path, progress_bar=False, verbose=0)
+    ea = EventAccumulator(str(run / "tb"))
+    ea.Reload()
+    scalars = set(ea.Tags()["scalars"])
+    assert {"eval/score_vs_threshold", "eval/gap_to_oracle", "hparams/final_score_vs_threshold"} <= scalars
+    # not a speedup on an energy run; constant lines are not written
+    assert not scalars & {"eval/speedup_vs_threshold", "eval/threshold_tokens_per_s", "eval/mean_tlp",
+                          "eval/missed_target_share"}
+    assert "paired per validation episode" in ea.SummaryMetadata("eval/score_vs_threshold").summary_description
+    assert "run/config/text_summary" in ea.Tags()["tensors"]
