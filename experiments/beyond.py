@@ -34,6 +34,7 @@ from experiments import evaluate, stats, train
 from experiments.checkpoints import latest_intact
 from experiments.cli import check_env_kwargs, check_output_dir, parse_env_kwargs, positive
 from experiments.io import markdown_table, save_figure, write_json, write_text
+from experiments.plotting import pyplot
 
 VARIANTS = {name.split("/")[1].removesuffix("-v0"): name for name in papi_env.ENV_IDS}
 OBJECTIVES = papi_env.REWARDS
@@ -113,24 +114,31 @@ def summary_markdown(rows: list[dict[str, Any]], algo: str, total: int) -> str:
                               f"{algo} worst seed / best rule", f"{algo} worst seed / threshold"], table))
 
 
-def plot_curves(variant: str, curves: dict[str, list[list[dict]]], path: Path, algo: str = "ppo") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot_curves(variant: str, curves: dict[str, list[list[dict]]], path: Path, algo: str = "ppo",
+                best_rule: dict[str, tuple[str, float]] | None = None, model: str = "LLaMA-65B") -> None:
+    """Validation curves per objective (mean, band min..max over seeds), against PAPI's rule (1.0)
+    and, dotted, the level of each objective's best rule on the held-out episodes."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
+    top = 1.1
     for objective, runs in curves.items():
         steps = [h["timesteps"] for h in runs[0]]
         n = min(len(r) for r in runs)
         values = np.array([[train.history_ratio(h) for h in r[:n]] for r in runs])
-        line = ax.plot(steps[:n], values.mean(axis=0), marker=".", label=objective)[0]
+        line = ax.plot(steps[:n], values.mean(axis=0), marker=".", label=f"{objective}: {algo.upper()}")[0]
         ax.fill_between(steps[:n], values.min(axis=0), values.max(axis=0), alpha=0.2, color=line.get_color())
-    ax.axhline(1.0, color="k", ls="--", lw=0.8, label="threshold rule (PAPI)")
+        top = max(top, float(values.max()) * 1.05)
+        if best_rule and objective in best_rule and best_rule[objective][0] != "threshold":
+            name, level = best_rule[objective]
+            ax.axhline(level, color=line.get_color(), ls=":", lw=1.0, label=f"{objective}: best rule ({name})")
+            top = max(top, level * 1.05)
+    ax.axhline(1.0, color="k", ls="--", lw=0.8, label="PAPI's threshold rule")
+    ax.set_ylim(0, top)
     ax.set_xlabel("environment steps")
-    ax.set_ylabel("validation score / threshold score")
-    ax.set_title(f"{variant}: {algo.upper()}, mean and min..max over seeds")
-    ax.legend(fontsize=8)
+    ax.set_ylabel("validation score / threshold rule's score")
+    ax.set_title(f"{variant} ({model}): {algo.upper()}, mean and min..max over {len(next(iter(curves.values())))} "
+                 "seeds")
+    ax.legend(loc="lower right", ncol=2)
     save_figure(fig, path)
     plt.close(fig)
 
@@ -179,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     run_of = {(j[1], j[2], j[3]): r for j, r in zip(jobs, runs, strict=True)}
     rows = []
     for v in variants:
-        env_id, curves = VARIANTS[v], {}
+        env_id, curves, best_levels = VARIANTS[v], {}, {}
         for o in objectives:
             cfg = train.load_config(args.algo, env_id)
             kwargs = {**cfg["env_kwargs"], **extra, "reward": o}
@@ -189,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             write_json(cell / "eval.json", result)
             write_text(cell / "eval.md", evaluate.to_markdown(result))
             rows.append(summarise_cell(result, learned))
+            best_levels[o] = (result["best_rule"], result["policies"][result["best_rule"]]["ratio_vs_threshold"])
             curves[o] = [json.loads((Path(run_of[(env_id, o, s)]) / "evaluations.json").read_text())
                          for s in range(args.seeds)]
         for o in OBJECTIVES:  # the variant's other objectives trained earlier into the same --out stay in its plot
@@ -196,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
                        for s in range(args.seeds)]
             if o not in curves and all(e.exists() for e in earlier):
                 curves[o] = [json.loads(e.read_text()) for e in earlier]
-        plot_curves(v, {o: curves[o] for o in OBJECTIVES if o in curves}, args.out / f"curves_{v}.png", args.algo)
+        model = str(extra.get("model", "llama-65b"))
+        plot_curves(v, {o: curves[o] for o in OBJECTIVES if o in curves}, args.out / f"curves_{v}.png", args.algo,
+                    best_levels, model)
     previous = args.out / "summary.json"
     if previous.exists():  # keep the other cells of an earlier run; this run's cells replace theirs
         done = {(r["env"], r["objective"]) for r in rows}

@@ -20,30 +20,32 @@ import papi_env
 from experiments import evaluate, train
 from experiments.cli import check_output_dir, positive
 from experiments.io import save_figure, write_results
+from experiments.plotting import pyplot
 
 
 def plot(result: dict, history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    plt = pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     names = list(result["policies"])
-    ratios = [result["policies"][n]["ratio_vs_threshold"] for n in names]
-    ax1.bar(range(len(names)), ratios, color="tab:blue")
+    rows = [result["policies"][n] for n in names]
+    iqm = [r["iqm_vs_best_rule"]["iqm"] for r in rows]
+    low = [r["iqm_vs_best_rule"]["iqm"] - r["iqm_vs_best_rule"]["ci_low"] for r in rows]
+    high = [r["iqm_vs_best_rule"]["ci_high"] - r["iqm_vs_best_rule"]["iqm"] for r in rows]
+    ax1.bar(range(len(names)), iqm, yerr=[low, high], capsize=3, color="#0072B2")
     ax1.set_xticks(range(len(names)), [n.split(":")[0] for n in names], rotation=20)
     ax1.axhline(1.0, color="k", lw=0.8)
-    ax1.set_ylim(min(ratios) * 0.95, max(ratios) * 1.02)
-    ax1.set_ylabel("tokens/s vs threshold (paired)")
-    ax1.set_title(f"{result['episodes']} held-out episodes")
+    ax1.set_ylim(0, max(1.1, max(r["iqm_vs_best_rule"]["ci_high"] for r in rows) * 1.05))
+    ax1.set_ylabel(f"score / best rule ({result['best_rule']})")
+    ax1.set_title(f"{result['episodes']} held-out episodes: IQM and 95% bootstrap CI")
     steps = [h["timesteps"] for h in history]
-    ax2.plot(steps, [train.history_ratio(h) for h in history], marker="o", label="PPO (validation)")
-    ax2.axhline(1.0, color="tab:red", ls="--", label="threshold rule (PAPI)")
+    ax2.plot(steps, [train.history_ratio(h) for h in history], marker="o", label="PPO (validation episodes)")
+    ax2.axhline(1.0, color="#D55E00", ls="--", label="PAPI's threshold rule")
+    ax2.set_ylim(0, 1.1)
     ax2.set_xlabel("environment steps")
-    ax2.set_ylabel("tokens/s vs threshold")
-    ax2.legend()
-    ax2.set_title("training curve")
+    ax2.set_ylabel("score / threshold rule's score")
+    ax2.legend(loc="lower right")
+    ax2.set_title("training curve (one seed)")
+    fig.suptitle(f"PPO on {result['env'].split('/')[-1]} (LLaMA-65B, {result['objective']})", y=1.02)
     save_figure(fig, path)
     plt.close(fig)
 

@@ -42,18 +42,19 @@ def write_json(path: str | Path, data: Any) -> Path:
 
 
 def save_figure(fig: Any, path: str | Path) -> Path:
-    """Save a matplotlib figure atomically as PNG."""
+    """Save a matplotlib figure atomically as PNG (150 dpi) and as a vector PDF beside it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        _readable(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    for target in (path, path.with_suffix(".pdf")):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{target.name}.", suffix=target.suffix)
+        os.close(fd)
+        try:
+            fig.savefig(tmp, dpi=150, bbox_inches="tight")
+            _readable(tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return path
 
 

@@ -20,6 +20,7 @@ import papi_env
 from experiments import evaluate, stats, train
 from experiments.cli import check_output_dir, positive
 from experiments.io import markdown_table, save_figure, write_json, write_text
+from experiments.plotting import pyplot
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,18 +79,16 @@ def main(argv: list[str] | None = None) -> int:
           f"{pi['p']:.2f} [{pi['ci_low']:.2f}, {pi['ci_high']:.2f}].\n")
     write_text(args.out / "report.md", md)
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for seed, hist in curves.items():
         ax.plot([h["timesteps"] for h in hist], [train.history_ratio(h) for h in hist], marker=".",
                 label=f"seed {seed}")
     ax.axhline(1.0, color="tab:red", ls="--", label="threshold rule (PAPI)")
     ax.set_xlabel("environment steps")
-    ax.set_ylabel("validation tokens/s vs threshold")
+    ax.set_ylabel("validation score / threshold rule's score")
+    ax.set_ylim(0, max(1.1, max(train.history_ratio(h) for hist in curves.values() for h in hist) * 1.05))
+    ax.set_title(f"{args.algo.upper()} on {args.env.split('/')[-1]}, one line per seed")
     ax.legend(fontsize=8)
     save_figure(fig, args.out / "curves.png")
     plt.close(fig)

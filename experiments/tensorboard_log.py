@@ -85,7 +85,8 @@ class RunBoard:
             return
         from torch.utils.tensorboard.summary import hparams
 
-        clean = {k: (v if isinstance(v, (int, float, str, bool)) else json.dumps(v)) for k, v in params.items()}
+        clean = {k: (v if isinstance(v, (int, float, str, bool)) else json.dumps(v, default=str))
+                 for k, v in params.items()}
         exp, ssi, sei = hparams(clean, metrics)
         fw = self.writer._get_file_writer()
         for summary in (exp, ssi, sei):
