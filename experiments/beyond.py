@@ -27,6 +27,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from experiments.rl_extra import require_rl
+
+require_rl(__name__)  # one clear line if the [rl] extra is missing
+
 import numpy as np
 
 import papi_env

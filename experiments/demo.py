@@ -16,6 +16,10 @@ import json
 import sys
 from pathlib import Path
 
+from experiments.rl_extra import require_rl
+
+require_rl(__name__)  # one clear line if the [rl] extra is missing
+
 import papi_env
 from experiments import evaluate, train
 from experiments.cli import check_output_dir, positive

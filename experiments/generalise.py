@@ -19,6 +19,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from experiments.rl_extra import require_rl
+
+require_rl(__name__)  # one clear line if the [rl] extra is missing
+
 import numpy as np
 
 from experiments import evaluate, train

@@ -14,6 +14,10 @@ import json
 import sys
 from pathlib import Path
 
+from experiments.rl_extra import require_rl
+
+require_rl(__name__)  # one clear line if the [rl] extra is missing
+
 import numpy as np
 
 import papi_env

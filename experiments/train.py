@@ -38,6 +38,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from experiments.rl_extra import require_rl
+
+require_rl(__name__)  # one clear line if the [rl] extra is missing
+
 import gymnasium as gym
 import numpy as np
 import yaml

@@ -178,3 +178,17 @@ def test_fuzz_clear_error_or_finite_rewards(kwargs, env_id):
     except ValueError as err:  # SpecError, CapacityError, WorkloadError are ValueErrors
         assert str(err)
     json.dumps(kwargs, default=str)
+
+
+@pytest.mark.parametrize("script", ["experiments.train", "experiments.demo", "experiments.beyond"])
+def test_missing_rl_extra_is_one_line(script):
+    code = ("import sys, runpy; sys.modules['torch'] = None; sys.argv = ['x']; "
+            f"runpy.run_module('{script}', run_name='__main__')")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "pip install -e '.[rl]'" in res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_license_matches_pyproject():
+    assert "MIT License" in (ROOT / "LICENSE").read_text()
+    assert 'license = { text = "MIT" }' in (ROOT / "pyproject.toml").read_text()
