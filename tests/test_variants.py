@@ -263,7 +263,8 @@ def test_evaluate_reports_best_rule_per_variant():
     assert names[0] == "threshold" and set(RULES_BY_ENV["PapiSpecScheduleEnv"]) <= set(names)
     assert result["policies"][result["best_rule"]]["kind"] == "rule"
     assert result["policies"][result["best_rule"]]["ratio_vs_best_rule"] == pytest.approx(1.0)
-    assert "score vs best rule" in evaluate.to_markdown(result)
+    md = evaluate.to_markdown(result)
+    assert f"best rule: {result['best_rule']}" in md and f"P(> {result['best_rule']})" in md
 
 
 def test_ragged_cost_of_one_tlp_per_batch_is_the_envs_cost():
