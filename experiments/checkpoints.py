@@ -35,41 +35,10 @@ from typing import Any
 
 import numpy as np
 
+from experiments.io import fsync_dir, fsync_file
+
 CHECKPOINT_DIR = "checkpoints"
 _STEP_DIR = re.compile(r"step_(\d{12})")
-
-
-def fsync_file(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_file(path: Path, write: Any) -> Path:
-    """Call ``write(tmp)`` for a temp path beside ``path`` (same suffix), fsync it, rename it to
-    ``path``. Readers see the old file or the new one, never a truncated one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        fsync_file(tmp)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def atomic_copy(src: Path, dst: Path) -> Path:
-    return atomic_file(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def step_dir(run_dir: Path, steps: int) -> Path:

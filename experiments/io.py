@@ -4,57 +4,87 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 
-def _readable(tmp: str) -> None:
+def _readable(tmp: str | Path) -> None:
     """mkstemp creates 0600 files; give results the usual permissions (0666 less the umask)."""
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
 
 
+def fsync_file(path: str | Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def fsync_dir(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _stage(path: Path, write: Callable[[Path], Any]) -> Path:
+    """``write(tmp)`` into a temp file beside ``path`` (ending in path's suffix, so that savers that
+    go by the suffix pick the right format), fsynced and readable; return the temp path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        fsync_file(tmp)
+        _readable(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def atomic_file(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Write ``path`` through ``write(tmp)`` so that readers see the old file or the new one, never
+    a truncated one (temp file, fsync, rename, fsync of the folder)."""
+    path = Path(path)
+    tmp = _stage(path, write)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+    return path
+
+
+def atomic_copy(src: str | Path, dst: str | Path) -> Path:
+    return atomic_file(dst, lambda tmp: shutil.copyfile(src, tmp))
+
+
 def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` so that readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    return atomic_file(path, lambda tmp: tmp.write_text(text))
+
+
+def json_text(path: str | Path, data: Any) -> str:
+    """Strict JSON (RFC 8259): a NaN or infinity in ``data`` is a ValueError naming ``path``."""
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        _readable(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        return json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    except ValueError as err:
+        raise ValueError(f"{path}: refusing to write a non-finite number into JSON ({err})") from None
 
 
 def write_json(path: str | Path, data: Any) -> Path:
     """Strict JSON (RFC 8259): a NaN or infinity in ``data`` is a ValueError, never written."""
-    try:
-        text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False)
-    except ValueError as err:
-        raise ValueError(f"{path}: refusing to write a non-finite number into JSON ({err})") from None
-    return write_text(path, text + "\n")
+    return write_text(path, json_text(path, data))
 
 
 def save_figure(fig: Any, path: str | Path) -> Path:
     """Save a matplotlib figure atomically as PNG (150 dpi) and as a vector PDF beside it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     for target in (path, path.with_suffix(".pdf")):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{target.name}.", suffix=target.suffix)
-        os.close(fd)
-        try:
-            fig.savefig(tmp, dpi=150, bbox_inches="tight")
-            _readable(tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_file(target, lambda tmp: fig.savefig(tmp, dpi=150, bbox_inches="tight"))
     return path
 
 
@@ -70,32 +100,18 @@ def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
 def write_results(folder: str | Path, files: dict[str, Any]) -> None:
     """Write several result files that belong together (a dict or list becomes JSON, a str text).
 
-    Each file is atomic, and all are first written as temp files and only then renamed, in one
-    pass, so a kill leaves either every old file or every new one in place except in the few
-    microseconds of the renames (never a JSON and a Markdown from different runs after a failure
-    while computing or serialising)."""
+    All are first staged as temp files and only then renamed, in one pass, so a failure while
+    computing or serialising any of them leaves every old file in place (never a JSON and a
+    Markdown from different runs)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    staged = []
+    staged: list[tuple[Path, Path]] = []
     try:
         for name, data in files.items():
-            if isinstance(data, str):
-                text = data
-            else:
-                try:
-                    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
-                except ValueError as err:
-                    raise ValueError(f"{folder / name}: refusing to write a non-finite number "
-                                     f"into JSON ({err})") from None
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            _readable(tmp)
-            staged.append((tmp, folder / name))
+            text = data if isinstance(data, str) else json_text(folder / name, data)
+            staged.append((_stage(folder / name, lambda tmp, text=text: tmp.write_text(text)), folder / name))
         for tmp, path in staged:
             os.replace(tmp, path)
+        fsync_dir(folder)
     finally:
         for tmp, _ in staged:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)

@@ -54,8 +54,6 @@ from agents.learned import ALGOS, LearnedPolicy, algo_class, vecnormalize_path
 from agents.policies import Oracle, make_policy
 from experiments.checkpoints import (
     CHECKPOINT_DIR,
-    atomic_copy,
-    atomic_file,
     checkpoints,
     discard_after,
     latest_intact,
@@ -64,7 +62,7 @@ from experiments.checkpoints import (
 )
 from experiments.cli import check_env_kwargs, parse_env_kwargs, positive
 from experiments.evaluate import run_episode
-from experiments.io import write_json
+from experiments.io import atomic_copy, atomic_file, write_json
 from experiments.tensorboard_log import RunBoard
 from papi_env.wrappers import EDPStepScale, FlatDiscreteActions
 

@@ -14,6 +14,7 @@ from typing import NamedTuple
 from hardware.specs import EnergySpec, GPUSpec, LinkSpec, PIMSpec
 
 PJ = 1e-12  # J per pJ
+SCORE_BYTES = 2  # [A] attention scores are FP16 on the buffer die
 _TILE_SIZES = (8, 16, 32, 64, 128, 192, 256, 320, 384, 448, 512)  # [A] AttAcc's tile search range
 _TILE_K = 32  # [A] L1 tile depth
 _REG_TILE = 16  # [A] register tile (16 x 16)
@@ -187,9 +188,12 @@ def pim_array_energy(data_bytes: float, reuse: float, pim: PIMSpec, energy: Ener
     DRAM access: ACT/PRE once per byte and a cell read once per byte (per row activation), or once
     per MAC round when ``energy.pim_reread_per_round``. MACs: 0.32 pJ each, data_bytes / 2 x reuse.
     """
-    reads = pim_rounds(pim, reuse) if energy.pim_reread_per_round else 1.0
-    if energy.pim_reread_per_round and pim.pus_per_bank < 1:
-        reads = float(reuse)
+    if not energy.pim_reread_per_round:
+        reads = 1.0
+    elif pim.pus_per_bank >= 1:
+        reads = pim_rounds(pim, reuse)  # p PUs share each read
+    else:
+        reads = float(reuse)  # one read per input vector and bank
     dram = data_bytes * (energy.cell_act_pre_pj_per_bit + reads * energy.cell_rd_wr_pj_per_bit) * 8 * PJ
     mac = data_bytes / 2 * reuse * energy.mac_pj * PJ
     return dram, mac
@@ -240,13 +244,14 @@ def pim_attention(ops: int, mean_context: float, head_bytes_per_token: int, reus
     op_time = 2 * pim_bank_time(columns, rows, reuse, pim)
     waves = math.ceil(math.ceil(ops / num_stacks) / st.channels)
     scores = mean_context * reuse
-    moves = (2 * head_bytes_per_token * reuse + 2 * scores * 2) / st.column_bytes * st.tccd_s
-    exposed = (moves + scores / st.softmax_scores_per_tck) * st.tck_s
+    # per op through the buffer die: the queries in and the outputs out, the scores out and back
+    moved_bytes = 2 * head_bytes_per_token * reuse + 2 * scores * SCORE_BYTES
+    exposed = (moved_bytes / st.column_bytes * st.tccd_s + scores / st.softmax_scores_per_tck) * st.tck_s
     t = waves * op_time + exposed
     kv_bytes = 2.0 * ops * mean_context * head_bytes_per_token
     dram, mac = pim_array_energy(kv_bytes, reuse, pim, energy)
-    io = ops * (2 * head_bytes_per_token * reuse + 2 * scores * 2) * energy.pim_io_pj_per_byte * PJ
-    sfm = ops * (2 * scores * 2 * energy.pim_sram_pj_per_byte + 5 * scores / 2 * energy.mac_pj) * PJ
+    io = ops * moved_bytes * energy.pim_io_pj_per_byte * PJ
+    sfm = ops * (2 * scores * SCORE_BYTES * energy.pim_sram_pj_per_byte + 5 * scores / 2 * energy.mac_pj) * PJ
     return Cost(t, dram + mac + io + sfm)
 
 

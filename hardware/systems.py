@@ -411,25 +411,28 @@ class CostModel:
             return f"{sysm.fc_stacks} FC stacks x {sysm.fc_pim.capacity_bytes / GB:g} GB"
         return f"{sysm.num_gpus} GPUs x {sysm.gpu.memory_capacity / GB:g} GB"
 
+    def _kv_per_request(self, input_lengths: Sequence[int], output_lengths: Sequence[int]) -> np.ndarray:
+        """Each request's KV cache at its full length (prompt + output), B."""
+        tokens = np.asarray(input_lengths, dtype=np.float64) + np.asarray(output_lengths, dtype=np.float64)
+        return tokens * self.model.kv_bytes_per_token
+
     def batch_kv_bytes(self, input_lengths: Sequence[int], output_lengths: Sequence[int]) -> float:
         """KV cache of a static batch at its peak, reserving every request's full length, B."""
-        tokens = float(sum(int(x) for x in input_lengths) + sum(int(x) for x in output_lengths))
-        return tokens * self.model.kv_bytes_per_token
+        return float(self._kv_per_request(input_lengths, output_lengths).sum())
 
     def check_batch_fits(self, input_lengths: Sequence[int], output_lengths: Sequence[int]) -> None:
         """CapacityError when the batch's KV cache (batch_kv_bytes) exceeds kv_capacity_bytes."""
         need, have = self.batch_kv_bytes(input_lengths, output_lengths), self.kv_capacity_bytes
         if need > have:
             raise CapacityError(
-                f"a batch of {len(input_lengths)} requests ({sum(map(int, input_lengths)):,} prompt + "
-                f"{sum(map(int, output_lengths)):,} output tokens) needs {need / GB:,.1f} GB of KV cache for "
+                f"a batch of {len(input_lengths)} requests ({int(np.sum(input_lengths)):,} prompt + "
+                f"{int(np.sum(output_lengths)):,} output tokens) needs {need / GB:,.1f} GB of KV cache for "
                 f"{self.model.name}; system '{self.system.name}' holds {have / GB:,.1f} GB")
 
     def batch_prefix_that_fits(self, input_lengths: Sequence[int], output_lengths: Sequence[int]) -> int:
         """How many requests, in order, fit the KV capacity (at least one, else CapacityError)."""
-        per_request = (np.asarray(input_lengths, dtype=np.float64) + np.asarray(output_lengths, dtype=np.float64))
-        fits = int(np.searchsorted(np.cumsum(per_request * self.model.kv_bytes_per_token),
-                                   self.kv_capacity_bytes, side="right"))
+        cumulative = np.cumsum(self._kv_per_request(input_lengths, output_lengths))
+        fits = int(np.searchsorted(cumulative, self.kv_capacity_bytes, side="right"))
         if fits == 0:
             self.check_batch_fits(input_lengths[:1], output_lengths[:1])
         return fits
