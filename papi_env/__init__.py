@@ -5,6 +5,9 @@
 - ``papi_env/PapiSplitSchedule-v0``: GPU fraction of each FC kernel, FC-PIM does the rest (Box).
 - ``papi_env/PapiSpecSchedule-v0``: speculation length and FC placement with per-request acceptance.
 
+Each has a native vector form (papi_env.vector): ``gymnasium.make_vec(id, num_envs=N,
+vectorization_mode="vector_entry_point")`` steps N of them at once in numpy, with the same numbers.
+
 Every variant takes the objectives latency, energy, edp and latency_target and can randomise
 model, system and dataset per episode (papi_env.base). This package imports neither torch nor
 stable-baselines3.
@@ -26,9 +29,17 @@ ENV_IDS = {
     "papi_env/PapiSpecSchedule-v0": "papi_env.spec_env:PapiSpecScheduleEnv",
 }
 
+VECTOR_ENTRY_POINTS = {
+    DEFAULT_ENV_ID: "papi_env.vector:ScheduleVectorEnv",
+    "papi_env/PapiKernelSchedule-v0": "papi_env.vector:KernelScheduleVectorEnv",
+    "papi_env/PapiSplitSchedule-v0": "papi_env.vector:SplitScheduleVectorEnv",
+    "papi_env/PapiSpecSchedule-v0": "papi_env.vector:SpecScheduleVectorEnv",
+}
+
 for _env_id, _entry in ENV_IDS.items():
     if _env_id not in registry:
-        register(id=_env_id, entry_point=_entry)
+        register(id=_env_id, entry_point=_entry, vector_entry_point=VECTOR_ENTRY_POINTS[_env_id])
 
-__all__ = ["ACTIONS", "DEFAULT_ENV_ID", "ENV_IDS", "REWARDS", "PapiBaseEnv", "PapiKernelScheduleEnv",
+__all__ = ["ACTIONS", "DEFAULT_ENV_ID", "ENV_IDS", "REWARDS", "VECTOR_ENTRY_POINTS", "PapiBaseEnv",
+           "PapiKernelScheduleEnv",
            "PapiScheduleEnv", "PapiSpecScheduleEnv", "PapiSplitScheduleEnv", "decode_parallelism"]

@@ -1,5 +1,9 @@
 """What every PAPI environment shares: the batch, the objectives, randomisation, the episode totals.
 
+The dynamics live in papi_env.core (arrays over N environments); a scalar environment is the core
+with N = 1, and this class its ``gymnasium.Env`` face plus read-only views (``batch``, ``cost_model``
+...) for rules and oracles.
+
 An episode is one static batch, one step one decoding iteration, until the last request ends (or
 ``max_steps``). Subclasses define the action (what the scheduler decides each iteration) and add
 observation features; this class owns the rest.
@@ -31,264 +35,157 @@ each drawn batch's KV cache, reserved at every request's full length, the attent
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from hardware.calibrate import calibrate_alpha
-from hardware.serving import StaticBatch, tlp_at
 from hardware.systems import CostModel, IterationCost
-from hardware.workloads import get_dataset
+from papi_env.core import (
+    CTX_SCALE,
+    LOG_R_SCALE,
+    OVER_CAPACITY,
+    REWARDS,
+    RLP_SCALE,
+    TARGET_IN_TIME_SCALES,
+    TLP_SCALE,
+    VectorCore,
+    as_choices,
+    calibration_objective,
+    episode_score,
+)
 
-RLP_SCALE, TLP_SCALE, CTX_SCALE, LOG_R_SCALE = 256.0, 16.0, 4096.0, 12.0
-REWARDS = ("latency", "energy", "edp", "latency_target")
-OVER_CAPACITY = ("error", "admit")
-"""What reset does with a drawn batch whose KV cache (every request at its full length) exceeds the
-attention memory: 'error' (default: an experiment never silently runs a smaller batch than it
-asked for) or 'admit' (admit requests in the drawn order while they fit, as a server would)."""
-TARGET_IN_TIME_SCALES = 2.0  # [D] default per-token latency target, in units of time_scale
-
-
-def calibration_objective(reward: str) -> str:
-    """Which offline crossover a rule should use for an objective (latency for latency_target)."""
-    return {"latency_target": "latency"}.get(reward, reward)
-
-
-def as_choices(name: str, value: Any, low: int, high: int) -> tuple[int, ...]:
-    """An int or a list of ints in [low, high], as a tuple; a clear error otherwise."""
-    if isinstance(value, (int, np.integer)):
-        values = (value,)
-    elif isinstance(value, (list, tuple)):
-        values = tuple(value)
-    else:
-        raise ValueError(f"{name} must be an integer or a list of integers in [{low}, {high}], got {value!r}")
-    if not values or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not low <= v <= high
-                         for v in values):
-        raise ValueError(f"{name} must be an integer or a list of integers in [{low}, {high}], got {value!r}")
-    return tuple(int(v) for v in values)
+__all__ = ["CTX_SCALE", "LOG_R_SCALE", "OVER_CAPACITY", "REWARDS", "RLP_SCALE", "TARGET_IN_TIME_SCALES",
+           "TLP_SCALE", "BatchView", "PapiBaseEnv", "as_choices", "calibration_objective", "episode_score",
+           "scalar_info"]
 
 
-def _as_list(value: Any) -> list:
-    """One value or a list of values (a dict is one value: a system override)."""
-    return list(value) if isinstance(value, (list, tuple)) else [value]
+def scalar_info(info: dict[str, np.ndarray], i: int = 0) -> dict[str, Any]:
+    """Environment i's info as a scalar environment gives it (Python numbers, strings, arrays)."""
+    out = {}
+    for key, values in info.items():
+        if key[0] != "_" and info["_" + key][i]:
+            v = values[i]
+            out[key] = v.item() if values.ndim == 1 and values.dtype != object else v
+    return out
 
 
-def episode_score(reward: str, info: dict[str, Any], time_scale: float, miss_penalty: float) -> float:
-    """The objective of a finished episode as a higher-is-better number per token (module docstring)."""
-    t, e, n = info["episode_time"], info["episode_energy"], info["episode_tokens"]
-    if reward == "latency":
-        return n / t
-    if reward == "energy":
-        return n / e
-    if reward == "edp":
-        return n * n / (t * e)
-    return n / (t + miss_penalty * time_scale * info["episode_misses"])
+class BatchView:
+    """Read-only view of environment i's batch in a core (what hardware.serving.StaticBatch offers)."""
+
+    def __init__(self, core: VectorCore, i: int = 0) -> None:
+        self._core, self._i = core, i
+
+    @property
+    def size(self) -> int:
+        return int(self._core.batch.size[self._i])
+
+    @property
+    def live(self) -> int:
+        """RLP: requests still decoding."""
+        return int(self._core.rlp()[self._i])
+
+    @property
+    def done(self) -> bool:
+        return self.live == 0
+
+    @property
+    def total_output(self) -> int:
+        return int(self._core.batch.total_output[self._i])
+
+    def live_mask(self) -> np.ndarray:
+        """Which requests (sorted by output length) are still decoding."""
+        return self._core.batch.live_mask()[self._i, :self.size]
+
+    def remaining(self) -> np.ndarray:
+        """Tokens each request (sorted by output length) still has to produce."""
+        return self._core.batch.remaining()[self._i, :self.size]
 
 
 class PapiBaseEnv(gym.Env):
-    """The serving loop of one static batch; subclasses define the decision. See module docstring."""
+    """A scalar environment: the variant's core with N = 1. See the module docstring."""
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    core_class: type[VectorCore] = VectorCore
 
-    def __init__(
-        self,
-        model: str | Sequence[str] = "llama-65b",
-        dataset: str | Sequence[str] = "creative-writing",
-        batch_size: int | Sequence[int] = (4, 16, 64),
-        tlp: int | Sequence[int] | Sequence[Sequence[int]] = (1, 2, 4),
-        system: Any = "papi",
-        reward: str = "latency",
-        max_steps: int = 4096,
-        acceptance_rate: float | None = None,
-        latency_target_s: float | None = None,
-        miss_penalty: float = 1.0,
-        on_over_capacity: str = "error",
-        render_mode: str | None = None,
-    ) -> None:
-        if reward not in REWARDS:
-            raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
-        if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
-            raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
-        max_steps = int(max_steps)
-        for name, value in (("latency_target_s", latency_target_s), ("miss_penalty", miss_penalty),
-                            ("acceptance_rate", acceptance_rate)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.number))
-                                      or not math.isfinite(value)):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
-        if on_over_capacity not in OVER_CAPACITY:
-            raise ValueError(f"on_over_capacity must be one of {OVER_CAPACITY}, got {on_over_capacity!r}")
-        for name, value in (("model", model), ("dataset", dataset), ("system", system)):
-            if isinstance(value, (list, tuple)) and len(value) == 0:
-                raise ValueError(f"{name} must be one value or a non-empty list, got an empty list")
+    def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None")
-        if latency_target_s is not None and not latency_target_s > 0:
-            raise ValueError(f"latency_target_s must be > 0 seconds, got {latency_target_s!r}")
-        if not miss_penalty >= 0:
-            raise ValueError(f"miss_penalty must be >= 0, got {miss_penalty!r}")
-        if acceptance_rate is not None and not 0.0 < acceptance_rate <= 1.0:
-            raise ValueError(f"acceptance_rate must be in (0, 1], got {acceptance_rate!r}")
-        systems, models = _as_list(system), _as_list(model)
-        self.cost_models = [CostModel(s, m) for s in systems for m in models]
-        self.datasets = [get_dataset(d) for d in _as_list(dataset)]
-        self.batch_sizes = as_choices("batch_size", batch_size, 1, int(RLP_SCALE))
-        # tlp: an int, a list of ints (one drawn per episode), or a schedule [[iteration, tlp], ...]
-        if (isinstance(tlp, (list, tuple)) and len(tlp)
-                and all(isinstance(item, (list, tuple)) for item in tlp)):
-            if any(len(item) != 2 or not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-                                             for x in item) for item in tlp):
-                raise ValueError(f"a TLP schedule is a list of [iteration, tlp] integer pairs, got {tlp!r}")
-            schedule = tuple((int(s), int(v)) for s, v in tlp)
-            if any(b[0] <= a[0] for a, b in zip(schedule[:-1], schedule[1:], strict=True)):
-                raise ValueError(f"a TLP schedule's iterations must increase, got {tlp!r}")
-            as_choices("tlp", [v for _, v in schedule], 1, int(TLP_SCALE))
-            if schedule[0][0] != 0:
-                raise ValueError("a TLP schedule must start at iteration 0")
-            self.tlp_choices: tuple = (schedule,)
-        else:
-            self.tlp_choices = as_choices("tlp", tlp, 1, int(TLP_SCALE))
-        self.reward_kind = reward
-        self.max_steps = max_steps
-        self.acceptance_rate = acceptance_rate
-        self.latency_target_s = latency_target_s
-        self.miss_penalty = float(miss_penalty)
-        self.on_over_capacity = on_over_capacity
+        self.core = self.core_class(1, **kwargs)
         self.render_mode = render_mode
-        self._alphas: dict[tuple[int, str | None], int] = {}
-        self._use(self.cost_models[0])
-        self.dataset = self.datasets[0]
-        self.batch: StaticBatch | None = None
+        self.batch: BatchView | None = None
+        self.action_space, self.observation_space = self.core.single_spaces()
 
-    # ------------------------------------------------------------------------------ helpers
-    def _use(self, cost_model: CostModel) -> None:
-        """Make ``cost_model`` the episode's hardware and model; set the reward scales."""
-        self.cost_model = cost_model
-        sysm, m = cost_model.system, cost_model.model
-        if sysm.has_gpus:
-            weight_bandwidth = sysm.num_gpus * sysm.gpu.memory_bandwidth * sysm.gpu.bandwidth_efficiency
-        else:  # a PIM-only system: the FC stacks' internal bandwidth
-            weight_bandwidth = sysm.fc_stacks * sysm.fc_pim.internal_bandwidth
-        self.time_scale = m.weight_bytes / weight_bandwidth
-        self.energy_scale = m.weight_bytes * sysm.energy.gpu_offchip_pj_per_byte * 1e-12
-        self.target_s = self.latency_target_s or TARGET_IN_TIME_SCALES * self.time_scale
+    # ------------------------------------------------------------------------------ views
+    cost_models = property(lambda self: self.core.cost_models)
+    datasets = property(lambda self: self.core.datasets)
+    batch_sizes = property(lambda self: self.core.batch_sizes)
+    tlp_choices = property(lambda self: self.core.tlp_choices)
+    reward_kind = property(lambda self: self.core.reward_kind)
+    max_steps = property(lambda self: self.core.max_steps)
+    miss_penalty = property(lambda self: self.core.miss_penalty)
+    on_over_capacity = property(lambda self: self.core.on_over_capacity)
+
+    @property
+    def cost_model(self) -> CostModel:
+        """This episode's hardware and model."""
+        return self.core.cost_models[int(self.core.cm[0])]
+
+    @property
+    def dataset(self):
+        return self.core.datasets[int(self.core.dataset_index[0])]
+
+    time_scale = property(lambda self: float(self.core.time_scales[self.core.cm[0]]))
+    energy_scale = property(lambda self: float(self.core.energy_scales[self.core.cm[0]]))
+    target_s = property(lambda self: float(self.core.targets[self.core.cm[0]]))
+    _tlp = property(lambda self: int(self.core.tlp[0]))
+    _steps = property(lambda self: int(self.core.steps[0]))
+    _total_time = property(lambda self: float(self.core.total_time[0]))
+    _total_energy = property(lambda self: float(self.core.total_energy[0]))
+    _tokens = property(lambda self: int(self.core.tokens[0]))
+
+    @property
+    def _tlp_spec(self) -> Any:
+        """This episode's TLP setting: an int or a schedule of (iteration, tlp) pairs."""
+        return self.core.tlp_choices[int(self.core.tlp_spec_index[0])]
+
+    @property
+    def _sum_ctx(self) -> float:
+        """Context of the live requests at this iteration's TLP, tokens."""
+        return float(self.core.context(self.core.tlp)[1][0])
 
     def alpha(self, kernel: str | None = None) -> int:
         """The objective's offline FC crossover (all kernels, or one) for this episode's model and
         system: what PAPI's calibration gives the runtime (hardware.calibrate). Cached."""
-        key = (id(self.cost_model), kernel)
-        if key not in self._alphas:
-            self._alphas[key] = calibrate_alpha(self.cost_model, 1024, calibration_objective(self.reward_kind), kernel)
-        return self._alphas[key]
+        return self.core.alpha(int(self.core.cm[0]), kernel)
 
-    def _begin_episode(self, stochastic: bool = False) -> int:
-        """Draw the episode's hardware, model, dataset, batch and TLP; return the batch size."""
-        rng = self.np_random
-        if len(self.cost_models) > 1:
-            self._use(self.cost_models[rng.integers(len(self.cost_models))])
-        if len(self.datasets) > 1:
-            self.dataset = self.datasets[rng.integers(len(self.datasets))]
-        size = self.batch_sizes[rng.integers(len(self.batch_sizes))]
-        self._tlp_spec = self.tlp_choices[rng.integers(len(self.tlp_choices))]
-        lin, lout = self.dataset.sample(size, rng)
-        if self.on_over_capacity == "admit":
-            fits = self.cost_model.batch_prefix_that_fits(lin, lout)
-            lin, lout = lin[:fits], lout[:fits]
-        else:
-            self.cost_model.check_batch_fits(lin, lout)
-        self.batch = StaticBatch(lin, lout, self.acceptance_rate, rng, stochastic=stochastic)
-        size = self.batch.size
-        self._steps = 0
-        self._total_time = self._total_energy = 0.0
-        self._tokens = self._misses = 0
-        self._tlp = tlp_at(self._tlp_spec, 0)
-        return size
+    # -------------------------------------------------------------------------------- API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.core.rngs[0] = self.np_random
+        obs, info = self.core.reset_envs([0])
+        self.batch = BatchView(self.core)
+        return obs[0], scalar_info(info)
 
-    def _base_features(self, last_gpu_share: float) -> list[float]:
-        """The eight features every variant starts with (table in schedule_env)."""
-        b = self.batch
-        rlp = b.live
-        sum_ctx, max_ctx = b.context_stats(self._tlp)
-        self._sum_ctx = sum_ctx
-        r = rlp * self._tlp
-        return [
-            rlp / RLP_SCALE,
-            self._tlp / TLP_SCALE,
-            math.log2(r) / LOG_R_SCALE if r else 0.0,
-            rlp / b.size,
-            (sum_ctx / rlp if rlp else 0.0) / CTX_SCALE,
-            max_ctx / CTX_SCALE,
-            last_gpu_share,
-            self._steps / self.max_steps,
-        ]
-
-    def _reward(self, c: IterationCost, gain_per_request: float) -> float:
-        """The reward of an iteration costing ``c`` in which each live request gains
-        ``gain_per_request`` tokens on average (the per-token latency is c.time / that)."""
-        kind = self.reward_kind
-        if kind == "latency":
-            return -c.time / self.time_scale
-        if kind == "energy":
-            return -c.energy / self.energy_scale
-        if kind == "edp":
-            return -self._edp_increase(c) / (self.time_scale * self.energy_scale)
-        return -c.time / self.time_scale - self.miss_penalty * self._missed(c.time, gain_per_request)
-
-    def _edp_increase(self, c: IterationCost) -> float:
-        """How much an iteration costing ``c`` raises the episode's total s x total J (s x J)."""
-        t, e = self._total_time + c.time, self._total_energy + c.energy
-        return t * e - self._total_time * self._total_energy
-
-    def _missed(self, seconds: float, gain_per_request: float) -> bool:
-        return seconds > self.target_s * gain_per_request
-
-    def _finish_step(self, cost: IterationCost, tokens: int, rlp: int, info: dict[str, Any]) -> tuple[bool, bool]:
-        """Add the iteration to the totals; fill ``info``; return (terminated, truncated)."""
-        self._steps += 1
-        missed = self._missed(cost.time, tokens / rlp)
-        self._total_time += cost.time
-        self._total_energy += cost.energy
-        self._tokens += tokens
-        self._misses += missed
-        info.update({
-            "time_fc": cost.fc_time, "time_attention": cost.attention_time,
-            "time_communication": cost.comm_time, "time_other": cost.other_time,
-            "energy_fc": cost.fc_energy, "energy_attention": cost.attention_energy,
-            "energy_communication": cost.comm_energy, "energy_other": cost.other_energy,
-            "tokens": tokens, "rlp": rlp, "missed_target": bool(missed),
-        })
-        terminated = self.batch.done
-        truncated = not terminated and self._steps >= self.max_steps
-        if terminated or truncated:
-            info.update({
-                "episode_time": self._total_time, "episode_energy": self._total_energy,
-                "episode_tokens": self._tokens, "episode_misses": self._misses, "episode_steps": self._steps,
-                "tokens_per_s": self._tokens / self._total_time,
-                "joules_per_token": self._total_energy / self._tokens,
-                "model": self.cost_model.model.name, "system": self.cost_model.system.name,
-            })
-            info["score"] = episode_score(self.reward_kind, info, self.time_scale, self.miss_penalty)
-        return terminated, truncated
-
-    def _next_observation(self, terminated: bool, truncated: bool) -> np.ndarray:
-        """The observation after a step: zeros at the end of the batch; otherwise move the TLP
-        schedule on (unless truncated) and observe."""
-        if terminated:
-            return np.zeros(self.observation_space.shape, dtype=np.float32)
-        if not truncated:
-            self._tlp = tlp_at(self._tlp_spec, self._steps)
-        return self._observe()
-
-    def _observe(self) -> np.ndarray:
-        raise NotImplementedError
-
-    def _check_stepping(self) -> None:
+    def step(self, action):
         if self.batch is None:
             raise RuntimeError("call reset() before step()")
-        if self.batch.done or self._steps >= self.max_steps:
+        if self.core.rlp()[0] == 0 or self.core.steps[0] >= self.core.max_steps:
             raise RuntimeError("the episode has ended (terminated or truncated); call reset()")
+        actions = self.core.check_actions(self.core.batch_action(action), np.ones(1, dtype=bool))
+        obs, reward, terminated, truncated, info = self.core.step(actions)
+        return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), scalar_info(info)
+
+    def _reward(self, c: IterationCost, gain_per_request: float) -> float:
+        """The objective's reward term of an iteration costing ``c`` now (papi_env.core)."""
+        cost = IterationCost(*(np.array([v]) for v in c))
+        return float(self.core.objective_reward(cost, np.array([gain_per_request]))[0])
+
+    def _edp_increase(self, c: IterationCost) -> float:
+        return float(self.core.edp_increase(np.array([c.time]), np.array([c.energy]))[0])
+
+    def _missed(self, seconds: float, gain_per_request: float) -> bool:
+        return bool(self.core.missed(np.array([seconds]), np.array([gain_per_request]))[0])
 
     # ---------------------------------------------------------------------- oracle support
     def candidate_actions(self) -> list[Any]:
@@ -297,11 +194,12 @@ class PapiBaseEnv(gym.Env):
 
     def step_objective(self, action: Any) -> float:
         """The reward ``action`` would earn at the current iteration (used by the oracle)."""
-        raise NotImplementedError
+        actions = self.core.check_actions(self.core.batch_action(action), np.ones(1, dtype=bool))
+        return float(self.core.expected_reward(actions)[0])
 
     def oracle_action(self) -> Any:
         """The best action for this iteration by the cost model (greedy)."""
-        best, best_value = None, -math.inf
+        best, best_value = None, -np.inf
         for a in self.candidate_actions():
             v = self.step_objective(a)
             if v > best_value:

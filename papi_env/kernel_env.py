@@ -38,34 +38,123 @@ Reward and episode end: as in papi_env.base.
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 
 from hardware.systems import FC_KERNELS
-from papi_env.base import LOG_R_SCALE, PapiBaseEnv
+from papi_env.base import PapiBaseEnv
+from papi_env.core import LOG_R_SCALE, VectorCore, put
 
 UNITS = ("pim", "gpu")
 OBS_SIZE = 14
+PLACEMENTS = np.array(["".join("G" if v else "P" for v in a) for a in itertools.product((0, 1), repeat=4)],
+                      dtype=object)  # by a[0] * 8 + a[1] * 4 + a[2] * 2 + a[3]
+UNIT_NAMES = np.array(UNITS, dtype=object)
 
 
-class PapiKernelScheduleEnv(PapiBaseEnv):
-    """Per-kernel placement of FC kernels and attention. See the module docstring."""
+class KernelCore(VectorCore):
+    """PapiKernelSchedule-v0's dynamics for N environments: a unit per FC kernel and for attention."""
 
-    def __init__(self, on_masked: str = "fallback", **kwargs: Any) -> None:
+    obs_size = OBS_SIZE
+
+    def __init__(self, num_envs: int = 1, on_masked: str = "fallback", **kwargs: Any) -> None:
         if on_masked not in ("fallback", "raise"):
             raise ValueError(f"on_masked must be 'fallback' or 'raise', got {on_masked!r}")
-        super().__init__(**kwargs)
+        super().__init__(num_envs, **kwargs)
         self.on_masked = on_masked
         for cm in self.cost_models:
             if set(cm.fc_units) != set(UNITS) or cm.system.attention_unit != "pim":
                 raise ValueError(f"PapiKernelSchedule-v0 needs a system with FC on both units and attention on "
                                  f"PIM (e.g. 'papi'); '{cm.system.name}' has FC units {list(cm.fc_units)} and "
                                  f"attention on {cm.system.attention_unit!r}")
-        self.action_space = spaces.MultiDiscrete([2, 2, 2, 2])
-        self.observation_space = spaces.Box(0.0, 1.0, shape=(OBS_SIZE,), dtype=np.float32)
+        self.kv_bytes = np.array([cm.model.kv_bytes_per_token for cm in self.cost_models])
+        self.gpu_room = np.array([cm.gpu_kv_capacity_bytes for cm in self.cost_models])
+        self.last = np.zeros((self.num_envs, 4), dtype=np.int64)
+
+    def single_spaces(self) -> tuple[spaces.Space, spaces.Space]:
+        return spaces.MultiDiscrete([2, 2, 2, 2]), spaces.Box(0.0, 1.0, shape=(OBS_SIZE,), dtype=np.float32)
+
+    @staticmethod
+    def batch_action(action: Any) -> np.ndarray:
+        return np.asarray(action)[None]
+
+    def _begin_variant(self, i: int, rng: np.random.Generator) -> None:
+        self.last[i] = 0
+
+    def kv_fill(self, sum_ctx: np.ndarray) -> np.ndarray:
+        """(N,) KV cache of the live requests over the GPUs' room for a mirror of it (inf: no room)."""
+        room = self.gpu_room[self.cm]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(room > 0, sum_ctx * self.kv_bytes[self.cm] / room, np.inf)
+
+    def _extra_features(self, rlp: np.ndarray, sum_ctx: np.ndarray) -> list[np.ndarray]:
+        alphas = [self.alpha_array(k) for k in (None, *FC_KERNELS)]
+        return [*(np.log2(a + 1.0) / LOG_R_SCALE for a in alphas), np.minimum(self.kv_fill(sum_ctx), 1.0),
+                self.last[:, 3].astype(np.float64)]
+
+    def check_actions(self, actions: Any, stepping: np.ndarray) -> np.ndarray:
+        a = np.asarray(actions)
+        ok = a.shape == (self.num_envs, 4) and a.dtype.kind in "iub"
+        bad = stepping & (~np.isin(a, (0, 1)).all(axis=1) if ok else True)
+        if np.any(bad):
+            shown = a[int(np.argmax(bad))] if ok else a
+            raise ValueError(f"invalid action {shown!r}: expected 4 values in {{0, 1}} for (QKV, projection, FFN, "
+                             "attention), 0 = PIM, 1 = GPU")
+        a = np.where(stepping[:, None], a, 0).astype(np.int64)
+        if self.on_masked == "raise":
+            fill = self.kv_fill(self.context(self.tlp)[1])
+            masked = stepping & (a[:, 3] == 1) & (fill > 1.0)
+            if masked.any():
+                raise ValueError(f"attention on the GPU is masked: the live KV cache needs "
+                                 f"{fill[int(np.argmax(masked))]:.2f}x the GPUs' free HBM; allowed attention "
+                                 "placement: 0 (Attn-PIM)")
+        return a
+
+    def action_masks(self) -> np.ndarray:
+        """(N, 8) flat masks over the four sub-actions' values: attention on the GPU only where
+        the live KV cache fits the GPUs' room (before the first reset: allowed)."""
+        masks = np.ones((self.num_envs, 8), dtype=bool)
+        masks[:, 7] = self.kv_fill(self.context(self.tlp)[1]) <= 1.0
+        return masks
+
+    def _price(self, a: np.ndarray):
+        rlp, sum_ctx, _ = self.context(self.tlp)
+        masked = (a[:, 3] == 1) & (self.kv_fill(sum_ctx) > 1.0)
+        a = a.copy()
+        a[masked, 3] = 0
+        safe = np.maximum(rlp, 1)
+        fc_time, fc_energy = self.tables.fc_per_kernel(self.cm, safe * self.tlp, a[:, :3])
+        cost = self.tables.iteration(self.cm, safe, self.tlp, sum_ctx, fc_time, fc_energy, a[:, 3])
+        return rlp, a, masked, cost, self.objective_reward(cost, self.tlp)
+
+    def expected_reward(self, a: np.ndarray) -> np.ndarray:
+        return self._price(a)[4]
+
+    def step(self, a: np.ndarray):
+        rlp, a, masked, cost, reward = self._price(a)
+        tlp = self.tlp
+        tokens = self.advance(tlp)
+        self.last = a
+        self.last_share = a[:, :3].sum(axis=1) / 3
+        info: dict[str, np.ndarray] = {}
+        everyone = slice(None)
+        put(info, "placement", PLACEMENTS[a @ np.array([8, 4, 2, 1])], everyone)
+        put(info, "gpu_share", self.last_share, everyone)
+        put(info, "attention", UNIT_NAMES[a[:, 3]], everyone)
+        put(info, "tlp", tlp, everyone)
+        put(info, "masked", masked, everyone)
+        terminated, truncated = self.finish_step(cost, tokens, rlp, info)
+        self.next_tlp(terminated, truncated)
+        return self.end_observations(terminated), reward, terminated, truncated, info
+
+
+class PapiKernelScheduleEnv(PapiBaseEnv):
+    """Per-kernel placement of FC kernels and attention. See the module docstring."""
+
+    core_class = KernelCore
+    on_masked = property(lambda self: self.core.on_masked)
 
     def alphas(self) -> tuple[int, int, int, int]:
         """(all FC, QKV, projection, FFN) crossovers of this episode's model and system."""
@@ -73,66 +162,20 @@ class PapiKernelScheduleEnv(PapiBaseEnv):
 
     def kv_fill(self) -> float:
         """KV cache of the live requests over the GPUs' room for a mirror of it (inf: no room)."""
-        room = self.cost_model.gpu_kv_capacity_bytes
-        need = self._sum_ctx * self.cost_model.model.kv_bytes_per_token
-        return need / room if room > 0 else math.inf
+        return float(self.core.kv_fill(self.core.context(self.core.tlp)[1])[0])
 
     def action_masks(self) -> np.ndarray:
         """Flat mask over the four sub-actions' values (sb3-contrib's MultiDiscrete layout)."""
-        gpu_attention = self.batch is None or self.kv_fill() <= 1.0
-        return np.array([True, True] * 3 + [True, gpu_attention], dtype=bool)
-
-    def _observe(self) -> np.ndarray:
-        last = self._last
-        feats = self._base_features(float(np.mean(last[:3])))
-        feats += [math.log2(a + 1) / LOG_R_SCALE for a in self.alphas()]
-        feats += [min(self.kv_fill(), 1.0), float(last[3])]
-        obs = np.array(feats, dtype=np.float32)
-        return np.clip(obs, 0.0, 1.0, out=obs)
-
-    def _validate(self, action: Any) -> tuple[int, int, int, int]:
-        a = np.asarray(action)
-        if a.shape != (4,) or not np.all(np.isin(a, (0, 1))):
-            raise ValueError(f"invalid action {action!r}: expected 4 values in {{0, 1}} for (QKV, projection, FFN, "
-                             "attention), 0 = PIM, 1 = GPU")
-        return tuple(int(v) for v in a)  # type: ignore[return-value]
-
-    def _cost(self, a: tuple[int, int, int, int]):
-        return self.cost_model.iteration(self.batch.live, self._tlp, self._sum_ctx,
-                                         tuple(UNITS[v] for v in a[:3]), attention_unit=UNITS[a[3]])
+        if self.batch is None:
+            return np.ones(8, dtype=bool)
+        return self.core.action_masks()[0]
 
     def candidate_actions(self) -> list[tuple[int, ...]]:
         attn = (0, 1) if self.kv_fill() <= 1.0 else (0,)
         return [(*fc, at) for fc in itertools.product((0, 1), repeat=3) for at in attn]
 
-    def step_objective(self, action: Any) -> float:
-        return self._reward(self._cost(self._validate(action)), self._tlp)
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        size = self._begin_episode()
-        self._last = (0, 0, 0, 0)
-        return self._observe(), {"batch_size": size, "rlp": self.batch.live, "tlp": self._tlp}
-
-    def step(self, action):
-        self._check_stepping()
-        a = self._validate(action)
-        masked = a[3] == 1 and self.kv_fill() > 1.0
-        if masked:
-            if self.on_masked == "raise":
-                raise ValueError(f"attention on the GPU is masked: the live KV cache needs {self.kv_fill():.2f}x "
-                                 "the GPUs' free HBM; allowed attention placement: 0 (Attn-PIM)")
-            a = (*a[:3], 0)
-        cost = self._cost(a)
-        rlp, tlp = self.batch.live, self._tlp
-        reward = self._reward(cost, tlp)
-        tokens = self.batch.advance(tlp)
-        self._last = a
-        info = {"placement": "".join("G" if v else "P" for v in a), "gpu_share": float(np.mean(a[:3])),
-                "attention": UNITS[a[3]], "tlp": tlp, "masked": masked}
-        terminated, truncated = self._finish_step(cost, tokens, rlp, info)
-        return self._next_observation(terminated, truncated), reward, terminated, truncated, info
-
     def _describe_last_action(self) -> str:
-        return "QKV/proj/FFN/attn " + "".join("G" if v else "P" for v in self._last)
+        return "QKV/proj/FFN/attn " + "".join("G" if v else "P" for v in self.core.last[0])
 
+
+__all__ = ["OBS_SIZE", "UNITS", "KernelCore", "PapiKernelScheduleEnv"]

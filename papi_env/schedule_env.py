@@ -34,12 +34,14 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from papi_env.base import CTX_SCALE, LOG_R_SCALE, RLP_SCALE, TLP_SCALE, PapiBaseEnv
+from papi_env.base import PapiBaseEnv
+from papi_env.core import CTX_SCALE, LOG_R_SCALE, RLP_SCALE, TLP_SCALE, VectorCore, put_all
 
 ACTIONS = ("pim", "gpu")  # action index -> FC unit
 OBS_SIZE = 8
+PLACEMENTS = np.array(ACTIONS, dtype=object)
 __all__ = ["ACTIONS", "CTX_SCALE", "LOG_R_SCALE", "OBS_SIZE", "RLP_SCALE", "TLP_SCALE", "PapiScheduleEnv",
-           "decode_parallelism"]
+           "ScheduleCore", "decode_parallelism"]
 
 
 def decode_parallelism(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -48,62 +50,73 @@ def decode_parallelism(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.rint(obs[..., 0] * RLP_SCALE), np.rint(obs[..., 1] * TLP_SCALE)
 
 
+class ScheduleCore(VectorCore):
+    """PapiSchedule-v0's dynamics for N environments: the FC unit per iteration."""
+
+    obs_size = OBS_SIZE
+
+    def single_spaces(self) -> tuple[spaces.Space, spaces.Space]:
+        return spaces.Discrete(2), spaces.Box(0.0, 1.0, shape=(OBS_SIZE,), dtype=np.float32)
+
+    @staticmethod
+    def batch_action(action: Any) -> np.ndarray:
+        return np.asarray([action], dtype=object if not np.isscalar(action) else None)
+
+    def check_actions(self, actions: Any, stepping: np.ndarray) -> np.ndarray:
+        a = np.asarray(actions)
+        bad_envs = stepping
+        if a.shape == (self.num_envs,) and a.dtype.kind in "iub":
+            bad_envs = stepping & ((a < 0) | (a > 1))
+        if bad_envs.any():
+            shown = a[int(np.argmax(bad_envs))] if a.shape == (self.num_envs,) else a
+            raise ValueError(f"invalid action {shown!r}: expected 0 (FC-PIM) or 1 (GPU)")
+        a = np.where(stepping, a, np.argmax(self.fc_unit_masks[self.cm], axis=1)).astype(np.int64)
+        unavailable = stepping & ~self.fc_unit_masks[self.cm, a]
+        if unavailable.any():
+            i = int(np.argmax(unavailable))
+            cm = self.cost_models[self.cm[i]]
+            raise ValueError(f"action {a[i]} ({ACTIONS[a[i]]}) is not available on system '{cm.system.name}'; "
+                             f"allowed: {[u for u in (0, 1) if self.fc_unit_masks[self.cm[i], u]]}")
+        return a
+
+    def action_masks(self) -> np.ndarray:
+        """(N, 2) which FC units each environment's system has."""
+        return self.fc_unit_masks[self.cm]
+
+    def _price(self, a: np.ndarray):
+        rlp, sum_ctx, _ = self.context(self.tlp)
+        cost = self.tables.iteration_on(self.cm, np.maximum(rlp, 1), self.tlp, sum_ctx, a,
+                                        self.attention_units[self.cm])
+        return rlp, cost, self.objective_reward(cost, self.tlp)
+
+    def expected_reward(self, a: np.ndarray) -> np.ndarray:
+        return self._price(a)[2]
+
+    def step(self, a: np.ndarray):
+        rlp, cost, reward = self._price(a)
+        tlp = self.tlp
+        tokens = self.advance(tlp)
+        self.last_share = a.astype(np.float64)
+        info: dict[str, np.ndarray] = {}
+        put_all(info, "placement", PLACEMENTS[a])
+        put_all(info, "tlp", tlp)
+        terminated, truncated = self.finish_step(cost, tokens, rlp, info)
+        self.next_tlp(terminated, truncated)
+        return self.end_observations(terminated), reward, terminated, truncated, info
+
+
 class PapiScheduleEnv(PapiBaseEnv):
     """Gymnasium environment of PAPI's FC placement decision. See the module docstring."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        units = self.cost_model.fc_units
-        self._mask = np.array([u in units for u in ACTIONS], dtype=bool)
-        self.action_space = spaces.Discrete(2)
-        self.observation_space = spaces.Box(0.0, 1.0, shape=(OBS_SIZE,), dtype=np.float32)
+    core_class = ScheduleCore
 
     def action_masks(self) -> np.ndarray:
         """Which actions are possible (both on PAPI; one on single-unit systems)."""
-        return self._mask.copy()
-
-    def _observe(self) -> np.ndarray:
-        obs = np.array(self._base_features(float(self._last_action)), dtype=np.float32)
-        return np.clip(obs, 0.0, 1.0, out=obs)
-
-    def _cost(self, action: int):
-        return self.cost_model.iteration(self.batch.live, self._tlp, self._sum_ctx, ACTIONS[action])
+        return self.core.action_masks()[0].copy()
 
     def candidate_actions(self) -> list[int]:
-        return [a for a in (0, 1) if self._mask[a]]
-
-    def step_objective(self, action: int) -> float:
-        return self._reward(self._cost(action), self._tlp)
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        size = self._begin_episode()
-        self._last_action = 0
-        return self._observe(), {"batch_size": size, "rlp": self.batch.live, "tlp": self._tlp}
-
-    def step(self, action):
-        if self.batch is None:
-            raise RuntimeError("call reset() before step()")
-        try:
-            a = int(action)
-        except (TypeError, ValueError):
-            raise ValueError(f"invalid action {action!r}: expected 0 (FC-PIM) or 1 (GPU)") from None
-        if a not in (0, 1) or a != action:
-            raise ValueError(f"invalid action {action!r}: expected 0 (FC-PIM) or 1 (GPU)")
-        if not self._mask[a]:
-            raise ValueError(
-                f"action {a} ({ACTIONS[a]}) is not available on system '{self.cost_model.system.name}'; "
-                f"allowed: {[i for i in (0, 1) if self._mask[i]]}"
-            )
-        self._check_stepping()
-        cost = self._cost(a)
-        rlp, tlp = self.batch.live, self._tlp
-        reward = self._reward(cost, tlp)
-        tokens = self.batch.advance(tlp)
-        self._last_action = a
-        info = {"placement": ACTIONS[a], "tlp": tlp}
-        terminated, truncated = self._finish_step(cost, tokens, rlp, info)
-        return self._next_observation(terminated, truncated), reward, terminated, truncated, info
+        mask = self.action_masks()
+        return [a for a in (0, 1) if mask[a]]
 
     def _describe_last_action(self) -> str:
-        return f"last FC on {ACTIONS[self._last_action]:3s}"
+        return f"last FC on {ACTIONS[int(self.core.last_share[0])]:3s}"

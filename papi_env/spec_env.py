@@ -28,6 +28,11 @@ idx   value                                                       scale
 14    their standard deviation                                    x 2, clipped to 1
 ====  ==========================================================  ======================
 
+Draws: the per-request offsets and drifts are drawn at reset from the environment's seeded
+generator; which drafts are accepted (one uniform per request and iteration: the number of
+leading accepted drafts is geometric, P(>= j) = p^j) and the drift's innovations come from
+papi_env.random_streams, so N environments stepped together draw what N stepped apart draw.
+
 Acceptance estimates are what a runtime can count: A drafts accepted and R rejections seen (a
 request's drafts after its first rejection are never verified, so "accepted / drafted" would be
 biased low); the estimate is (A + 1.3) / (A + R + 2) (a Beta prior with mean 0.65 worth two
@@ -67,17 +72,23 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from hardware.cost_tables import CostTables
 from hardware.costs import Cost
-from hardware.speculation import AcceptanceModel, AcceptanceProcess, DraftCost, expected_gain
+from hardware.speculation import AcceptanceModel, DraftCost, expected_gain
 from hardware.systems import IterationCost
-from papi_env.base import LOG_R_SCALE, TLP_SCALE, PapiBaseEnv
+from papi_env import random_streams
+from papi_env.base import PapiBaseEnv
+from papi_env.core import LOG_R_SCALE, TLP_SCALE, VectorCore, put
 
 OBS_SIZE = 15
 UNITS = ("pim", "gpu")
+UNIT_NAMES = np.array(UNITS, dtype=object)
 TOKEN_CREDITS = ("tlp1", "best")
 REWARD_TOKENS = ("drawn", "expected")
 ESTIMATE_DECAY = 0.8  # [D] per-iteration forgetting of acceptance counts (time constant ~5 iterations)
 PRIOR_ACCEPT, PRIOR_COUNT = 0.65, 2.0  # [D] Beta prior: mean 0.65 (middle of 0.4..0.9), worth 2 drafts
+DRIFT_STREAM = 1  # random_streams streams 1 and 2: the drift's innovations
+GPU = 1
 
 
 def with_draft(c: IterationCost, draft) -> IterationCost:
@@ -85,12 +96,20 @@ def with_draft(c: IterationCost, draft) -> IterationCost:
     return c._replace(other_time=c.other_time + draft.time, other_energy=c.other_energy + draft.energy)
 
 
-class PapiSpecScheduleEnv(PapiBaseEnv):
-    """Speculation length and FC placement per iteration. See the module docstring."""
+def estimate(accepted, rejected):
+    """Acceptance estimate from decayed counts of accepted drafts and seen rejections (Beta prior)."""
+    return (accepted + PRIOR_ACCEPT * PRIOR_COUNT) / (accepted + rejected + PRIOR_COUNT)
 
-    def __init__(self, max_tlp: int = 8, draft_model: str = "tinyllama-1.1b", acceptance: dict | None = None,
-                 token_reward: float = 1.0, token_credit: str = "tlp1", reward_tokens: str = "drawn",
-                 **kwargs: Any) -> None:
+
+class SpecCore(VectorCore):
+    """PapiSpecSchedule-v0's dynamics for N environments: speculation length and FC unit."""
+
+    obs_size = OBS_SIZE
+    stochastic_variant = True
+
+    def __init__(self, num_envs: int = 1, max_tlp: int = 8, draft_model: str = "tinyllama-1.1b",
+                 acceptance: dict | None = None, token_reward: float = 1.0, token_credit: str = "tlp1",
+                 reward_tokens: str = "drawn", **kwargs: Any) -> None:
         if isinstance(max_tlp, bool) or not isinstance(max_tlp, int) or not 1 <= max_tlp <= TLP_SCALE:
             raise ValueError(f"max_tlp must be an integer in [1, {int(TLP_SCALE)}], got {max_tlp!r}")
         if kwargs.get("acceptance_rate") is not None:
@@ -100,57 +119,272 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
             raise ValueError(f"token_credit must be one of {TOKEN_CREDITS}, got {token_credit!r}")
         if reward_tokens not in REWARD_TOKENS:
             raise ValueError(f"reward_tokens must be one of {REWARD_TOKENS}, got {reward_tokens!r}")
-        kwargs.setdefault("tlp", 1)
-        super().__init__(**kwargs)
-        self.token_credit = token_credit
-        self.reward_tokens = reward_tokens
-        self.acceptance_model = AcceptanceModel.from_any(acceptance)
-        self.max_tlp = max_tlp
         if isinstance(token_reward, bool) or not isinstance(token_reward, (int, float)) or not (
                 math.isfinite(token_reward) and token_reward >= 0):
             raise ValueError(f"token_reward must be a finite number >= 0, got {token_reward!r}")
+        kwargs.setdefault("tlp", 1)
+        super().__init__(num_envs, **kwargs)
+        self.token_credit, self.reward_tokens = token_credit, reward_tokens
+        self.acceptance_model = AcceptanceModel.from_any(acceptance)
+        self.max_tlp = max_tlp
         self.token_reward = float(token_reward)
-        self.drafts = {id(cm): DraftCost(cm.system, draft_model) for cm in self.cost_models}
         for cm in self.cost_models:
             if set(cm.fc_units) != set(UNITS):
                 raise ValueError(f"PapiSpecSchedule-v0 needs a system with FC on both units (e.g. 'papi'); "
                                  f"'{cm.system.name}' has {list(cm.fc_units)}")
-        self.action_space = spaces.MultiDiscrete([max_tlp, 2])
-        self.observation_space = spaces.Box(0.0, 1.0, shape=(OBS_SIZE,), dtype=np.float32)
+        self.drafts = [DraftCost(cm.system, draft_model) for cm in self.cost_models]
+        self.draft_tables = CostTables([d.cost_model for d in self.drafts])
+        self.draft_gpus = np.array([d.gpus for d in self.drafts])
+        n, w = self.num_envs, self.batch.width
+        self.mean_acceptance = np.zeros(n)
+        self.base, self.drift = np.zeros((n, w)), np.zeros((n, w))
+        self.rho = math.exp(-1.0 / self.acceptance_model.correlation_iters)
+        self.req_accepted, self.req_rejected = np.zeros((n, w)), np.zeros((n, w))
+        self.batch_accepted, self.batch_rejected = np.zeros(n), np.zeros(n)
+        self.accept_ema = np.full(n, PRIOR_ACCEPT)
+        self.last_unit = np.zeros(n, dtype=np.int64)
+        self.last_accept, self.last_gain = np.zeros(n), np.zeros(n)
 
-    # ------------------------------------------------------------------------ counters
+    def single_spaces(self) -> tuple[spaces.Space, spaces.Space]:
+        return spaces.MultiDiscrete([self.max_tlp, 2]), spaces.Box(0.0, 1.0, shape=(OBS_SIZE,), dtype=np.float32)
+
+    @staticmethod
+    def batch_action(action: Any) -> np.ndarray:
+        return np.asarray(action)[None]
+
+    def _begin_variant(self, i: int, rng: np.random.Generator) -> None:
+        m, size = self.acceptance_model, int(self.batch.size[i])
+        low, high = m.mean_range
+        self.mean_acceptance[i] = mean = float(rng.uniform(low, high))
+        self.base[i] = self.drift[i] = 0.0
+        self.base[i, :size] = math.log(mean / (1.0 - mean)) + rng.normal(0.0, m.request_spread, size)
+        self.drift[i, :size] = rng.normal(0.0, m.drift, size)
+        self.req_accepted[i] = self.req_rejected[i] = 0.0
+        self.batch_accepted[i] = self.batch_rejected[i] = 0.0
+        self.accept_ema[i] = PRIOR_ACCEPT
+        self.last_unit[i], self.last_accept[i], self.last_gain[i] = 0, 0.0, 0.0
+
+    def _reset_info(self, envs: np.ndarray) -> dict[str, np.ndarray]:
+        info = super()._reset_info(envs)
+        put(info, "mean_acceptance", self.mean_acceptance, envs)
+        return info
+
+    # ------------------------------------------------------------------------------ costs
+    def probabilities(self) -> np.ndarray:
+        """(N, width) every request's acceptance probability p_i(t) now."""
+        return 1.0 / (1.0 + np.exp(-(self.base + self.drift)))
+
+    def request_estimates(self) -> np.ndarray:
+        """(N, width) each request's running acceptance estimate."""
+        return estimate(self.req_accepted, self.req_rejected)
+
+    def draft_step(self, rlp: np.ndarray, ctx1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Seconds and joules of one draft step for ``rlp`` requests whose contexts sum to ``ctx1``
+        tokens (hardware.speculation.DraftCost.step)."""
+        gpus = self.draft_gpus[self.cm]
+        per_gpu = -(-rlp // gpus)
+        c = self.draft_tables.iteration_on(self.cm, per_gpu, np.ones_like(rlp), ctx1 * per_gpu / rlp, GPU, GPU)
+        return c.time, c.energy * gpus
+
+    def cost_at(self, tlp: np.ndarray, unit: np.ndarray) -> IterationCost:
+        """Target iteration plus draft at speculation length ``tlp`` with FC on ``unit`` (N,)."""
+        rlp = np.maximum(self.rlp(), 1)
+        base = self.context(np.zeros_like(self.tlp))[1]
+        ctx = base + rlp * tlp
+        c = self.tables.iteration_on(self.cm, rlp, tlp, ctx, unit, self.attention_units[self.cm])
+        step_time, step_energy = self.draft_step(rlp, ctx - rlp * (tlp - 1))
+        return with_draft(c, Cost(step_time * (tlp - 1), step_energy * (tlp - 1)))
+
+    def expected_tokens(self, tlp: int | np.ndarray, probs: np.ndarray) -> np.ndarray:
+        """(N,) expected tokens of every batch at ``tlp`` if request j accepts with probs[:, j]
+        (no request gains more than it has left)."""
+        live = self.batch.live_mask()
+        gains = expected_gain(probs, tlp) if np.isscalar(tlp) else expected_gain_per_env(probs, tlp)
+        return np.where(live, np.minimum(gains, self.batch.remaining()), 0.0).sum(axis=1)
+
+    def token_value(self) -> np.ndarray:
+        """(N,) reward credit per accepted token: minus the objective term per token of one TLP-1
+        iteration with PAPI's placement, now."""
+        rlp = np.maximum(self.rlp(), 1)
+        ones = np.ones_like(rlp)
+        reference = self.cost_at(ones, (rlp > self.alpha_array()).astype(np.int64))
+        return -self.objective_reward(reference, ones.astype(np.float64)) / rlp
+
+    def best_token_value(self) -> np.ndarray:
+        """(N,) reward credit per token for ``token_credit="best"``: the least objective term per
+        expected token over every action now, with the requests' true acceptance probabilities
+        (simulator state a runtime cannot see; used in the reward only, never observed)."""
+        rlp = np.maximum(self.rlp(), 1)
+        probs = self.probabilities()
+        best = np.full(self.num_envs, np.inf)
+        for tlp in range(1, self.max_tlp + 1):
+            k = self.expected_tokens(tlp, probs)
+            t = np.full(self.num_envs, tlp)
+            for unit in (0, 1):
+                c = self.cost_at(t, np.full(self.num_envs, unit))
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    best = np.minimum(best, -self.objective_reward(c, k / rlp) / k)
+        return best
+
+    def credit_per_token(self) -> np.ndarray:
+        """(N,) the reward's credit per token gained, under ``token_credit``."""
+        return self.best_token_value() if self.token_credit == "best" else self.token_value()
+
+    def action_masks(self) -> np.ndarray:
+        """(N, max_tlp + 2) every TLP and unit is always allowed."""
+        return np.ones((self.num_envs, self.max_tlp + 2), dtype=bool)
+
+    # -------------------------------------------------------------------------------- step
+    def check_actions(self, actions: Any, stepping: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(TLP, FC unit) arrays from actions (N, 2) of (TLP - 1, unit)."""
+        a = np.asarray(actions)
+        ok = a.shape == (self.num_envs, 2) and a.dtype.kind in "iuf"
+        if ok:
+            whole = np.all(a == np.round(a), axis=1)
+            ok_envs = whole & (a[:, 0] >= 0) & (a[:, 0] < self.max_tlp) & np.isin(a[:, 1], (0, 1))
+        bad = stepping & (~ok_envs if ok else True)
+        if np.any(bad):
+            shown = a[int(np.argmax(bad))] if ok else a
+            raise ValueError(f"invalid action {shown!r}: expected (TLP - 1 in [0, {self.max_tlp - 1}], FC unit 0/1)")
+        a = np.where(stepping[:, None], a, 0).astype(np.int64)
+        return a[:, 0] + 1, a[:, 1]
+
+    def expected_reward(self, action: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """(N,) expected reward of the actions now (expected tokens with the true probabilities)."""
+        tlp, unit = action
+        rlp = np.maximum(self.rlp(), 1)
+        k = self.expected_tokens(tlp, self.probabilities())
+        return (self.objective_reward(self.cost_at(tlp, unit), k / rlp)
+                + self.token_reward * k * self.credit_per_token())
+
+    def step(self, action: tuple[np.ndarray, np.ndarray]):
+        with np.errstate(divide="ignore", invalid="ignore"):  # environments awaiting reset: no live request
+            return self._step(action)
+
+    def _step(self, action: tuple[np.ndarray, np.ndarray]):
+        tlp, unit = action
+        cost = self.cost_at(tlp, unit)
+        rlp = self.rlp()
+        safe = np.maximum(rlp, 1)
+        value = self.credit_per_token()
+        probs = self.probabilities()
+        expected = self.expected_tokens(tlp, probs) if self.reward_tokens == "expected" else None
+        tokens = self.advance(tlp, probs)
+        self._advance_drift()
+        objective = self.objective_reward(cost, tokens / safe)
+        if expected is None:
+            reward = objective + self.token_reward * tokens * value
+        else:  # the action's expected reward instead of the drawn one
+            reward = self.objective_reward(cost, expected / safe) + self.token_reward * expected * value
+        self._update_estimates()
+        self.last_unit, self.last_gain, self.tlp = unit, tokens / safe, tlp
+        self.last_share = unit.astype(np.float64)
+        info: dict[str, np.ndarray] = {}
+        everyone = slice(None)
+        put(info, "placement", UNIT_NAMES[unit], everyone)
+        put(info, "tlp", tlp, everyone)
+        put(info, "drafted", self.batch.last_drafted, everyone)
+        put(info, "accepted", self.batch.last_accepted, everyone)
+        put(info, "objective_reward", objective, everyone)
+        terminated, truncated = self.finish_step(cost, tokens, rlp, info)
+        return self.end_observations(terminated), reward, terminated, truncated, info
+
+    def _advance_drift(self) -> None:
+        """Move every request's AR(1) drift on by one iteration (steps not yet counted)."""
+        noise = self.acceptance_model.drift * random_streams.normal(self.keys, self.steps, self.batch.width,
+                                                                    DRIFT_STREAM)
+        self.drift = self.rho * self.drift + math.sqrt(1.0 - self.rho**2) * noise
+
+    def _update_estimates(self) -> None:
+        b, d = self.batch, ESTIMATE_DECAY
+        self.req_accepted = d * self.req_accepted + b.last_request_accepted
+        self.req_rejected = d * self.req_rejected + b.last_request_rejected
+        a, r = b.last_accepted, b.last_request_rejected.sum(axis=1)
+        self.batch_accepted = d * self.batch_accepted + a
+        self.batch_rejected = d * self.batch_rejected + r
+        self.accept_ema = estimate(self.batch_accepted, self.batch_rejected)
+        self.last_accept = np.where(b.last_drafted > 0, a / np.maximum(a + r, 1), 0.0)
+
+    # -------------------------------------------------------------------------- features
+    def draft_ratio(self) -> np.ndarray:
+        """(N,) one draft step's time over one target iteration at TLP 1 with FC on FC-PIM."""
+        rlp = np.maximum(self.rlp(), 1)
+        ctx1 = self.context(np.zeros_like(self.tlp))[1] + rlp
+        target = self.tables.iteration_on(self.cm, rlp, np.ones_like(rlp), ctx1, 0, self.attention_units[self.cm])
+        return self.draft_step(rlp, ctx1)[0] / target.time
+
+    def _extra_features(self, rlp: np.ndarray, sum_ctx: np.ndarray) -> list[np.ndarray]:
+        live = self.batch.live_mask()
+        count = live.sum(axis=1)
+        own = self.request_estimates()
+        mean = np.where(count > 0, np.where(live, own, 0.0).sum(axis=1) / np.maximum(count, 1), PRIOR_ACCEPT)
+        spread = np.sqrt(np.where(live, (own - mean[:, None]) ** 2, 0.0).sum(axis=1) / np.maximum(count, 1))
+        return [np.log2(self.alpha_array() + 1.0) / LOG_R_SCALE, self.last_accept, self.accept_ema,
+                self.last_gain / TLP_SCALE, np.minimum(self.draft_ratio(), 1.0), mean, np.minimum(2.0 * spread, 1.0)]
+
+
+def expected_gain_per_env(probs: np.ndarray, tlp: np.ndarray) -> np.ndarray:
+    """(N, width) expected tokens per request at each environment's own ``tlp`` (N,)."""
+    gains = np.ones_like(probs)
+    for t in np.unique(tlp).tolist():  # a scalar exponent: numpy's array-exponent power rounds otherwise
+        if t > 1:
+            rows = tlp == t
+            gains[rows] = expected_gain(probs[rows], t)
+    return gains
+
+
+class AcceptanceView:
+    """Environment i's acceptance process (what hardware.speculation.AcceptanceProcess offers)."""
+
+    def __init__(self, core: SpecCore, i: int = 0) -> None:
+        self._core, self._i = core, i
+
+    @property
+    def mean(self) -> float:
+        return float(self._core.mean_acceptance[self._i])
+
+    def probabilities(self) -> np.ndarray:
+        """p_i(t) for every request of the batch (finished ones included), sorted by output length."""
+        return self._core.probabilities()[self._i, :int(self._core.batch.size[self._i])]
+
+
+class PapiSpecScheduleEnv(PapiBaseEnv):
+    """Speculation length and FC placement per iteration. See the module docstring."""
+
+    core_class = SpecCore
+    max_tlp = property(lambda self: self.core.max_tlp)
+    token_credit = property(lambda self: self.core.token_credit)
+    reward_tokens = property(lambda self: self.core.reward_tokens)
+    token_reward = property(lambda self: self.core.token_reward)
+    acceptance_model = property(lambda self: self.core.acceptance_model)
+    accept_ema = property(lambda self: float(self.core.accept_ema[0]))
+    _last_accept = property(lambda self: float(self.core.last_accept[0]))
+
+    @property
+    def drafts(self) -> dict[int, DraftCost]:
+        return {id(cm): d for cm, d in zip(self.core.cost_models, self.core.drafts, strict=True)}
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        obs, info = super().reset(seed=seed, options=options)
+        self.acceptance = AcceptanceView(self.core)
+        return obs, info
+
+    def _validate(self, action: Any) -> tuple[int, int]:
+        tlp, unit = self.core.check_actions(self.core.batch_action(action), np.ones(1, dtype=bool))
+        return int(tlp[0]), int(unit[0])
+
     def draft_ratio(self) -> float:
         """One draft step's time over one target iteration at TLP 1 with FC on FC-PIM (runtime timers)."""
-        rlp = self.batch.live
-        ctx1 = self._sum_ctx - rlp * (self._tlp - 1)
-        target = self.cost_model.iteration(rlp, 1, ctx1, "pim").time
-        return self.drafts[id(self.cost_model)].step(rlp, ctx1).time / target
+        return float(self.core.draft_ratio()[0])
 
-    def _observe(self) -> np.ndarray:
-        feats = self._base_features(float(self._last_unit))
-        live = self.batch.live_mask()
-        own = self.request_estimates()[live] if live.any() else np.array([PRIOR_ACCEPT])
-        feats += [math.log2(self.alpha() + 1) / LOG_R_SCALE, self._last_accept, self.accept_ema,
-                  self._last_gain / TLP_SCALE, min(self.draft_ratio(), 1.0), float(own.mean()),
-                  min(2.0 * float(own.std()), 1.0)]
-        obs = np.array(feats, dtype=np.float32)
-        return np.clip(obs, 0.0, 1.0, out=obs)
-
-    # -------------------------------------------------------------------------- costs
-    def _validate(self, action: Any) -> tuple[int, int]:
-        a = np.asarray(action)
-        ok = a.shape == (2,) and np.issubdtype(a.dtype, np.number) and bool(np.all(a == np.round(a)))
-        tlp, unit = (int(a[0]) + 1, int(a[1])) if ok else (0, -1)
-        if not 1 <= tlp <= self.max_tlp or unit not in (0, 1):
-            raise ValueError(f"invalid action {action!r}: expected (TLP - 1 in [0, {self.max_tlp - 1}], FC unit 0/1)")
-        return tlp, unit
+    def request_estimates(self) -> np.ndarray:
+        """Each request's running acceptance estimate (sorted by output length)."""
+        return self.core.request_estimates()[0, :self.batch.size]
 
     def cost_at(self, tlp: int, unit: int) -> IterationCost:
         """Target iteration plus draft at speculation length ``tlp`` with FC on ``unit``."""
-        rlp = self.batch.live
-        ctx = self._sum_ctx + rlp * (tlp - self._tlp)  # contexts include the TLP tokens verified
-        c = self.cost_model.iteration(rlp, tlp, ctx, UNITS[unit])
-        return with_draft(c, self.drafts[id(self.cost_model)].draft(rlp, tlp, ctx - rlp * (tlp - 1)))
+        c = self.core.cost_at(np.array([tlp]), np.array([unit]))
+        return IterationCost(*(float(v[0]) for v in c))
 
     def expected_tokens(self, tlp: int, p: np.ndarray | float, known_lengths: bool = True) -> float:
         """Expected tokens of the batch at ``tlp`` if live request i accepts with p[i] (or p);
@@ -165,9 +399,8 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
         """Objective cost per expected token of every action this iteration, shape (max_tlp, 2)
         [TLP - 1, unit], if request i accepts with p[i]: seconds, joules, the episode's
         time x energy increase in s x J (edp: (T + t)(E + e) - T E with T, E the totals so far,
-        the objective's own marginal; it beat the iteration's t x e / tokens^2 by 1.2% on GPT-3
-        175B, see README), or (time term + miss penalty) per token (latency_target), each per
-        expected token. Lower is better. ``known_lengths``: see expected_tokens."""
+        the objective's own marginal), or (time term + miss penalty) per token (latency_target),
+        each per expected token. Lower is better. ``known_lengths``: see expected_tokens."""
         rlp, kind = self.batch.live, self.reward_kind
         values = np.empty((self.max_tlp, 2))
         for tlp in range(1, self.max_tlp + 1):
@@ -225,100 +458,17 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
     def candidate_actions(self) -> list[tuple[int, int]]:
         return [(t, u) for t in range(self.max_tlp) for u in (0, 1)]
 
-    @staticmethod
-    def _estimate(accepted, rejected):
-        return (accepted + PRIOR_ACCEPT * PRIOR_COUNT) / (accepted + rejected + PRIOR_COUNT)
-
-    def request_estimates(self) -> np.ndarray:
-        """Each request's running acceptance estimate (this batch's order)."""
-        return self._estimate(self._req_accepted, self._req_rejected)
-
-    def _update_estimates(self) -> None:
-        b = self.batch
-        d = ESTIMATE_DECAY
-        self._req_accepted = d * self._req_accepted + b.last_request_accepted
-        self._req_rejected = d * self._req_rejected + b.last_request_rejected
-        a, r = b.last_accepted, int(b.last_request_rejected.sum())
-        self._batch_counts = (d * self._batch_counts[0] + a, d * self._batch_counts[1] + r)
-        self.accept_ema = float(self._estimate(*self._batch_counts))
-        self._last_accept = a / (a + r) if b.last_drafted else 0.0
-
     def token_value(self) -> float:
-        """Reward credit per accepted token: minus the objective term per token of one TLP-1
-        iteration with PAPI's placement, now."""
-        rlp = self.batch.live
-        reference = self.cost_at(1, int(rlp > self.alpha()))
-        return -self._reward(reference, 1.0) / rlp
+        return float(self.core.token_value()[0])
 
     def best_token_value(self) -> float:
-        """Reward credit per token for ``token_credit="best"``: the least objective term per
-        expected token over every action now, with the requests' true acceptance probabilities
-        (simulator state a runtime cannot see; used in the reward only, never observed)."""
-        # The same arithmetic as expected_tokens and cost_at, with what they share hoisted out of
-        # the 2 x max_tlp loop (the draft step's context does not depend on TLP): ~2x faster.
-        rlp, mask = self.batch.live, self.batch.live_mask()
-        probs, remaining = self.acceptance.probabilities()[mask], self.batch.remaining()[mask]
-        draft = self.drafts[id(self.cost_model)]
-        draft_step = draft.step(rlp, self._sum_ctx - rlp * (self._tlp - 1))
-        best = math.inf
-        for tlp in range(1, self.max_tlp + 1):
-            k = float(np.minimum(expected_gain(probs, tlp), remaining).sum())
-            ctx = self._sum_ctx + rlp * (tlp - self._tlp)
-            d = draft_step.scaled(tlp - 1) if tlp > 1 else Cost(0.0, 0.0)
-            for unit in UNITS:
-                c = with_draft(self.cost_model.iteration(rlp, tlp, ctx, unit), d)
-                best = min(best, -self._reward(c, k / rlp) / k)
-        return best
+        return float(self.core.best_token_value()[0])
 
     def credit_per_token(self) -> float:
-        """The reward's credit per token gained, under ``token_credit``."""
-        return self.best_token_value() if self.token_credit == "best" else self.token_value()
-
-    def step_objective(self, action: Any) -> float:
-        """Expected reward of ``action`` now (expected tokens with the true probabilities)."""
-        tlp, unit = self._validate(action)
-        k = self.expected_tokens(tlp, self.acceptance.probabilities())
-        value = self.credit_per_token()
-        return self._reward(self.cost_at(tlp, unit), k / self.batch.live) + self.token_reward * k * value
-
-    # ----------------------------------------------------------------------------- API
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        size = self._begin_episode(stochastic=True)
-        self.acceptance = AcceptanceProcess(self.acceptance_model, size, self.np_random)
-        self._last_unit, self._last_accept, self._last_gain = 0, 0.0, 0.0
-        self._req_accepted = np.zeros(size)
-        self._req_rejected = np.zeros(size)
-        self._batch_counts = (0.0, 0.0)
-        self.accept_ema = PRIOR_ACCEPT
-        return self._observe(), {"batch_size": size, "rlp": self.batch.live, "tlp": self._tlp,
-                                 "mean_acceptance": self.acceptance.mean}
-
-    def step(self, action):
-        self._check_stepping()
-        tlp, unit = self._validate(action)
-        cost = self.cost_at(tlp, unit)
-        rlp = self.batch.live
-        value = self.credit_per_token()
-        probs = self.acceptance.probabilities()
-        expected = self.expected_tokens(tlp, probs) if self.reward_tokens == "expected" else None
-        tokens = self.batch.advance(tlp, probs)
-        self.acceptance.advance()
-        objective = self._reward(cost, tokens / rlp)
-        reward = objective + self.token_reward * tokens * value
-        if expected is not None:  # the action's expected reward instead of the drawn one
-            reward = self._reward(cost, expected / rlp) + self.token_reward * expected * value
-        b = self.batch
-        self._update_estimates()
-        self._last_unit, self._last_gain, self._tlp = unit, tokens / rlp, tlp
-        info = {"placement": UNITS[unit], "tlp": tlp, "drafted": b.last_drafted, "accepted": b.last_accepted,
-                "objective_reward": objective}
-        terminated, truncated = self._finish_step(cost, tokens, rlp, info)
-        obs = np.zeros(OBS_SIZE, dtype=np.float32) if terminated else self._observe()  # TLP is the agent's
-        return obs, reward, terminated, truncated, info
+        return float(self.core.credit_per_token()[0])
 
     def _describe_last_action(self) -> str:
-        return f"FC on {UNITS[self._last_unit]:3s} accept {self._last_accept:.2f}"
+        return f"FC on {UNITS[int(self.core.last_unit[0])]:3s} accept {self._last_accept:.2f}"
 
 
-__all__ = ["OBS_SIZE", "PapiSpecScheduleEnv", "with_draft"]
+__all__ = ["OBS_SIZE", "PapiSpecScheduleEnv", "SpecCore", "estimate", "with_draft"]

@@ -32,14 +32,14 @@ Reward and episode end: as in papi_env.base.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 
-from hardware.systems import FC_KERNELS, SPLIT_STEPS, IterationCost
-from papi_env.base import LOG_R_SCALE, PapiBaseEnv, calibration_objective
+from hardware.systems import FC_KERNELS, SPLIT_STEPS
+from papi_env.base import PapiBaseEnv
+from papi_env.core import LOG_R_SCALE, VectorCore, calibration_objective, put
 
 OBS_SIZE = 12
 ORACLE_STEPS = 32  # the oracle searches fractions k / 32 per kernel
@@ -49,17 +49,79 @@ def _measure(cost, objective: str) -> float:
     return {"latency": cost.time, "energy": cost.energy, "edp": cost.time * cost.energy}[objective]
 
 
-class PapiSplitScheduleEnv(PapiBaseEnv):
-    """Continuous GPU/FC-PIM split of every FC kernel. See the module docstring."""
+class SplitCore(VectorCore):
+    """PapiSplitSchedule-v0's dynamics for N environments: the GPU fraction of every FC kernel."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    obs_size = OBS_SIZE
+
+    def __init__(self, num_envs: int = 1, **kwargs: Any) -> None:
+        super().__init__(num_envs, **kwargs)
         for cm in self.cost_models:
             if set(cm.fc_units) != {"pim", "gpu"}:
                 raise ValueError(f"PapiSplitSchedule-v0 needs a system with FC on both units (e.g. 'papi'); "
                                  f"'{cm.system.name}' has {list(cm.fc_units)}")
-        self.action_space = spaces.Box(0.0, 1.0, shape=(3,), dtype=np.float32)
-        self.observation_space = spaces.Box(0.0, 1.0, shape=(OBS_SIZE,), dtype=np.float32)
+        self.last = np.zeros((self.num_envs, 3))
+
+    def single_spaces(self) -> tuple[spaces.Space, spaces.Space]:
+        return spaces.Box(0.0, 1.0, shape=(3,), dtype=np.float32), spaces.Box(0.0, 1.0, shape=(OBS_SIZE,),
+                                                                             dtype=np.float32)
+
+    @staticmethod
+    def batch_action(action: Any) -> np.ndarray:
+        return np.asarray(action)[None]
+
+    def _begin_variant(self, i: int, rng: np.random.Generator) -> None:
+        self.last[i] = 0.0
+
+    def _extra_features(self, rlp: np.ndarray, sum_ctx: np.ndarray) -> list[np.ndarray]:
+        return [np.log2(self.alpha_array() + 1.0) / LOG_R_SCALE, *self.last.T]
+
+    def check_actions(self, actions: Any, stepping: np.ndarray) -> np.ndarray:
+        """The actions as whole steps of 1/SPLIT_STEPS per kernel, (N, 3) int64."""
+        a = np.asarray(actions)
+        ok = a.shape == (self.num_envs, 3) and a.dtype.kind in "iuf"
+        a = a.astype(np.float64) if ok else a
+        bad = stepping & (~(np.isfinite(a) & (a >= 0) & (a <= 1)).all(axis=1) if ok else True)
+        if np.any(bad):
+            shown = a[int(np.argmax(bad))] if ok else a
+            raise ValueError(f"invalid action {shown!r}: expected 3 GPU fractions in [0, 1] for "
+                             "(QKV, projection, FFN)")
+        return np.where(stepping[:, None], np.rint(a * SPLIT_STEPS), 0).astype(np.int64)
+
+    def _price(self, steps: np.ndarray):
+        rlp, sum_ctx, _ = self.context(self.tlp)
+        safe = np.maximum(rlp, 1)
+        fc_time, fc_energy = self.tables.fc_split(self.cm, safe * self.tlp, steps)
+        cost = self.tables.iteration(self.cm, safe, self.tlp, sum_ctx, fc_time, fc_energy,
+                                     self.attention_units[self.cm])
+        return rlp, cost, self.objective_reward(cost, self.tlp)
+
+    def expected_reward(self, steps: np.ndarray) -> np.ndarray:
+        return self._price(steps)[2]
+
+    def step(self, steps: np.ndarray):
+        rlp, cost, reward = self._price(steps)
+        tlp = self.tlp
+        tokens = self.advance(tlp)
+        self.last = steps / SPLIT_STEPS
+        self.last_share = self.last.sum(axis=1) / 3
+        info: dict[str, np.ndarray] = {}
+        everyone = slice(None)
+        put(info, "gpu_fractions", self.last, everyone)
+        put(info, "gpu_share", self.last_share, everyone)
+        put(info, "tlp", tlp, everyone)
+        terminated, truncated = self.finish_step(cost, tokens, rlp, info)
+        self.next_tlp(terminated, truncated)
+        return self.end_observations(terminated), reward, terminated, truncated, info
+
+
+class PapiSplitScheduleEnv(PapiBaseEnv):
+    """Continuous GPU/FC-PIM split of every FC kernel. See the module docstring."""
+
+    core_class = SplitCore
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self._tables: dict[tuple[int, int], tuple[float, float, float]] = {}
 
     def split_table(self, tokens: int) -> tuple[float, float, float]:
@@ -74,25 +136,12 @@ class PapiSplitScheduleEnv(PapiBaseEnv):
                 for kernel in FC_KERNELS)
         return self._tables[key]
 
-    def _observe(self) -> np.ndarray:
-        feats = self._base_features(float(np.mean(self._last)))
-        feats += [math.log2(self.alpha() + 1) / LOG_R_SCALE, *self._last]
-        obs = np.array(feats, dtype=np.float32)
-        return np.clip(obs, 0.0, 1.0, out=obs)
+    @property
+    def _last(self) -> tuple[float, float, float]:
+        return tuple(float(v) for v in self.core.last[0])  # type: ignore[return-value]
 
-    @staticmethod
-    def _validate(action: Any) -> tuple[float, float, float]:
-        a = np.asarray(action, dtype=np.float64)
-        if a.shape != (3,) or not np.all(np.isfinite(a)) or (a < 0).any() or (a > 1).any():
-            raise ValueError(f"invalid action {action!r}: expected 3 GPU fractions in [0, 1] for "
-                             "(QKV, projection, FFN)")
-        return tuple(round(float(v) * SPLIT_STEPS) / SPLIT_STEPS for v in a)  # type: ignore[return-value]
-
-    def _cost(self, fractions: tuple[float, float, float]) -> IterationCost:
+    def _cost(self, fractions: tuple[float, float, float]):
         return self.cost_model.iteration_split(self.batch.live, self._tlp, self._sum_ctx, fractions)
-
-    def step_objective(self, action: Any) -> float:
-        return self._reward(self._cost(self._validate(action)), self._tlp)
 
     def oracle_action(self) -> np.ndarray:
         """Per-iteration optimum over fractions k / 32: exact per kernel for latency, energy and
@@ -116,23 +165,8 @@ class PapiSplitScheduleEnv(PapiBaseEnv):
                                   key=lambda i, o=opts, t0=t0, e0=e0: (t0 + o[i].time) * (e0 + o[i].energy))
         return np.array([grid[i] for i in best], dtype=np.float32)
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        size = self._begin_episode()
-        self._last = (0.0, 0.0, 0.0)
-        return self._observe(), {"batch_size": size, "rlp": self.batch.live, "tlp": self._tlp}
-
-    def step(self, action):
-        self._check_stepping()
-        f = self._validate(action)
-        cost = self._cost(f)
-        rlp, tlp = self.batch.live, self._tlp
-        reward = self._reward(cost, tlp)
-        tokens = self.batch.advance(tlp)
-        self._last = f
-        info = {"gpu_fractions": f, "gpu_share": float(np.mean(f)), "tlp": tlp}
-        terminated, truncated = self._finish_step(cost, tokens, rlp, info)
-        return self._next_observation(terminated, truncated), reward, terminated, truncated, info
-
     def _describe_last_action(self) -> str:
         return "GPU fractions " + "/".join(f"{v:.2f}" for v in self._last)
+
+
+__all__ = ["OBS_SIZE", "PapiSplitScheduleEnv", "SplitCore"]

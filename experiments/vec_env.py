@@ -1,0 +1,116 @@
+"""stable-baselines3's VecEnv over a native PAPI vector environment (papi_env.vector).
+
+SB3 resets a finished environment within the same step (the new episode's first observation in
+the returned batch, the last one in ``infos[i]["terminal_observation"]``), while gymnasium's
+vector environments reset on the next step. This adapter drives the variant's core directly with
+SB3's convention, records every episode's return and length in ``infos[i]["episode"]`` as SB3's
+Monitor does (before the training aids), and applies the training aids of papi_env.wrappers as arrays: the edp step
+scaling (reward of step n divided by n) and the flat discrete actions for DQN. It is pickled whole
+into checkpoints (its batches, generators and counters), as DummyVecEnv is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.utils import seeding
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv
+
+from papi_env.base import scalar_info
+from papi_env.vector import PapiVectorEnv
+
+VEC_KINDS = ("native", "dummy", "subproc")
+
+
+class NativeVecEnv(VecEnv):
+    """``num_envs`` environments of ``env_id`` in one array core, as an SB3 VecEnv."""
+
+    def __init__(self, env_id: str, num_envs: int, env_kwargs: dict | None = None, edp_step_scaling: bool = False,
+                 flat_actions: bool = False) -> None:
+        kwargs = {k: v for k, v in (env_kwargs or {}).items() if k != "render_mode"}
+        venv = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
+        vector: PapiVectorEnv = venv.unwrapped
+        self.core = vector.core
+        self.step_scaling = edp_step_scaling
+        action_space = vector.single_action_space
+        self.nvec: tuple[int, ...] | None = None
+        if flat_actions:
+            self.nvec = tuple(int(n) for n in action_space.nvec)
+            action_space = gym.spaces.Discrete(int(np.prod(self.nvec)))
+        self.render_mode = None
+        super().__init__(num_envs, vector.single_observation_space, action_space)
+        self._actions: np.ndarray | None = None
+        self._returns = np.zeros(num_envs)
+        self._lengths = np.zeros(num_envs, dtype=np.int64)
+        self._start = time.time()
+
+    # --------------------------------------------------------------------------- VecEnv API
+    def reset(self) -> np.ndarray:
+        for i, seed in enumerate(self._seeds):
+            if seed is not None or self.core.rngs[i] is None:
+                self.core.rngs[i] = seeding.np_random(seed)[0]
+        obs, info = self.core.reset_envs(np.arange(self.num_envs))
+        self.reset_infos = [scalar_info(info, i) for i in range(self.num_envs)]
+        self._reset_seeds()
+        self._reset_options()
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions)
+
+    def step_wait(self):
+        actions = self._actions
+        if self.nvec is not None:
+            flat = actions.reshape(self.num_envs).astype(np.int64)
+            if ((flat < 0) | (flat >= int(np.prod(self.nvec)))).any():
+                raise ValueError(f"flat actions must be in [0, {int(np.prod(self.nvec))}), got {flat}")
+            actions = np.stack(np.unravel_index(flat, self.nvec), axis=1)
+        everyone = np.ones(self.num_envs, dtype=bool)
+        obs, rewards, terminated, truncated, info = self.core.step(self.core.check_actions(actions, everyone))
+        self._returns += rewards
+        self._lengths += 1
+        if self.step_scaling:
+            rewards = rewards / self.core.steps
+        done = terminated | truncated
+        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        ended = np.flatnonzero(done)
+        if len(ended):
+            reset_obs, _ = self.core.reset_envs(ended)
+            for j, i in enumerate(ended.tolist()):
+                infos[i] = scalar_info(info, i)
+                infos[i]["terminal_observation"] = obs[i]
+                infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+                infos[i]["episode"] = {"r": round(float(self._returns[i]), 6), "l": int(self._lengths[i]),
+                                       "t": round(time.time() - self._start, 6)}
+                obs[i] = reset_obs[j]
+            self._returns[ended] = 0.0
+            self._lengths[ended] = 0
+        return obs, rewards.astype(np.float32), done, infos
+
+    def close(self) -> None:
+        pass
+
+    def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
+        return [getattr(self, attr_name)] * len(self._indices(indices))
+
+    def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
+        setattr(self, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args, indices: Any = None, **method_kwargs) -> list[Any]:
+        """Only ``action_masks`` (what sb3-contrib's maskable algorithms call)."""
+        if method_name != "action_masks":
+            raise AttributeError(f"NativeVecEnv offers env_method('action_masks') only, not {method_name!r}")
+        masks = self.core.action_masks()
+        return [masks[i] for i in self._indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:
+        return [False] * len(self._indices(indices))
+
+    def _indices(self, indices: Any) -> Sequence[int]:
+        if indices is None:
+            return range(self.num_envs)
+        return [indices] if isinstance(indices, int) else list(indices)

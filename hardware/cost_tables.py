@@ -1,0 +1,128 @@
+"""The cost model as arrays: one decoding iteration's cost for many (RLP, TLP, context, unit) at once.
+
+:class:`CostModel` prices one iteration from Python numbers and caches per (RLP, TLP) and per
+(tokens, unit). The vector environments step hundreds of batches at once, so they need the same
+numbers for arrays of RLP, TLP and context. :class:`CostTables` keeps, for a list of cost models
+(one per model x system an environment can draw), dense tables of what CostModel caches, filled
+lazily from CostModel itself on first use (so every number is CostModel's own), and assembles an
+iteration from them with the same floating-point operations in the same order as
+``CostModel.iteration``: the results are bit-identical to calling it element by element.
+
+Tables (seconds and joules, all layers), indexed by the cost model's position in the list:
+
+- ``fc[cm, kernel, unit, tokens]``: kernel 0..2 = FC_KERNELS, 3 = all three (``CostModel.fc``);
+- ``split[cm, kernel, step, tokens]``: ``CostModel.fc_split`` at GPU fraction step / SPLIT_STEPS;
+- ``fixed[cm, attention unit, rlp, tlp]``: attention at zero context, attention per context
+  token, communication, other (``CostModel._fixed_parts``).
+
+Units are indices into ``UNITS`` = ('pim', 'gpu'). Tokens run to MAX_RLP x MAX_TLP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from hardware.systems import FC_KERNELS, SPLIT_STEPS, CostModel, IterationCost
+
+UNITS = ("pim", "gpu")
+MAX_RLP, MAX_TLP = 256, 16
+MAX_TOKENS = MAX_RLP * MAX_TLP
+ALL_FC = len(FC_KERNELS)  # kernel index of "every FC kernel" in the fc table
+
+
+class CostTables:
+    """Lazily filled cost tables of ``cost_models`` (see the module docstring)."""
+
+    def __init__(self, cost_models: Sequence[CostModel]) -> None:
+        self.cost_models = list(cost_models)
+        m = len(self.cost_models)
+        self.fc = np.zeros((m, ALL_FC + 1, len(UNITS), MAX_TOKENS + 1, 2))
+        self._fc_filled = np.zeros(self.fc.shape[:-1], dtype=bool)
+        self.fixed = np.zeros((m, len(UNITS), MAX_RLP + 1, MAX_TLP + 1, 8))
+        self._fixed_filled = np.zeros(self.fixed.shape[:-1], dtype=bool)
+        self._split: np.ndarray | None = None  # allocated on first use (12 MB per cost model)
+        self._split_filled: np.ndarray | None = None
+
+    # ---------------------------------------------------------------------------------- filling
+    def _fill_fc(self, cm: np.ndarray, kernel: np.ndarray, unit: np.ndarray, tokens: np.ndarray) -> None:
+        missing = ~self._fc_filled[cm, kernel, unit, tokens]
+        if missing.any():
+            cm, kernel, unit, tokens = np.broadcast_arrays(cm, kernel, unit, tokens)
+            for c, k, u, t in set(zip(cm[missing].tolist(), kernel[missing].tolist(), unit[missing].tolist(),
+                                      tokens[missing].tolist(), strict=True)):
+                model = self.cost_models[c]
+                cost = model.fc(t, UNITS[u]) if k == ALL_FC else model.fc_kernel(FC_KERNELS[k], t, UNITS[u])
+                self.fc[c, k, u, t] = cost
+                self._fc_filled[c, k, u, t] = True
+
+    def _fill_fixed(self, cm: np.ndarray, unit: np.ndarray, rlp: np.ndarray, tlp: np.ndarray) -> None:
+        missing = ~self._fixed_filled[cm, unit, rlp, tlp]
+        if missing.any():
+            cm, unit, rlp, tlp = np.broadcast_arrays(cm, unit, rlp, tlp)
+            for c, u, r, t in set(zip(cm[missing].tolist(), unit[missing].tolist(), rlp[missing].tolist(),
+                                      tlp[missing].tolist(), strict=True)):
+                a0, a1, comm, other = self.cost_models[c]._fixed_parts(r, t, UNITS[u])
+                self.fixed[c, u, r, t] = (*a0, *a1, *comm, *other)
+                self._fixed_filled[c, u, r, t] = True
+
+    def _fill_split(self, cm: np.ndarray, kernel: np.ndarray, step: np.ndarray, tokens: np.ndarray) -> None:
+        if self._split is None:
+            shape = (len(self.cost_models), len(FC_KERNELS), SPLIT_STEPS + 1, MAX_TOKENS + 1)
+            self._split, self._split_filled = np.zeros((*shape, 2)), np.zeros(shape, dtype=bool)
+        missing = ~self._split_filled[cm, kernel, step, tokens]
+        if missing.any():
+            cm, kernel, step, tokens = np.broadcast_arrays(cm, kernel, step, tokens)
+            for c, k, s, t in set(zip(cm[missing].tolist(), kernel[missing].tolist(), step[missing].tolist(),
+                                      tokens[missing].tolist(), strict=True)):
+                self._split[c, k, s, t] = self.cost_models[c].fc_split(FC_KERNELS[k], t, s / SPLIT_STEPS)
+                self._split_filled[c, k, s, t] = True
+
+    # ------------------------------------------------------------------------------- iteration
+    def fixed_parts(self, cm: np.ndarray, rlp: np.ndarray, tlp: np.ndarray,
+                    attention_unit: np.ndarray | int) -> np.ndarray:
+        """(..., 8): attention at zero context (s, J), per context token (s, J), communication,
+        other, for every element (CostModel._fixed_parts)."""
+        self._fill_fixed(cm, attention_unit, rlp, tlp)
+        return self.fixed[cm, attention_unit, rlp, tlp]
+
+    def fc_cost(self, cm: np.ndarray, tokens: np.ndarray, unit: np.ndarray, kernel: int = ALL_FC) -> np.ndarray:
+        """(..., 2): seconds and joules of FC ``kernel`` (default all three) on ``unit``."""
+        self._fill_fc(cm, kernel, unit, tokens)
+        return self.fc[cm, kernel, unit, tokens]
+
+    def fc_per_kernel(self, cm: np.ndarray, tokens: np.ndarray, units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Seconds and joules of the three FC kernels, kernel k on ``units[..., k]``, summed in
+        FC_KERNELS order from zero (as CostModel.iteration sums them)."""
+        time = energy = 0.0
+        for k in range(ALL_FC):
+            c = self.fc_cost(cm, tokens, units[..., k], k)
+            time, energy = time + c[..., 0], energy + c[..., 1]
+        return time, energy
+
+    def fc_split(self, cm: np.ndarray, tokens: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Seconds and joules of the three FC kernels, kernel k with GPU fraction
+        ``steps[..., k] / SPLIT_STEPS`` (CostModel.fc_split), summed from zero."""
+        time = energy = 0.0
+        for k in range(ALL_FC):
+            self._fill_split(cm, k, steps[..., k], tokens)
+            c = self._split[cm, k, steps[..., k], tokens]
+            time, energy = time + c[..., 0], energy + c[..., 1]
+        return time, energy
+
+    def iteration(self, cm: np.ndarray, rlp: np.ndarray, tlp: np.ndarray, sum_ctx: np.ndarray,
+                  fc_time: np.ndarray, fc_energy: np.ndarray, attention_unit: np.ndarray | int) -> IterationCost:
+        """An iteration's cost from its FC part and the fixed tables (CostModel._assemble), as an
+        IterationCost of arrays."""
+        parts = self.fixed_parts(cm, rlp, tlp, attention_unit)
+        return IterationCost(
+            fc_time, parts[..., 0] + parts[..., 2] * sum_ctx, parts[..., 4], parts[..., 6],
+            fc_energy, parts[..., 1] + parts[..., 3] * sum_ctx, parts[..., 5], parts[..., 7],
+        )
+
+    def iteration_on(self, cm: np.ndarray, rlp: np.ndarray, tlp: np.ndarray, sum_ctx: np.ndarray,
+                     fc_unit: np.ndarray, attention_unit: np.ndarray | int) -> IterationCost:
+        """CostModel.iteration with every FC kernel on ``fc_unit`` (index into UNITS)."""
+        fc = self.fc_cost(cm, rlp * tlp, fc_unit)
+        return self.iteration(cm, rlp, tlp, sum_ctx, fc[..., 0], fc[..., 1], attention_unit)

@@ -1,0 +1,143 @@
+"""N static batches as arrays: who is live, how long each context is, what each iteration produced.
+
+The array form of hardware.serving.StaticBatch, stepped for N environments at once. Requests of
+environment i occupy slots 0..size[i]-1 of a row of ``width`` slots, sorted by output length (as
+StaticBatch sorts them), so with every draft accepted the live requests are always a suffix of the
+row. Two paths, as in StaticBatch:
+
+- lock-step (every verified token accepted): every live request has generated the same number of
+  tokens ``generated[i]``; the live requests are slots ``first[i]..size[i]-1``; context sums and
+  the tokens of an iteration come from prefix sums in O(1) per environment;
+- stochastic (per-request acceptance): ``gen[i, j]`` tokens generated per request, and each
+  iteration request j gains 1 + ``leading[i, j]`` accepted drafts (capped by what it has left).
+
+All counts are int64 tokens; context sums are exact in float64 (integers below 2^53).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PAD_OUTPUT = np.iinfo(np.int64).max // 4  # lock-step padding: a slot that never finishes, never live
+
+
+class BatchArrays:
+    """N static batches of at most ``width`` requests (see the module docstring)."""
+
+    def __init__(self, num_envs: int, width: int, stochastic: bool) -> None:
+        n, w = num_envs, width
+        self.num_envs, self.width, self.stochastic = n, w, stochastic
+        self.rows = np.arange(n)
+        self.size = np.zeros(n, dtype=np.int64)
+        self.input_lengths = np.zeros((n, w), dtype=np.int64)
+        self.output_lengths = np.zeros((n, w), dtype=np.int64)
+        self.total_output = np.zeros(n, dtype=np.int64)
+        self.order = [np.zeros(0, dtype=np.int64)] * n
+        if stochastic:
+            self.gen = np.zeros((n, w), dtype=np.int64)
+            self.last_request_accepted = np.zeros((n, w), dtype=np.int64)
+            self.last_request_rejected = np.zeros((n, w), dtype=bool)
+            self.last_drafted = np.zeros(n, dtype=np.int64)
+            self.last_accepted = np.zeros(n, dtype=np.int64)
+        else:
+            self.generated = np.zeros(n, dtype=np.int64)
+            self.first = np.zeros(n, dtype=np.int64)
+            self.suffix_input = np.zeros((n, w + 1), dtype=np.int64)  # sum of inputs of slots k..
+            self.suffix_max_input = np.zeros((n, w + 1), dtype=np.int64)  # max of inputs of slots k..
+            self.prefix_output = np.zeros((n, w + 1), dtype=np.int64)  # sum of outputs of slots ..k-1
+            self.next_output = np.zeros(n, dtype=np.int64)  # output length of the first live slot
+
+    def load(self, i: int, input_lengths: np.ndarray, output_lengths: np.ndarray) -> None:
+        """Put a new batch in environment i (its requests sorted by output length)."""
+        order = np.argsort(output_lengths, kind="stable")
+        lin, lout = np.asarray(input_lengths)[order], np.asarray(output_lengths)[order]
+        k = len(lin)
+        self.order[i] = order
+        self.size[i] = k
+        self.total_output[i] = lout.sum()
+        self.input_lengths[i] = 0
+        self.input_lengths[i, :k] = lin
+        if self.stochastic:
+            self.output_lengths[i] = 0
+            self.output_lengths[i, :k] = lout
+            self.gen[i] = 0
+            self.last_request_accepted[i] = 0
+            self.last_request_rejected[i] = False
+            self.last_drafted[i] = self.last_accepted[i] = 0
+        else:
+            self.output_lengths[i] = PAD_OUTPUT
+            self.output_lengths[i, :k] = lout
+            self.generated[i] = self.first[i] = 0
+            self.suffix_input[i] = 0
+            self.suffix_input[i, :k] = np.cumsum(lin[::-1])[::-1]
+            self.suffix_max_input[i] = 0
+            self.suffix_max_input[i, :k] = np.maximum.accumulate(lin[::-1])[::-1]
+            self.prefix_output[i] = 0
+            self.prefix_output[i, 1:k + 1] = np.cumsum(lout)
+            self.prefix_output[i, k + 1:] = self.prefix_output[i, k]
+            self.next_output[i] = lout[0]
+
+    # ------------------------------------------------------------------------------ queries
+    def live(self) -> np.ndarray:
+        """(N,) RLP: requests still decoding."""
+        if self.stochastic:
+            return (self.gen < self.output_lengths).sum(axis=1)
+        return self.size - self.first
+
+    def live_mask(self) -> np.ndarray:
+        """(N, width) which slots are still decoding."""
+        if self.stochastic:
+            return self.gen < self.output_lengths
+        slots = np.arange(self.width)[None, :]
+        return (slots >= self.first[:, None]) & (slots < self.size[:, None])
+
+    def remaining(self) -> np.ndarray:
+        """(N, width) tokens each slot still has to produce (0 when finished or empty)."""
+        if self.stochastic:
+            return self.output_lengths - self.gen
+        left = np.maximum(self.output_lengths - self.generated[:, None], 0)
+        return np.where(np.arange(self.width)[None, :] < self.size[:, None], left, 0)
+
+    def context(self) -> tuple[np.ndarray, np.ndarray]:
+        """(N,) sum and (N,) max over live requests of prompt + generated tokens (0 when none
+        is live); an iteration at speculation length TLP adds TLP to each."""
+        if self.stochastic:
+            live = self.gen < self.output_lengths
+            ctx = np.where(live, self.input_lengths + self.gen, 0)
+            return ctx.sum(axis=1), ctx.max(axis=1)
+        live = self.size - self.first
+        total = self.suffix_input[self.rows, self.first] + live * self.generated
+        longest = np.where(live > 0, self.suffix_max_input[self.rows, self.first] + self.generated, 0)
+        return total, longest
+
+    # --------------------------------------------------------------------------------- step
+    def advance(self, tlp: np.ndarray, leading: np.ndarray | None = None) -> np.ndarray:
+        """Run one iteration at speculation length ``tlp`` (N,) in every environment; return the
+        tokens each produced (N,). ``leading`` (N, width): drafts each request had accepted before
+        the first rejection (stochastic batches only; capped at TLP - 1 by the caller)."""
+        if self.stochastic:
+            live = self.gen < self.output_lengths
+            gained = np.minimum(1 + leading, self.output_lengths - self.gen) * live
+            self.gen += gained
+            drafts = tlp > 1
+            accepted = np.where(live, leading, 0) * drafts[:, None]
+            self.last_request_accepted = accepted
+            self.last_request_rejected = live & drafts[:, None] & (leading < (tlp - 1)[:, None])
+            self.last_drafted = live.sum(axis=1) * (tlp - 1)
+            self.last_accepted = accepted.sum(axis=1)
+            return gained.sum(axis=1)
+        g0, first = self.generated, self.first
+        g1 = g0 + tlp
+        live = self.size - first
+        produced = live * tlp
+        finishing = g1 >= self.next_output
+        new_first = first.copy()
+        if finishing.any():
+            rows = np.flatnonzero(finishing)
+            new_first[rows] = (self.output_lengths[rows] <= g1[rows, None]).sum(axis=1)
+            done = self.prefix_output[rows, new_first[rows]] - self.prefix_output[rows, first[rows]]
+            # the requests that finish needed fewer than TLP tokens: g1 - output each fewer
+            produced[rows] -= (new_first[rows] - first[rows]) * g1[rows] - done
+            self.next_output[rows] = self.output_lengths[rows, np.minimum(new_first[rows], self.width - 1)]
+        self.generated, self.first = g1, new_first
+        return produced

@@ -1,0 +1,53 @@
+"""Counter-based random numbers: a draw is a pure function of (episode key, iteration, request, stream).
+
+The vector environments step N batches at once, and N batches stepped together must draw exactly
+what N batches stepped one by one draw (same seeds, same numbers). A shared generator cannot give
+that, and one generator per environment means a Python loop over environments every step. So the
+per-iteration draws (which drafted tokens are accepted, how acceptance drifts) are the outputs of
+SplitMix64 (Steele, Lea and Flood, OOPSLA 2014; the seeding generator of Java's SplittableRandom
+and of xoshiro) at a counter made of the iteration, the request's slot and a stream number, under
+a 64-bit key that each episode draws from its environment's seeded generator at reset. Draws are
+then independent of how many environments are stepped together and of their order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64's increment (2^64 / golden ratio)
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+SLOT_BITS, STREAM_BITS = 16, 4  # up to 65,536 requests per batch and 16 streams per iteration
+UNIT = 2.0**-53
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's output function (a bijection of uint64)."""
+    x = (x ^ (x >> np.uint64(30))) * _M1
+    x = (x ^ (x >> np.uint64(27))) * _M2
+    return x ^ (x >> np.uint64(31))
+
+
+def bits(key: np.ndarray, iteration: np.ndarray, slots: int, stream: int) -> np.ndarray:
+    """(N, slots) uint64: the draws of N episodes (``key``, ``iteration``: (N,)) for request slots
+    0..slots-1 of one ``stream``: SplitMix64(key)'s output number (iteration, slot, stream)."""
+    counter = ((iteration.astype(np.uint64) << np.uint64(SLOT_BITS + STREAM_BITS))[:, None]
+               | (np.arange(slots, dtype=np.uint64) << np.uint64(STREAM_BITS))[None, :]
+               | np.uint64(stream))
+    return _mix(key[:, None] + (counter + np.uint64(1)) * GOLDEN)
+
+
+def uniform(key: np.ndarray, iteration: np.ndarray, slots: int, stream: int) -> np.ndarray:
+    """(N, slots) float64 uniform on (0, 1] (53 random bits; never 0, so log() is finite)."""
+    return ((bits(key, iteration, slots, stream) >> np.uint64(11)) + np.uint64(1)).astype(np.float64) * UNIT
+
+
+def normal(key: np.ndarray, iteration: np.ndarray, slots: int, stream: int) -> np.ndarray:
+    """(N, slots) standard normal draws (Box-Muller on streams ``stream`` and ``stream + 1``)."""
+    u1 = uniform(key, iteration, slots, stream)
+    u2 = uniform(key, iteration, slots, stream + 1)
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+
+
+def episode_keys(rng: np.random.Generator, n: int = 1) -> np.ndarray:
+    """``n`` fresh 64-bit episode keys from a seeded generator."""
+    return rng.integers(0, 2**63, size=n, dtype=np.int64).astype(np.uint64)

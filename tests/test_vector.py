@@ -1,0 +1,110 @@
+"""The native vector environments give exactly what N scalar environments give (SyncVectorEnv)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import papi_env
+
+SETTINGS = {
+    "papi_env/PapiSchedule-v0": [
+        {}, {"reward": "edp", "batch_size": [1, 4], "tlp": [4, 8]}, {"reward": "latency_target", "max_steps": 40},
+        {"acceptance_rate": 0.7, "reward": "energy", "batch_size": 8, "max_steps": 50},
+        {"system": ["papi", "gpu_only"], "model": ["llama-65b", "gpt3-66b"], "batch_size": [2, 16]},
+        {"tlp": [[0, 1], [5, 4]], "batch_size": 4},
+    ],
+    "papi_env/PapiKernelSchedule-v0": [
+        {}, {"reward": "edp", "model": "gpt3-175b", "tlp": 8, "batch_size": [1, 4]},
+        {"reward": "energy", "max_steps": 70},
+    ],
+    "papi_env/PapiSplitSchedule-v0": [{"max_steps": 90}, {"reward": "edp", "batch_size": [4, 64]}],
+    "papi_env/PapiSpecSchedule-v0": [
+        {}, {"reward": "edp", "token_credit": "best"}, {"reward_tokens": "expected", "reward": "energy"},
+        {"reward": "latency_target", "max_tlp": 4, "batch_size": [1, 4], "max_steps": 30},
+    ],
+}
+CASES = [(env_id, kwargs) for env_id, settings in SETTINGS.items() for kwargs in settings]
+
+
+def _equal(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype == object or b.dtype == object:
+        return a.shape == b.shape and all(_equal(x, y) if isinstance(x, np.ndarray) else x == y
+                                          for x, y in zip(a.ravel(), b.ravel(), strict=True))
+    return a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def _same_info(vec: dict, sync: dict) -> None:
+    assert set(vec) == set(sync), set(vec) ^ set(sync)
+    for key in sync:
+        if key.startswith("_"):
+            assert np.array_equal(vec[key], sync[key]), key
+        else:  # compare where present; SyncVectorEnv leaves zeros elsewhere
+            mask = sync["_" + key]
+            assert _equal(np.asarray(vec[key])[mask], np.asarray(sync[key])[mask]), key
+
+
+@pytest.mark.parametrize(("env_id", "kwargs"), CASES, ids=[f"{e.split('/')[1]}-{i}" for i, (e, _) in
+                                                          enumerate(CASES)])
+def test_vector_equals_sync_bit_for_bit(env_id, kwargs):
+    n, steps = 5, 160
+    vec = gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point", **kwargs)
+    sync = gym.make_vec(env_id, num_envs=n, vectorization_mode="sync", **kwargs)
+    obs_v, info_v = vec.reset(seed=11)
+    obs_s, info_s = sync.reset(seed=11)
+    assert np.array_equal(obs_v, obs_s)
+    _same_info(info_v, info_s)
+    actions = np.random.default_rng(3)
+    vec.action_space.seed(5)
+    episodes = 0
+    for _ in range(steps):
+        a = vec.action_space.sample()
+        if env_id.endswith("PapiSchedule-v0"):  # only what each env's system offers
+            masks = vec.unwrapped.action_masks()
+            a = np.where(masks[np.arange(n), a], a, 1 - a)
+        elif env_id.endswith("PapiSplitSchedule-v0"):
+            a = actions.uniform(0, 1, a.shape).astype(np.float32)
+        out_v, out_s = vec.step(a), sync.step(a)
+        for x, y in zip(out_v[:4], out_s[:4], strict=True):
+            assert x.dtype == y.dtype and np.array_equal(x, y)
+        _same_info(out_v[4], out_s[4])
+        episodes += int(np.sum(out_v[2] | out_v[3]))
+    assert episodes >= 1  # autoreset was exercised
+    vec.close()
+    sync.close()
+
+
+@pytest.mark.parametrize("env_id", list(papi_env.ENV_IDS))
+def test_scores_on_every_finished_episode_and_checker(env_id):
+    env = gym.make_vec(env_id, num_envs=3, vectorization_mode="vector_entry_point", batch_size=2, max_steps=25)
+    env.reset(seed=0)
+    ended = 0
+    for _ in range(80):
+        _, _, term, trunc, info = env.step(env.action_space.sample())
+        done = term | trunc
+        assert np.array_equal(info.get("_score", np.zeros(3, bool)), done)
+        if done.any():
+            assert np.all(np.isfinite(info["score"][done])) and np.all(info["score"][done] > 0)
+        ended += done.sum()
+    assert ended > 0
+    check_env(gym.make(env_id).unwrapped, skip_render_check=True)
+
+
+def test_vector_errors_name_what_is_allowed():
+    env = gym.make_vec("papi_env/PapiSchedule-v0", num_envs=2, vectorization_mode="vector_entry_point")
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(np.array([0, 1]))
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="expected 0"):
+        env.step(np.array([0, 2]))
+    with pytest.raises(ValueError, match="one seed per environment"):
+        env.reset(seed=[1, 2, 3])
+    spec = gym.make_vec("papi_env/PapiSpecSchedule-v0", num_envs=2, vectorization_mode="vector_entry_point")
+    spec.reset(seed=0)
+    with pytest.raises(ValueError, match="TLP - 1"):
+        spec.step(np.array([[8, 0], [0, 0]]))
+    with pytest.raises(ValueError, match="num_envs"):
+        gym.make_vec("papi_env/PapiSchedule-v0", num_envs=0, vectorization_mode="vector_entry_point")
