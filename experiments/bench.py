@@ -1,6 +1,8 @@
 """Speed and memory of the environment, against gymnasium's CartPole-v1, on one core.
 
     python -m experiments.bench [--steps 100000]
+    python -m experiments.bench --vector     # native vector envs at N = 1, 64, 1024 vs CartPoleVectorEnv
+    python -m experiments.bench --train      # PPO training steps/s per variant vs PPO on CartPole-v1
 
 Prints steps per second for every PAPI environment (through gymnasium.make, with its wrappers,
 a fixed sensible action) and for CartPole-v1 in the same run, the ratio of the default env to
@@ -45,12 +47,95 @@ def steps_per_second(env_id: str, steps: int, seed: int = 0, **kwargs) -> float:
     return steps / elapsed
 
 
+SPEC = "papi_env/PapiSpecSchedule-v0"
+AS_TRAINED = {"token_credit": "best"}  # the spec variant as configs/ppo.yaml trains it
+VECTOR_SIZES = (1, 64, 1024)
+
+
+def vector_steps_per_second(env_id: str, num_envs: int, seconds: float = 2.0, **kwargs) -> float:
+    """Steps/s (environment steps: iterations x N) of a native vector env with a fixed action, or
+    of gymnasium's CartPoleVectorEnv, over about ``seconds`` after a warm-up."""
+    if env_id == "CartPole-v1":
+        from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
+
+        env = CartPoleVectorEnv(num_envs=num_envs)
+    else:
+        env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
+    env.reset(seed=0)
+    actions = np.stack([np.asarray(FIXED_ACTIONS[env_id])] * num_envs)
+    for _ in range(max(5, 2000 // num_envs)):  # warm the cost tables
+        env.step(actions)
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(10):
+            env.step(actions)
+        steps += 10
+    return steps * num_envs / (time.perf_counter() - start)
+
+
+def bench_vector() -> None:
+    for n in VECTOR_SIZES:
+        cart = vector_steps_per_second("CartPole-v1", n)
+        print(f"{'CartPoleVectorEnv':<34} vector x{n:<5} {cart:>12,.0f} steps/s")
+        for env_id in papi_env.ENV_IDS:
+            speed = vector_steps_per_second(env_id, n)
+            print(f"{env_id:<34} vector x{n:<5} {speed:>12,.0f} steps/s   {speed / cart:.3f}x CartPole")
+        speed = vector_steps_per_second(SPEC, n, **AS_TRAINED)
+        print(f"{SPEC + ' as trained':<34} vector x{n:<5} {speed:>12,.0f} steps/s   {speed / cart:.3f}x CartPole")
+
+
+TRAIN_SETTINGS = {"n_steps": 128, "batch_size": 256, "n_epochs": 4, "policy_kwargs": {"net_arch": [64, 64]}}
+TRAIN_ENVS, TRAIN_STEPS = 16, 16_384
+
+
+def train_steps_per_second(env_id: str, **kwargs) -> float:
+    """PPO training steps/s on ``env_id`` with TRAIN_SETTINGS and TRAIN_ENVS environments (native
+    vector env for PAPI, SB3's DummyVecEnv for CartPole-v1), one torch thread."""
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from experiments.vec_env import NativeVecEnv
+
+    torch.set_num_threads(1)
+    if env_id == "CartPole-v1":
+        venv = make_vec_env(env_id, n_envs=TRAIN_ENVS, seed=0)
+    else:
+        venv = NativeVecEnv(env_id, TRAIN_ENVS, kwargs)
+        venv.seed(0)
+    model = PPO("MlpPolicy", venv, seed=0, device="cpu", **TRAIN_SETTINGS)
+    start = time.perf_counter()
+    model.learn(TRAIN_STEPS)
+    return model.num_timesteps / (time.perf_counter() - start)
+
+
+def bench_train() -> None:
+    from experiments.rl_extra import require_rl
+
+    require_rl("experiments.bench --train")
+    cart = train_steps_per_second("CartPole-v1")
+    print(f"train {'CartPole-v1':<34} {cart:>10,.0f} steps/s   (PPO, {TRAIN_ENVS} envs, {TRAIN_SETTINGS})")
+    for env_id in papi_env.ENV_IDS:
+        speed = train_steps_per_second(env_id)
+        print(f"train {env_id:<34} {speed:>10,.0f} steps/s   {speed / cart:.2f}x CartPole")
+    speed = train_steps_per_second(SPEC, **AS_TRAINED)
+    print(f"train {SPEC + ' as trained':<34} {speed:>10,.0f} steps/s   {speed / cart:.2f}x CartPole")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100_000)
+    parser.add_argument("--vector", action="store_true", help="native vector envs at N = 1, 64, 1024")
+    parser.add_argument("--train", action="store_true", help="PPO training steps/s per variant")
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be a positive integer")
+    if args.vector or args.train:
+        if args.vector:
+            bench_vector()
+        if args.train:
+            bench_train()
+        return
     t0 = time.perf_counter()
     gym.make(papi_env.DEFAULT_ENV_ID).reset(seed=0)
     cold = time.perf_counter() - t0

@@ -82,7 +82,7 @@ class NativeVecEnv(VecEnv):
             reset_obs, _ = self.core.reset_envs(ended)
             for j, i in enumerate(ended.tolist()):
                 infos[i] = scalar_info(info, i)
-                infos[i]["terminal_observation"] = obs[i]
+                infos[i]["terminal_observation"] = obs[i].copy()
                 infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
                 infos[i]["episode"] = {"r": round(float(self._returns[i]), 6), "l": int(self._lengths[i]),
                                        "t": round(time.time() - self._start, 6)}
@@ -106,6 +106,10 @@ class NativeVecEnv(VecEnv):
             raise AttributeError(f"NativeVecEnv offers env_method('action_masks') only, not {method_name!r}")
         masks = self.core.action_masks()
         return [masks[i] for i in self._indices(indices)]
+
+    def action_masks(self) -> np.ndarray:
+        """(N, ...) which actions each environment allows now (sb3-contrib looks for this name)."""
+        return self.core.action_masks()
 
     def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:
         return [False] * len(self._indices(indices))

@@ -303,8 +303,9 @@ class VectorCore:
     # -------------------------------------------------------------------------------- reward
     def objective_reward(self, cost: IterationCost, gain_per_request: np.ndarray) -> np.ndarray:
         """(N,) the objective's per-step term (papi_env.base) of iterations costing ``cost`` in
-        which each live request gains ``gain_per_request`` tokens on average."""
-        ts, es = self.time_scales[self.cm], self.energy_scales[self.cm]
+        which each live request gains ``gain_per_request`` tokens on average; (N, K) for K
+        candidate iterations per environment."""
+        ts, es = per_env(self.time_scales[self.cm], cost.fc_time), per_env(self.energy_scales[self.cm], cost.fc_time)
         kind = self.reward_kind
         if kind == "latency":
             return -cost.time / ts
@@ -316,11 +317,12 @@ class VectorCore:
 
     def edp_increase(self, time: np.ndarray, energy: np.ndarray) -> np.ndarray:
         """How much iterations costing ``time``, ``energy`` raise the totals' s x J."""
-        t, e = self.total_time + time, self.total_energy + energy
-        return t * e - self.total_time * self.total_energy
+        total_time, total_energy = per_env(self.total_time, time), per_env(self.total_energy, time)
+        t, e = total_time + time, total_energy + energy
+        return t * e - total_time * total_energy
 
     def missed(self, seconds: np.ndarray, gain_per_request: np.ndarray) -> np.ndarray:
-        return seconds > self.targets[self.cm] * gain_per_request
+        return seconds > per_env(self.targets[self.cm], seconds) * gain_per_request
 
     # ---------------------------------------------------------------------------------- step
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -403,6 +405,11 @@ class VectorCore:
         with np.errstate(divide="ignore"):
             leading = np.floor(np.log(u) / np.log(probs))
         return np.minimum(leading, (tlp - 1)[:, None]).astype(np.int64)
+
+
+def per_env(values: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """Per-environment ``values`` (N,) shaped to broadcast against ``like``: (N,) or (N, K)."""
+    return values[:, None] if np.ndim(like) == 2 else values
 
 
 _EVERYONE: dict[int, np.ndarray] = {}

@@ -78,7 +78,7 @@ from hardware.speculation import AcceptanceModel, DraftCost, expected_gain
 from hardware.systems import IterationCost
 from papi_env import random_streams
 from papi_env.base import PapiBaseEnv
-from papi_env.core import LOG_R_SCALE, TLP_SCALE, VectorCore, put
+from papi_env.core import LOG_R_SCALE, TLP_SCALE, VectorCore, per_env, put
 
 OBS_SIZE = 15
 UNITS = ("pim", "gpu")
@@ -178,21 +178,24 @@ class SpecCore(VectorCore):
         """(N, width) each request's running acceptance estimate."""
         return estimate(self.req_accepted, self.req_rejected)
 
-    def draft_step(self, rlp: np.ndarray, ctx1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def draft_step(self, rlp: np.ndarray, ctx1: np.ndarray, cm: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
         """Seconds and joules of one draft step for ``rlp`` requests whose contexts sum to ``ctx1``
-        tokens (hardware.speculation.DraftCost.step)."""
-        gpus = self.draft_gpus[self.cm]
+        tokens (hardware.speculation.DraftCost.step); ``cm``: the cost models (default each env's)."""
+        cm = self.cm if cm is None else cm
+        gpus = self.draft_gpus[cm]
         per_gpu = -(-rlp // gpus)
-        c = self.draft_tables.iteration_on(self.cm, per_gpu, np.ones_like(rlp), ctx1 * per_gpu / rlp, GPU, GPU)
+        c = self.draft_tables.iteration_on(cm, per_gpu, np.ones_like(per_gpu), ctx1 * per_gpu / rlp, GPU, GPU)
         return c.time, c.energy * gpus
 
-    def cost_at(self, tlp: np.ndarray, unit: np.ndarray) -> IterationCost:
-        """Target iteration plus draft at speculation length ``tlp`` with FC on ``unit`` (N,)."""
-        rlp = np.maximum(self.rlp(), 1)
-        base = self.context(np.zeros_like(self.tlp))[1]
-        ctx = base + rlp * tlp
-        c = self.tables.iteration_on(self.cm, rlp, tlp, ctx, unit, self.attention_units[self.cm])
-        step_time, step_energy = self.draft_step(rlp, ctx - rlp * (tlp - 1))
+    def cost_at(self, tlp: np.ndarray, unit: np.ndarray | int) -> IterationCost:
+        """Target iteration plus draft at speculation length ``tlp`` with FC on ``unit``, (N,) or
+        (N, K) for K candidates per environment."""
+        rlp = per_env(np.maximum(self.rlp(), 1), tlp)
+        cm = per_env(self.cm, tlp)
+        ctx = per_env(self.context(np.zeros_like(self.tlp))[1], tlp) + rlp * tlp
+        c = self.tables.iteration_on(cm, rlp, tlp, ctx, unit, self.attention_units[cm])
+        step_time, step_energy = self.draft_step(rlp, ctx - rlp * (tlp - 1), cm)
         return with_draft(c, Cost(step_time * (tlp - 1), step_energy * (tlp - 1)))
 
     def expected_tokens(self, tlp: int | np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -214,17 +217,13 @@ class SpecCore(VectorCore):
         """(N,) reward credit per token for ``token_credit="best"``: the least objective term per
         expected token over every action now, with the requests' true acceptance probabilities
         (simulator state a runtime cannot see; used in the reward only, never observed)."""
-        rlp = np.maximum(self.rlp(), 1)
+        rlp = np.maximum(self.rlp(), 1)[:, None]
         probs = self.probabilities()
-        best = np.full(self.num_envs, np.inf)
-        for tlp in range(1, self.max_tlp + 1):
-            k = self.expected_tokens(tlp, probs)
-            t = np.full(self.num_envs, tlp)
-            for unit in (0, 1):
-                c = self.cost_at(t, np.full(self.num_envs, unit))
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    best = np.minimum(best, -self.objective_reward(c, k / rlp) / k)
-        return best
+        k = np.stack([self.expected_tokens(t, probs) for t in range(1, self.max_tlp + 1)], axis=1)
+        tlps = np.broadcast_to(np.arange(1, self.max_tlp + 1), k.shape)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_token = [-self.objective_reward(self.cost_at(tlps, unit), k / rlp) / k for unit in (0, 1)]
+        return np.minimum(*per_token).min(axis=1)
 
     def credit_per_token(self) -> np.ndarray:
         """(N,) the reward's credit per token gained, under ``token_credit``."""

@@ -108,3 +108,32 @@ def test_vector_errors_name_what_is_allowed():
         spec.step(np.array([[8, 0], [0, 0]]))
     with pytest.raises(ValueError, match="num_envs"):
         gym.make_vec("papi_env/PapiSchedule-v0", num_envs=0, vectorization_mode="vector_entry_point")
+
+
+@pytest.mark.parametrize(("env_id", "extra"), [
+    ("papi_env/PapiSchedule-v0", {}),
+    ("papi_env/PapiSpecSchedule-v0", {"flat_actions": True}),
+    ("papi_env/PapiSplitSchedule-v0", {}),
+])
+def test_sb3_native_adapter_equals_dummy_vec_env(env_id, extra):
+    """experiments.train's native VecEnv and SB3's DummyVecEnv of scalar envs (with the scaling and
+    flat-action wrappers) return the same observations, rewards, dones and episode scores."""
+    pytest.importorskip("stable_baselines3")
+    from experiments.train import make_env
+
+    cfg = {"n_envs": 3, "env_kwargs": {"reward": "edp", "batch_size": [1, 4], "max_steps": 60}, **extra}
+    native = make_env(env_id, {**cfg, "vec": "native"}, seed=4)
+    dummy = make_env(env_id, {**cfg, "vec": "dummy"}, seed=4)
+    assert np.array_equal(native.reset(), dummy.reset())
+    native.action_space.seed(0)
+    ended = 0
+    for _ in range(150):
+        a = np.stack([native.action_space.sample() for _ in range(3)])
+        (o1, r1, d1, i1), (o2, r2, d2, i2) = native.step(a), dummy.step(a)
+        assert np.array_equal(o1, o2) and np.array_equal(r1, r2) and np.array_equal(d1, d2)
+        for x, y in zip(i1, i2, strict=True):
+            if "score" in y:
+                ended += 1
+                assert x["score"] == y["score"] and np.array_equal(x["terminal_observation"], y["terminal_observation"])
+                assert x["TimeLimit.truncated"] == y["TimeLimit.truncated"] and x["episode"]["r"] == y["episode"]["r"]
+    assert ended > 0
