@@ -46,38 +46,38 @@ class CostTables:
         self._split_filled: np.ndarray | None = None
 
     # ---------------------------------------------------------------------------------- filling
-    def _fill_fc(self, cm: np.ndarray, kernel: np.ndarray, unit: np.ndarray, tokens: np.ndarray) -> None:
-        missing = ~self._fc_filled[cm, kernel, unit, tokens]
+    @staticmethod
+    def _fill(table: np.ndarray, filled: np.ndarray, index: tuple, compute) -> None:
+        """Fill the entries of ``table`` at ``index`` (a tuple of broadcastable index arrays) that
+        are not filled yet with ``compute(*entry)`` (seconds, joules, ...), one call per distinct
+        missing entry."""
+        missing = ~filled[index]
         if missing.any():
-            cm, kernel, unit, tokens = np.broadcast_arrays(cm, kernel, unit, tokens)
-            for c, k, u, t in set(zip(cm[missing].tolist(), kernel[missing].tolist(), unit[missing].tolist(),
-                                      tokens[missing].tolist(), strict=True)):
-                model = self.cost_models[c]
-                cost = model.fc(t, UNITS[u]) if k == ALL_FC else model.fc_kernel(FC_KERNELS[k], t, UNITS[u])
-                self.fc[c, k, u, t] = cost
-                self._fc_filled[c, k, u, t] = True
+            columns = np.broadcast_arrays(*index)
+            for entry in set(zip(*(c[missing].tolist() for c in columns), strict=True)):
+                table[entry] = compute(*entry)
+                filled[entry] = True
+
+    def _fill_fc(self, cm: np.ndarray, kernel: np.ndarray, unit: np.ndarray, tokens: np.ndarray) -> None:
+        def compute(c: int, k: int, u: int, t: int):
+            model = self.cost_models[c]
+            return model.fc(t, UNITS[u]) if k == ALL_FC else model.fc_kernel(FC_KERNELS[k], t, UNITS[u])
+
+        self._fill(self.fc, self._fc_filled, (cm, kernel, unit, tokens), compute)
 
     def _fill_fixed(self, cm: np.ndarray, unit: np.ndarray, rlp: np.ndarray, tlp: np.ndarray) -> None:
-        missing = ~self._fixed_filled[cm, unit, rlp, tlp]
-        if missing.any():
-            cm, unit, rlp, tlp = np.broadcast_arrays(cm, unit, rlp, tlp)
-            for c, u, r, t in set(zip(cm[missing].tolist(), unit[missing].tolist(), rlp[missing].tolist(),
-                                      tlp[missing].tolist(), strict=True)):
-                a0, a1, comm, other = self.cost_models[c]._fixed_parts(r, t, UNITS[u])
-                self.fixed[c, u, r, t] = (*a0, *a1, *comm, *other)
-                self._fixed_filled[c, u, r, t] = True
+        def compute(c: int, u: int, r: int, t: int):
+            a0, a1, comm, other = self.cost_models[c]._fixed_parts(r, t, UNITS[u])
+            return (*a0, *a1, *comm, *other)
+
+        self._fill(self.fixed, self._fixed_filled, (cm, unit, rlp, tlp), compute)
 
     def _fill_split(self, cm: np.ndarray, kernel: np.ndarray, step: np.ndarray, tokens: np.ndarray) -> None:
         if self._split is None:
             shape = (len(self.cost_models), len(FC_KERNELS), SPLIT_STEPS + 1, MAX_TOKENS + 1)
             self._split, self._split_filled = np.zeros((*shape, 2)), np.zeros(shape, dtype=bool)
-        missing = ~self._split_filled[cm, kernel, step, tokens]
-        if missing.any():
-            cm, kernel, step, tokens = np.broadcast_arrays(cm, kernel, step, tokens)
-            for c, k, s, t in set(zip(cm[missing].tolist(), kernel[missing].tolist(), step[missing].tolist(),
-                                      tokens[missing].tolist(), strict=True)):
-                self._split[c, k, s, t] = self.cost_models[c].fc_split(FC_KERNELS[k], t, s / SPLIT_STEPS)
-                self._split_filled[c, k, s, t] = True
+        self._fill(self._split, self._split_filled, (cm, kernel, step, tokens),
+                   lambda c, k, s, t: self.cost_models[c].fc_split(FC_KERNELS[k], t, s / SPLIT_STEPS))
 
     # ------------------------------------------------------------------------------- iteration
     def fixed_parts(self, cm: np.ndarray, rlp: np.ndarray, tlp: np.ndarray,

@@ -172,9 +172,12 @@ class PapiBaseEnv(gym.Env):
             raise RuntimeError("call reset() before step()")
         if self.core.rlp()[0] == 0 or self.core.steps[0] >= self.core.max_steps:
             raise RuntimeError("the episode has ended (terminated or truncated); call reset()")
-        actions = self.core.check_actions(self.core.batch_action(action), np.ones(1, dtype=bool))
-        obs, reward, terminated, truncated, info = self.core.step(actions)
+        obs, reward, terminated, truncated, info = self.core.step(self._checked(action))
         return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), scalar_info(info)
+
+    def _checked(self, action: Any) -> Any:
+        """The action as the core's checked batch of one; ValueError naming what is allowed."""
+        return self.core.check_actions(self.core.batch_action(action), np.ones(1, dtype=bool))
 
     def _reward(self, c: IterationCost, gain_per_request: float) -> float:
         """The objective's reward term of an iteration costing ``c`` now (papi_env.core)."""
@@ -194,8 +197,7 @@ class PapiBaseEnv(gym.Env):
 
     def step_objective(self, action: Any) -> float:
         """The reward ``action`` would earn at the current iteration (used by the oracle)."""
-        actions = self.core.check_actions(self.core.batch_action(action), np.ones(1, dtype=bool))
-        return float(self.core.expected_reward(actions)[0])
+        return float(self.core.expected_reward(self._checked(action))[0])
 
     def oracle_action(self) -> Any:
         """The best action for this iteration by the cost model (greedy)."""

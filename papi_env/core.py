@@ -3,8 +3,10 @@
 Every variant's environment, scalar or vector, runs on a :class:`VectorCore` subclass: the vector
 environments (papi_env.vector) step N of them at once, the scalar ``gymnasium.Env`` classes are
 the case N = 1. The core owns the batches, the episode totals, the objectives' rewards, the
-observations' shared features and the infos; a variant adds its action, its cost and its own
-features (``_decode``, ``_cost``, ``_extra_features``). Everything is computed for all N
+observations' shared features and the infos; a variant adds its spaces and action checks
+(``single_spaces``, ``batch_action``, ``check_actions``), its cost (``_price``), its infos
+(``_record``) and its own features (``_extra_features``); the speculation variant, whose action
+sets the TLP, has its own ``step``. Everything is computed for all N
 environments at once; an environment whose episode has ended is computed too (on a clamped RLP)
 and its results are thrown away when it is reset.
 
@@ -158,6 +160,7 @@ class VectorCore:
         self.tables = CostTables(self.cost_models)
         self._scales()
         self._alphas: dict[tuple[int, str | None], int] = {}
+        self._alpha_arrays: dict[str | None, np.ndarray] = {}
         self.stochastic = self.stochastic_variant or self.acceptance_rate is not None
         self.batch = BatchArrays(n, max(self.batch_sizes), self.stochastic)
         self.rngs: list[np.random.Generator | None] = [None] * n
@@ -194,6 +197,8 @@ class VectorCore:
         self.targets = np.array([self.latency_target_s or TARGET_IN_TIME_SCALES * t for t in ts])
         self.attention_units = np.array(att, dtype=np.int64)
         self.fc_unit_masks = np.array([[u in cm.fc_units for u in UNITS] for cm in self.cost_models])
+        self.model_names = np.array([cm.model.name for cm in self.cost_models], dtype=object)
+        self.system_names = np.array([cm.system.name for cm in self.cost_models], dtype=object)
 
     def alpha(self, cm: int, kernel: str | None = None) -> int:
         """The objective's offline FC crossover (all kernels, or one) of cost model ``cm``: what
@@ -206,7 +211,11 @@ class VectorCore:
 
     def alpha_array(self, kernel: str | None = None) -> np.ndarray:
         """(N,) the crossover of every environment's cost model."""
-        return np.array([self.alpha(c, kernel) for c in range(len(self.cost_models))])[self.cm]
+        by_model = self._alpha_arrays.get(kernel)
+        if by_model is None:
+            by_model = self._alpha_arrays[kernel] = np.array([self.alpha(c, kernel)
+                                                              for c in range(len(self.cost_models))])
+        return by_model[self.cm]
 
     # ---------------------------------------------------------------------------------- reset
     def reset_envs(self, envs: Sequence[int]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -271,6 +280,11 @@ class VectorCore:
         """(N,) live requests of every batch."""
         return self._batch_state()[0]
 
+    def context_before_verify(self) -> np.ndarray:
+        """(N,) float64 sum of the live requests' prompt + generated tokens (without the TLP
+        tokens an iteration verifies)."""
+        return self._batch_state()[1].astype(np.float64)
+
     def context(self, tlp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(RLP, sum, max) of the live requests' contexts at speculation length ``tlp`` (N,),
         the sums as float64 tokens (what CostModel.iteration takes)."""
@@ -326,9 +340,33 @@ class VectorCore:
 
     # ---------------------------------------------------------------------------------- step
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        """One iteration in every environment (actions already checked by ``check_actions``):
-        (observations, rewards, terminated, truncated, infos)."""
+        """One iteration in every environment at its episode's TLP (actions already checked by
+        ``check_actions``): (observations, rewards, terminated, truncated, infos)."""
+        rlp, cost, reward, placed = self._price(actions)
+        tlp = self.tlp
+        tokens = self.advance(tlp)
+        info = self._record(placed)
+        put_all(info, "tlp", tlp)
+        terminated, truncated = self.finish_step(cost, tokens, rlp, info)
+        self.next_tlp(terminated, truncated)
+        return self.end_observations(terminated), reward, terminated, truncated, info
+
+    def expected_reward(self, actions: Any) -> np.ndarray:
+        """(N,) the reward the (checked) actions would earn now, without stepping."""
+        return self._price(actions)[2]
+
+    def _price(self, actions: Any) -> tuple[np.ndarray, IterationCost, np.ndarray, Any]:
+        """(RLP, cost, reward, what was placed) of the actions now; no state changes."""
         raise NotImplementedError
+
+    def _record(self, placed: Any) -> dict[str, np.ndarray]:
+        """Remember the placement (for the observation) and return the variant's step infos."""
+        raise NotImplementedError
+
+    @staticmethod
+    def batch_action(action: Any) -> np.ndarray:
+        """One scalar environment's action as a batch of one (check_actions judges its shape)."""
+        return np.asarray(action)[None]
 
     def action_masks(self) -> np.ndarray:
         """(N, ...) which actions are possible now, for discrete action spaces."""
@@ -369,10 +407,8 @@ class VectorCore:
         put(info, "episode_steps", self.steps, ended)
         put(info, "tokens_per_s", n / t, ended)
         put(info, "joules_per_token", e / n, ended)
-        names = np.array([cm.model.name for cm in self.cost_models] + [None], dtype=object)
-        put(info, "model", names[self.cm], ended)
-        systems = np.array([cm.system.name for cm in self.cost_models] + [None], dtype=object)
-        put(info, "system", systems[self.cm], ended)
+        put(info, "model", self.model_names[self.cm], ended)
+        put(info, "system", self.system_names[self.cm], ended)
         score = episode_score(self.reward_kind, t, e, n, self.misses, self.time_scales[self.cm], self.miss_penalty)
         put(info, "score", score, ended)
 
@@ -425,9 +461,9 @@ def _everyone(n: int) -> np.ndarray:
 
 
 def put_all(info: dict[str, np.ndarray], key: str, values: np.ndarray) -> None:
-    """Set ``info[key]`` for every environment: ``values`` (an int64, float64, bool or object
-    array over all environments, not copied)."""
-    info[key] = values
+    """Set ``info[key]`` for every environment: a copy of ``values`` (an int64, float64, bool or
+    object array over all environments; a copy, as state arrays change in place at reset)."""
+    info[key] = values.copy()
     info["_" + key] = _everyone(len(values))
 
 

@@ -45,7 +45,7 @@ from gymnasium import spaces
 
 from hardware.systems import FC_KERNELS
 from papi_env.base import PapiBaseEnv
-from papi_env.core import LOG_R_SCALE, VectorCore, put
+from papi_env.core import LOG_R_SCALE, VectorCore, put_all
 
 UNITS = ("pim", "gpu")
 OBS_SIZE = 14
@@ -75,10 +75,6 @@ class KernelCore(VectorCore):
 
     def single_spaces(self) -> tuple[spaces.Space, spaces.Space]:
         return spaces.MultiDiscrete([2, 2, 2, 2]), spaces.Box(0.0, 1.0, shape=(OBS_SIZE,), dtype=np.float32)
-
-    @staticmethod
-    def batch_action(action: Any) -> np.ndarray:
-        return np.asarray(action)[None]
 
     def _begin_variant(self, i: int, rng: np.random.Generator) -> None:
         self.last[i] = 0
@@ -120,6 +116,7 @@ class KernelCore(VectorCore):
         return masks
 
     def _price(self, a: np.ndarray):
+        """Attention asked on the GPU where its KV mirror does not fit runs on Attn-PIM (masked)."""
         rlp, sum_ctx, _ = self.context(self.tlp)
         masked = (a[:, 3] == 1) & (self.kv_fill(sum_ctx) > 1.0)
         a = a.copy()
@@ -127,27 +124,18 @@ class KernelCore(VectorCore):
         safe = np.maximum(rlp, 1)
         fc_time, fc_energy = self.tables.fc_per_kernel(self.cm, safe * self.tlp, a[:, :3])
         cost = self.tables.iteration(self.cm, safe, self.tlp, sum_ctx, fc_time, fc_energy, a[:, 3])
-        return rlp, a, masked, cost, self.objective_reward(cost, self.tlp)
+        return rlp, cost, self.objective_reward(cost, self.tlp), (a, masked)
 
-    def expected_reward(self, a: np.ndarray) -> np.ndarray:
-        return self._price(a)[4]
-
-    def step(self, a: np.ndarray):
-        rlp, a, masked, cost, reward = self._price(a)
-        tlp = self.tlp
-        tokens = self.advance(tlp)
+    def _record(self, placed: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+        a, masked = placed
         self.last = a
         self.last_share = a[:, :3].sum(axis=1) / 3
         info: dict[str, np.ndarray] = {}
-        everyone = slice(None)
-        put(info, "placement", PLACEMENTS[a @ np.array([8, 4, 2, 1])], everyone)
-        put(info, "gpu_share", self.last_share, everyone)
-        put(info, "attention", UNIT_NAMES[a[:, 3]], everyone)
-        put(info, "tlp", tlp, everyone)
-        put(info, "masked", masked, everyone)
-        terminated, truncated = self.finish_step(cost, tokens, rlp, info)
-        self.next_tlp(terminated, truncated)
-        return self.end_observations(terminated), reward, terminated, truncated, info
+        put_all(info, "placement", PLACEMENTS[a @ np.array([8, 4, 2, 1])])
+        put_all(info, "gpu_share", self.last_share)
+        put_all(info, "attention", UNIT_NAMES[a[:, 3]])
+        put_all(info, "masked", masked)
+        return info
 
 
 class PapiKernelScheduleEnv(PapiBaseEnv):

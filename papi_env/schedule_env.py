@@ -60,15 +60,17 @@ class ScheduleCore(VectorCore):
 
     @staticmethod
     def batch_action(action: Any) -> np.ndarray:
-        return np.asarray([action], dtype=object if not np.isscalar(action) else None)
+        """An int, or an array holding one (what SB3's predict returns)."""
+        a = np.asarray(action)
+        return a.reshape(1) if a.size == 1 else a[None]
 
     def check_actions(self, actions: Any, stepping: np.ndarray) -> np.ndarray:
         a = np.asarray(actions)
         bad_envs = stepping
-        if a.shape == (self.num_envs,) and a.dtype.kind in "iub":
-            bad_envs = stepping & ((a < 0) | (a > 1))
+        if a.shape == (self.num_envs,) and a.dtype.kind in "iubf":
+            bad_envs = stepping & ~((a == 0) | (a == 1))
         if bad_envs.any():
-            shown = a[int(np.argmax(bad_envs))] if a.shape == (self.num_envs,) else a
+            shown = a[int(np.argmax(bad_envs))].tolist() if a.shape == (self.num_envs,) else a.tolist()
             raise ValueError(f"invalid action {shown!r}: expected 0 (FC-PIM) or 1 (GPU)")
         a = np.where(stepping, a, np.argmax(self.fc_unit_masks[self.cm], axis=1)).astype(np.int64)
         unavailable = stepping & ~self.fc_unit_masks[self.cm, a]
@@ -87,22 +89,13 @@ class ScheduleCore(VectorCore):
         rlp, sum_ctx, _ = self.context(self.tlp)
         cost = self.tables.iteration_on(self.cm, np.maximum(rlp, 1), self.tlp, sum_ctx, a,
                                         self.attention_units[self.cm])
-        return rlp, cost, self.objective_reward(cost, self.tlp)
+        return rlp, cost, self.objective_reward(cost, self.tlp), a
 
-    def expected_reward(self, a: np.ndarray) -> np.ndarray:
-        return self._price(a)[2]
-
-    def step(self, a: np.ndarray):
-        rlp, cost, reward = self._price(a)
-        tlp = self.tlp
-        tokens = self.advance(tlp)
+    def _record(self, a: np.ndarray) -> dict[str, np.ndarray]:
         self.last_share = a.astype(np.float64)
         info: dict[str, np.ndarray] = {}
         put_all(info, "placement", PLACEMENTS[a])
-        put_all(info, "tlp", tlp)
-        terminated, truncated = self.finish_step(cost, tokens, rlp, info)
-        self.next_tlp(terminated, truncated)
-        return self.end_observations(terminated), reward, terminated, truncated, info
+        return info
 
 
 class PapiScheduleEnv(PapiBaseEnv):

@@ -148,10 +148,6 @@ class SpecCore(VectorCore):
     def single_spaces(self) -> tuple[spaces.Space, spaces.Space]:
         return spaces.MultiDiscrete([self.max_tlp, 2]), spaces.Box(0.0, 1.0, shape=(OBS_SIZE,), dtype=np.float32)
 
-    @staticmethod
-    def batch_action(action: Any) -> np.ndarray:
-        return np.asarray(action)[None]
-
     def _begin_variant(self, i: int, rng: np.random.Generator) -> None:
         m, size = self.acceptance_model, int(self.batch.size[i])
         low, high = m.mean_range
@@ -193,7 +189,7 @@ class SpecCore(VectorCore):
         (N, K) for K candidates per environment."""
         rlp = per_env(np.maximum(self.rlp(), 1), tlp)
         cm = per_env(self.cm, tlp)
-        ctx = per_env(self.context(np.zeros_like(self.tlp))[1], tlp) + rlp * tlp
+        ctx = per_env(self.context_before_verify(), tlp) + rlp * tlp
         c = self.tables.iteration_on(cm, rlp, tlp, ctx, unit, self.attention_units[cm])
         step_time, step_energy = self.draft_step(rlp, ctx - rlp * (tlp - 1), cm)
         return with_draft(c, Cost(step_time * (tlp - 1), step_energy * (tlp - 1)))
@@ -308,7 +304,7 @@ class SpecCore(VectorCore):
     def draft_ratio(self) -> np.ndarray:
         """(N,) one draft step's time over one target iteration at TLP 1 with FC on FC-PIM."""
         rlp = np.maximum(self.rlp(), 1)
-        ctx1 = self.context(np.zeros_like(self.tlp))[1] + rlp
+        ctx1 = self.context_before_verify() + rlp
         target = self.tables.iteration_on(self.cm, rlp, np.ones_like(rlp), ctx1, 0, self.attention_units[self.cm])
         return self.draft_step(rlp, ctx1)[0] / target.time
 
@@ -369,7 +365,7 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
         return obs, info
 
     def _validate(self, action: Any) -> tuple[int, int]:
-        tlp, unit = self.core.check_actions(self.core.batch_action(action), np.ones(1, dtype=bool))
+        tlp, unit = self._checked(action)
         return int(tlp[0]), int(unit[0])
 
     def draft_ratio(self) -> float:

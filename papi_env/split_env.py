@@ -39,7 +39,7 @@ from gymnasium import spaces
 
 from hardware.systems import FC_KERNELS, SPLIT_STEPS
 from papi_env.base import PapiBaseEnv
-from papi_env.core import LOG_R_SCALE, VectorCore, calibration_objective, put
+from papi_env.core import LOG_R_SCALE, VectorCore, calibration_objective, put_all
 
 OBS_SIZE = 12
 ORACLE_STEPS = 32  # the oracle searches fractions k / 32 per kernel
@@ -66,10 +66,6 @@ class SplitCore(VectorCore):
         return spaces.Box(0.0, 1.0, shape=(3,), dtype=np.float32), spaces.Box(0.0, 1.0, shape=(OBS_SIZE,),
                                                                              dtype=np.float32)
 
-    @staticmethod
-    def batch_action(action: Any) -> np.ndarray:
-        return np.asarray(action)[None]
-
     def _begin_variant(self, i: int, rng: np.random.Generator) -> None:
         self.last[i] = 0.0
 
@@ -94,25 +90,15 @@ class SplitCore(VectorCore):
         fc_time, fc_energy = self.tables.fc_split(self.cm, safe * self.tlp, steps)
         cost = self.tables.iteration(self.cm, safe, self.tlp, sum_ctx, fc_time, fc_energy,
                                      self.attention_units[self.cm])
-        return rlp, cost, self.objective_reward(cost, self.tlp)
+        return rlp, cost, self.objective_reward(cost, self.tlp), steps
 
-    def expected_reward(self, steps: np.ndarray) -> np.ndarray:
-        return self._price(steps)[2]
-
-    def step(self, steps: np.ndarray):
-        rlp, cost, reward = self._price(steps)
-        tlp = self.tlp
-        tokens = self.advance(tlp)
+    def _record(self, steps: np.ndarray) -> dict[str, np.ndarray]:
         self.last = steps / SPLIT_STEPS
         self.last_share = self.last.sum(axis=1) / 3
         info: dict[str, np.ndarray] = {}
-        everyone = slice(None)
-        put(info, "gpu_fractions", self.last, everyone)
-        put(info, "gpu_share", self.last_share, everyone)
-        put(info, "tlp", tlp, everyone)
-        terminated, truncated = self.finish_step(cost, tokens, rlp, info)
-        self.next_tlp(terminated, truncated)
-        return self.end_observations(terminated), reward, terminated, truncated, info
+        put_all(info, "gpu_fractions", self.last)
+        put_all(info, "gpu_share", self.last_share)
+        return info
 
 
 class PapiSplitScheduleEnv(PapiBaseEnv):
