@@ -12,7 +12,7 @@ $(BIN)/python:
 # torch first, pinned: the CPU build on this machine's disk (any looser pin downloads GBs).
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[rl,test]"
+	$(BIN)/pip install -q -e ".[rl,rllib,test]"
 	touch $@
 
 setup: $(VENV)/.installed

@@ -15,7 +15,8 @@ Writes, under ``--out``:
   (mean over seeds, band = min..max);
 - TensorBoard logs of every run in ``runs/``.
 
-Training jobs run in ``--jobs`` processes (one torch thread each).
+Training jobs run as Ray tasks (experiments.fanout), one CPU and one torch thread each: on this
+machine by default (``--num-cpus``), on a cluster with ``--address``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ require_rl(__name__)  # one clear line if the [rl] extra is missing
 import numpy as np
 
 import papi_env
-from experiments import evaluate, stats, train
+from experiments import evaluate, fanout, stats, train
 from experiments.checkpoints import latest_intact
 from experiments.cli import check_env_kwargs, check_output_dir, parse_env_kwargs, positive
 from experiments.io import markdown_table, save_figure, write_json, write_text
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--eval-seed", type=int, default=0,
                         help="held-out episode set: seeds 1,000,000 + 1000 x this + i (experiments.evaluate)")
-    parser.add_argument("--jobs", type=int, default=2)
+    fanout.add_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("results/beyond"))
     parser.add_argument("--reuse", action="store_true", help="skip runs whose final model already exists")
     parser.add_argument("--model", choices=("best", "final"), default="best",
@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown variant/objective {bad}; allowed variants {list(VARIANTS)}, objectives "
                      f"{list(OBJECTIVES)}; --seeds and --episodes must be >= 1")
     try:
-        positive(args.jobs, "--jobs")
+        if args.num_cpus is not None:
+            positive(args.num_cpus, "--num-cpus")
         if args.total_timesteps is not None:
             positive(args.total_timesteps, "--total-timesteps")
         check_output_dir(args.out)
@@ -186,8 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     jobs = [(args.algo, VARIANTS[v], o, s, args.total_timesteps, str(args.out / "runs"), args.reuse, extra)
             for v in variants for o in objectives for s in range(args.seeds)]
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        runs = list(pool.map(_train_job, jobs))
+    runs = fanout.run_all(_train_job, jobs, args.num_cpus, args.address)
     run_of = {(j[1], j[2], j[3]): r for j, r in zip(jobs, runs, strict=True)}
     rows = []
     for v in variants:

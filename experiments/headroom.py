@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ import gymnasium as gym
 import numpy as np
 
 import papi_env
-from experiments import evaluate, stats
+from experiments import evaluate, fanout, stats
 from experiments.evaluate import eval_seeds
 from experiments.io import markdown_table, write_json, write_text
 from hardware.costs import Cost
@@ -211,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", default=None, help="comma-separated scenario names (default: all of "
                         "each variant's; see SCENARIOS)")
     parser.add_argument("--episodes", type=int, default=20)
-    parser.add_argument("--jobs", type=int, default=2)
+    fanout.add_arguments(parser)
     parser.add_argument("--no-ragged", action="store_true", help="skip the per-request TLP estimate")
     parser.add_argument("--out", type=Path, default=Path("results/headroom"))
     args = parser.parse_args(argv)
@@ -222,15 +221,14 @@ def main(argv: list[str] | None = None) -> int:
     chosen = known if args.scenarios is None else {s.strip() for s in args.scenarios.split(",") if s.strip()}
     bad = ([v for v in variants if v not in names] + [o for o in objectives if o not in papi_env.REWARDS]
            + sorted(chosen - known))
-    if bad or args.episodes < 1 or args.jobs < 1:
+    if bad or args.episodes < 1 or (args.num_cpus is not None and args.num_cpus < 1):
         parser.error(f"unknown {bad}; variants {list(names)}, objectives {list(papi_env.REWARDS)}, scenarios "
-                     f"{sorted(known)}; --episodes and --jobs must be >= 1")
+                     f"{sorted(known)}; --episodes and --num-cpus must be >= 1")
     jobs = [(names[v], s, o, args.episodes, not args.no_ragged)
             for v in variants for s in SCENARIOS[names[v]] if s in chosen for o in objectives]
     if not jobs:
         parser.error("no cell: none of the chosen scenarios belongs to the chosen variants")
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        rows = list(pool.map(cell, jobs))
+    rows = fanout.run_all(cell, jobs, args.num_cpus, args.address)  # Ray tasks, one CPU each
     previous = args.out / "headroom.json"  # keep the other cells of an earlier run; this run's replace theirs
     rows = merge_rows(json.loads(previous.read_text()) if previous.exists() else [], rows)
     write_json(args.out / "headroom.json", rows)

@@ -4,7 +4,8 @@
 
 Writes report.json, report.md (ratio to the threshold and to the oracle, per seed and mean +-
 std) and curves.png (validation speedup vs threshold over training, one line per seed, with the
-threshold's level drawn at 1).
+threshold's level drawn at 1). The seeds train as Ray tasks, side by side (experiments.fanout:
+``--num-cpus`` locally, ``--address`` on a cluster); evaluation follows in this process.
 """
 
 from __future__ import annotations
@@ -21,10 +22,16 @@ require_rl(__name__)  # one clear line if the [rl] extra is missing
 import numpy as np
 
 import papi_env
-from experiments import evaluate, stats, train
+from experiments import evaluate, fanout, stats, train
 from experiments.cli import check_output_dir, positive
 from experiments.io import markdown_table, save_figure, write_json, write_text
 from experiments.plotting import pyplot
+
+
+def _train_seed(job: tuple[str, str, dict, int, int, str]) -> Path:
+    """One seed's run (a Ray task); its run directory."""
+    algo, env_id, cfg, total, seed, logdir = job
+    return train.train(algo, env_id, cfg, total, seed, Path(logdir), progress_bar=False, verbose=0, overwrite=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,10 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--total-timesteps", type=int)
     parser.add_argument("--episodes", type=int, default=30)
     parser.add_argument("--out", type=Path, default=Path("results/report"))
+    fanout.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        for flag, value in (("--seeds", args.seeds), ("--episodes", args.episodes)):
-            positive(value, flag)
+        for flag, value in (("--seeds", args.seeds), ("--episodes", args.episodes), ("--num-cpus", args.num_cpus)):
+            if value is not None:
+                positive(value, flag)
         if args.total_timesteps is not None:
             positive(args.total_timesteps, "--total-timesteps")
         check_output_dir(args.out)
@@ -48,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     total = args.total_timesteps or cfg["n_timesteps"]
     per_seed, curves, episode_ratios, threshold_scores, agent_scores = [], {}, [], None, []
-    for seed in range(args.seeds):
-        run_dir = train.train(args.algo, args.env, cfg, total, seed, args.out / "runs", progress_bar=False, verbose=0,
-                              overwrite=True)
+    jobs = [(args.algo, args.env, cfg, total, seed, str(args.out / "runs")) for seed in range(args.seeds)]
+    run_dirs = fanout.run_all(_train_seed, jobs, args.num_cpus, args.address)
+    for seed, run_dir in zip(range(args.seeds), run_dirs, strict=True):
         name = f"{args.algo}:{run_dir / 'best_model.zip'}"
         res = evaluate.evaluate(args.env, ["threshold", "oracle", name], args.episodes, 0, cfg["env_kwargs"])
         p = res["policies"]

@@ -210,8 +210,10 @@ class DomainEvalCallback(BaseCallback):
     is 1 - score / oracle's score. See RunBoard for the TensorBoard tags."""
 
     def __init__(self, env_id: str, env_kwargs: dict, eval_freq: int, n_episodes: int, run_dir: Path,
-                 n_envs: int, verbose: int = 0, hparams: dict[str, Any] | None = None) -> None:
+                 n_envs: int, verbose: int = 0, hparams: dict[str, Any] | None = None,
+                 on_validation: Callable[[dict], None] | None = None) -> None:
         super().__init__(verbose)
+        self.on_validation = on_validation
         self.env_id, self.env_kwargs, self.run_dir = env_id, env_kwargs, run_dir
         self.hparams = hparams or {}
         self.eval_freq = eval_freq
@@ -265,6 +267,8 @@ class DomainEvalCallback(BaseCallback):
             save_agent(self.model, self.run_dir / "best_model.zip")
         self.history.append(entry)
         write_json(self.history_path, self.history)
+        if self.on_validation is not None:
+            self.on_validation(entry)
         if self.verbose:
             print(f"[eval] {entry['timesteps']:>8d} steps: {ratio:.4f}x threshold's score, "
                   f"gap to oracle {entry['gap_to_oracle']:.4f}, GPU share {entry['gpu_share']:.2f}")
@@ -497,8 +501,12 @@ def prepare_run_dir(run_dir: Path, identity: dict, resume: bool, overwrite: bool
 
 def train(algo: str, env_id: str, cfg: dict, total_timesteps: int, seed: int, logdir: Path,
           resume: bool = False, run_name: str | None = None, progress_bar: bool = True, verbose: int = 1,
-          overwrite: bool = False, command: list[str] | None = None, torch_threads: int | None = 1) -> Path:
+          overwrite: bool = False, command: list[str] | None = None, torch_threads: int | None = 1,
+          on_validation: Callable[[dict], None] | None = None) -> Path:
     """Train (or resume) one agent; return its run directory.
+
+    ``on_validation(entry)`` is called after every validation with its evaluations.json entry (a
+    sweep reports it to Ray Tune).
 
     A fresh run refuses a non-empty run directory unless ``overwrite``; ``resume`` continues from
     the newest intact checkpoint, refusing a run whose recorded settings differ, and first
@@ -554,7 +562,8 @@ def train(algo: str, env_id: str, cfg: dict, total_timesteps: int, seed: int, lo
         DomainEvalCallback(env_id, cfg["env_kwargs"], cfg["eval_freq"], cfg["eval_episodes"], run_dir,
                            cfg["n_envs"], verbose=verbose,
                            hparams={"algo": algo, "env": env_id, "seed": seed, "n_envs": cfg["n_envs"],
-                                    "total_timesteps": total_timesteps, **cfg["hyperparams"]}),
+                                    "total_timesteps": total_timesteps, **cfg["hyperparams"]},
+                           on_validation=on_validation),
     ])
     remaining = total_timesteps - model.num_timesteps
     start = time.perf_counter()

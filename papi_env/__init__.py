@@ -13,6 +13,10 @@ model, system and dataset per episode (papi_env.base). This package imports neit
 stable-baselines3.
 """
 
+from functools import partial
+from typing import Any
+
+import gymnasium as gym
 from gymnasium.envs.registration import register, registry
 
 from papi_env.base import REWARDS, PapiBaseEnv
@@ -40,6 +44,26 @@ for _env_id, _entry in ENV_IDS.items():
     if _env_id not in registry:
         register(id=_env_id, entry_point=_entry, vector_entry_point=VECTOR_ENTRY_POINTS[_env_id])
 
+
+
+def make_from_config(env_id: str, env_config: dict[str, Any] | None = None) -> gym.Env:
+    """``gymnasium.make(env_id, **env_config)``: the env creator that Ray's registry calls with RLlib's
+    ``env_config`` (an EnvContext: a dict of keyword arguments)."""
+    return gym.make(env_id, **dict(env_config or {}))
+
+
+def register_ray_envs() -> list[str]:
+    """Register every env id with Ray's registry (``ray.tune.register_env``), so that RLlib and Tune,
+    on this machine or on a cluster's remote workers, build the envs by name
+    (``PPOConfig().environment("papi_env/PapiSchedule-v0", env_config={...})``). Returns the ids."""
+    from ray.tune.registry import register_env  # Ray is optional for the envs themselves
+
+    for env_id in ENV_IDS:
+        register_env(env_id, partial(make_from_config, env_id))
+    return list(ENV_IDS)
+
+
 __all__ = ["ACTIONS", "DEFAULT_ENV_ID", "ENV_IDS", "REWARDS", "VECTOR_ENTRY_POINTS", "PapiBaseEnv",
            "PapiKernelScheduleEnv",
-           "PapiScheduleEnv", "PapiSpecScheduleEnv", "PapiSplitScheduleEnv", "decode_parallelism"]
+           "PapiScheduleEnv", "PapiSpecScheduleEnv", "PapiSplitScheduleEnv", "decode_parallelism", "make_from_config",
+           "register_ray_envs"]

@@ -35,6 +35,7 @@ each drawn batch's KV cache, reserved at every request's full length, the attent
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -108,7 +109,18 @@ class PapiBaseEnv(gym.Env):
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
     core_class: type[VectorCore] = VectorCore
 
-    def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, env_config: Mapping[str, Any] | None = None, *, render_mode: str | None = None,
+                 **kwargs: Any) -> None:
+        """Keyword arguments as ``gymnasium.make`` passes them; or one dict of them, positionally, as
+        RLlib passes its ``env_config`` (an EnvContext; its worker fields are not settings)."""
+        if env_config is not None:
+            if not isinstance(env_config, Mapping):
+                raise TypeError(f"env_config must be a dict of keyword arguments, got {type(env_config).__name__}")
+            both = sorted(set(env_config) & set(kwargs))
+            if both:
+                raise ValueError(f"{both} given both in env_config and as keyword arguments")
+            kwargs = {**env_config, **kwargs}
+            render_mode = kwargs.pop("render_mode", render_mode)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None")
         self.core = self.core_class(1, **kwargs)

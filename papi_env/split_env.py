@@ -32,6 +32,7 @@ Reward and episode end: as in papi_env.base.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -106,8 +107,8 @@ class PapiSplitScheduleEnv(PapiBaseEnv):
 
     core_class = SplitCore
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, env_config: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(env_config, **kwargs)
         self._tables: dict[tuple[int, int], tuple[float, float, float]] = {}
 
     def split_table(self, tokens: int) -> tuple[float, float, float]:

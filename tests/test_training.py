@@ -142,13 +142,13 @@ def test_beyond_end_to_end(tmp_path):
     from experiments import beyond
 
     assert beyond.main(["--variants", "PapiKernelSchedule", "--objectives", "latency", "--seeds", "1",
-                        "--total-timesteps", "512", "--episodes", "1", "--jobs", "1", "--out", str(tmp_path)]) == 0
+                        "--total-timesteps", "512", "--episodes", "1", "--num-cpus", "1", "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "summary.json").read_text())
     assert rows[0]["best_rule"] in ("threshold", "kernel-threshold") and rows[0]["seeds"] == 1
     assert (tmp_path / "curves_PapiKernelSchedule.png").exists()
     assert (tmp_path / "PapiKernelSchedule" / "latency" / "eval.md").exists()
     assert beyond.main(["--variants", "PapiKernelSchedule", "--objectives", "latency", "--seeds", "1", "--reuse",
-                        "--model", "final", "--episodes", "1", "--jobs", "1", "--out", str(tmp_path)]) == 0
+                        "--model", "final", "--episodes", "1", "--num-cpus", "1", "--out", str(tmp_path)]) == 0
     policies = json.loads((tmp_path / "PapiKernelSchedule" / "latency" / "eval.json").read_text())["policies"]
     assert any(name.endswith("/final_model.zip") for name in policies)
 

@@ -298,7 +298,7 @@ def test_headroom_table(tmp_path):
     from experiments import headroom
 
     assert headroom.main(["--variants", "PapiSpecSchedule,PapiKernelSchedule", "--objectives", "edp,latency",
-                          "--scenarios", "default,homogeneous", "--episodes", "1", "--jobs", "1", "--no-ragged",
+                          "--scenarios", "default,homogeneous", "--episodes", "1", "--num-cpus", "1", "--no-ragged",
                           "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "headroom.json").read_text())
     cells = [(r["env"].split("/")[1], r["scenario"]) for r in rows][::2]
@@ -311,7 +311,7 @@ def test_headroom_table(tmp_path):
         headroom.main(["--scenarios", "nowhere", "--out", str(tmp_path)])
     # a second run replaces its own cells and keeps the others
     assert headroom.main(["--variants", "PapiKernelSchedule", "--objectives", "latency", "--scenarios", "default",
-                          "--episodes", "2", "--jobs", "1", "--out", str(tmp_path)]) == 0
+                          "--episodes", "2", "--num-cpus", "1", "--out", str(tmp_path)]) == 0
     again = json.loads((tmp_path / "headroom.json").read_text())
     assert [(r["env"], r["scenario"], r["objective"]) for r in again] == [
         (r["env"], r["scenario"], r["objective"]) for r in rows]
