@@ -3,6 +3,7 @@
     python -m experiments.bench [--steps 100000]
     python -m experiments.bench --vector     # native vector envs at N = 1, 64, 1024 vs CartPoleVectorEnv
     python -m experiments.bench --train      # PPO training steps/s per variant vs PPO on CartPole-v1
+    python -m experiments.bench --fanout     # 2 seeds x 2 objectives: process pool vs Ray tasks vs Tune
 
 Prints steps per second for every PAPI environment (through gymnasium.make, with its wrappers,
 a fixed sensible action) and for CartPole-v1 in the same run, the ratio of the default env to
@@ -12,6 +13,7 @@ CartPole, the cost model's cold-start time, and the process's peak memory.
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import time
 from pathlib import Path
@@ -122,14 +124,76 @@ def bench_train() -> None:
     print(f"train {SPEC + ' as trained':<34} {speed:>10,.0f} steps/s   {speed / cart:.2f}x CartPole")
 
 
+def _fanout_job(job: tuple[str, int, int, str]) -> float:
+    """One training run of the fan-out bench (a module-level function for the pool and for Ray)."""
+    from experiments import train
+
+    objective, seed, total, logdir = job
+    cfg = train.load_config("ppo", papi_env.DEFAULT_ENV_ID)
+    cfg["env_kwargs"] = {**cfg["env_kwargs"], "reward": objective}
+    run = train.train("ppo", papi_env.DEFAULT_ENV_ID, cfg, total, seed, Path(logdir),
+                      run_name=f"{objective}_s{seed}", progress_bar=False, verbose=0, overwrite=True)
+    return json.loads((run / "evaluations.json").read_text())[-1]["score_vs_threshold"]
+
+
+def bench_fanout(total: int) -> None:
+    """Wall time of the same 2-seed x 2-objective PPO runs on 2 CPUs: the process pool that the
+    scripts used before Ray, Ray tasks (experiments.fanout) and a Ray Tune sweep (experiments.sweep),
+    each from a cold start (pool or Ray started inside the timing); the same final scores."""
+    import argparse as ap
+    import tempfile
+    from concurrent.futures import ProcessPoolExecutor
+
+    import ray
+
+    from experiments import fanout, sweep
+
+    with tempfile.TemporaryDirectory() as tmp:
+        jobs = [(o, s, total, f"{tmp}/{kind}") for kind in ("pool", "ray") for o in ("latency", "energy")
+                for s in (0, 1)]
+        start = time.perf_counter()
+        with ProcessPoolExecutor(max_workers=2) as pool:
+            pool_scores = list(pool.map(_fanout_job, jobs[:4]))
+        pool_s = time.perf_counter() - start
+        print(f"fanout process pool (2 workers)   4 runs x {total} steps  {pool_s:8.1f} s")
+        start = time.perf_counter()
+        fanout.connect(num_cpus=2)
+        init_s = time.perf_counter() - start
+        ray_scores = fanout.run_all(_fanout_job, jobs[4:], num_cpus=2)
+        ray_s = time.perf_counter() - start
+        print(f"fanout ray tasks (2 CPUs)         4 runs x {total} steps  {ray_s:8.1f} s   "
+              f"{ray_s / pool_s - 1:+.1%} vs pool (ray.init {init_s:.1f} s of it)")
+        ray.shutdown()
+        space = Path(tmp) / "space.yaml"
+        space.write_text(yaml.safe_dump({"space": {"env_kwargs": {"reward": {"grid_search": ["latency", "energy"]}}}}))
+        args = ap.Namespace(space=space, algo="ppo", env=papi_env.DEFAULT_ENV_ID, seeds=2, seed_base=0,
+                            total_timesteps=total, num_samples=1, search="random", scheduler="fifo", episodes=1,
+                            eval_seed=0, top=1, out=Path(tmp) / "sweep", resume=False, num_cpus=2)
+        start = time.perf_counter()
+        trials, _ = sweep.run_sweep(sweep.settings_from_args(args), num_cpus=2)
+        tune_s = time.perf_counter() - start
+        ray.shutdown()
+        print(f"fanout ray tune sweep (2 CPUs)    4 runs x {total} steps  {tune_s:8.1f} s   "
+              f"{tune_s / pool_s - 1:+.1%} vs pool")
+        tune_scores = {(t["config"]["env_kwargs.reward"], t["seed"]): t["score_vs_threshold"] for t in trials}
+        same = pool_scores == ray_scores == [tune_scores[(o, s)] for o, s, _, _ in jobs[:4]]
+        print(f"fanout same final validation scores in all three: {same}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100_000)
     parser.add_argument("--vector", action="store_true", help="native vector envs at N = 1, 64, 1024")
     parser.add_argument("--train", action="store_true", help="PPO training steps/s per variant")
+    parser.add_argument("--fanout", type=int, nargs="?", const=60_000, metavar="STEPS",
+                        help="2 seeds x 2 objectives of PPO on PapiSchedule-v0 (STEPS each, default 60,000): process "
+                             "pool vs Ray tasks vs Ray Tune wall time")
     args = parser.parse_args(argv)
-    if args.steps < 1:
-        parser.error("--steps must be a positive integer")
+    if args.steps < 1 or (args.fanout is not None and args.fanout < 1):
+        parser.error("--steps and --fanout must be positive integers")
+    if args.fanout:
+        bench_fanout(args.fanout)
+        return
     if args.vector or args.train:
         if args.vector:
             bench_vector()

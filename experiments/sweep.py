@@ -25,8 +25,8 @@ A value is fixed, or one of Tune's search-space functions written as ``{name: [a
 grid_search, choice, uniform, quniform, loguniform, qloguniform, randint, qrandint, lograndint.
 Random values are drawn ``--num-samples`` times and kept the same across the grid (seeds included),
 so every sampled configuration is trained on every seed. With ``--search optuna`` (Tune's
-OptunaSearch) there is no grid: Optuna proposes ``--num-samples`` configurations, each trial on its
-own seed (its index).
+OptunaSearch) there is no grid: Optuna proposes ``--num-samples`` configurations, each trained on a
+seed derived from the configuration itself (``config_seed``), so a configuration always gets the same one.
 
 Writes under ``--out``: ``sweep.json`` (engine, Ray version, nodes, every trial with its config,
 seed, last validation's metrics, the node it ran on and its run directory; the best
@@ -44,6 +44,7 @@ import argparse
 import json
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def config_seed(config: dict[str, Any], base: int) -> int:
+    """A seed that a configuration always gets (Optuna's trials carry none): ``base`` plus the CRC-32
+    of the configuration's JSON."""
+    return base + zlib.crc32(json.dumps(_plain(config), sort_keys=True).encode()) % 1_000_000
+
+
 def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     """A Tune function trainable: train one agent, reporting every validation.
 
@@ -178,8 +185,7 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     from ray import tune
 
     trial_id = tune.get_context().get_trial_id()
-    index = int(trial_id.rsplit("_", 1)[-1])
-    seed = int(config["seed"]) if "seed" in config else settings["seed_base"] + index
+    seed = int(config["seed"]) if "seed" in config else config_seed(config, settings["seed_base"])
     algo, env_id = settings["algo"], settings["env"]
     cfg = apply_trial(train.load_config(algo, env_id), config)
     name = f"{algo}_{env_id.split('/')[-1]}_{trial_id}"
@@ -226,8 +232,17 @@ def _tuner(settings: dict[str, Any], space: dict[str, Any], resume: bool) -> Any
     return tune.Tuner(
         trainable, param_space=space,
         tune_config=tune.TuneConfig(metric=METRIC, mode="max", scheduler=scheduler, search_alg=search,
-                                    num_samples=settings["num_samples"], trial_dirname_creator=lambda t: t.trial_id),
+                                    num_samples=settings["num_samples"], trial_dirname_creator=lambda t: t.trial_id,
+                                    reuse_actors=True),
         run_config=tune.RunConfig(name=Path(storage).name, storage_path=str(Path(storage).parent), verbose=0))
+
+
+def run_sweep(settings: dict[str, Any], num_cpus: int | None = None, address: str | None = None,
+              resume: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Run (or resume) the sweep's trials on Ray; their records, and where they ran."""
+    where = fanout.connect(num_cpus, address)
+    space = tune_space(settings["space"], settings["algo"], settings["env"], settings["search"])
+    return collect(_tuner(settings, space, resume).fit()), where
 
 
 def collect(results: Any) -> list[dict[str, Any]]:
@@ -325,15 +340,12 @@ def main(argv: list[str] | None = None) -> int:
     fanout.add_arguments(parser, "CPUs of the local Ray instance, one per trial (default: all)")
     args = parser.parse_args(argv)
     try:
-        settings = _settings(args)
+        settings = settings_from_args(args)
     except (UsageError, train.ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    where = fanout.connect(args.num_cpus, args.address)
-    space = tune_space(settings["space"], settings["algo"], settings["env"], settings["search"])
-    results = _tuner(settings, space, args.resume).fit()
-    trials = collect(results)
+    trials, where = run_sweep(settings, args.num_cpus, args.address, args.resume)
     best = best_configs(trials, settings["top"])
     evaluate_best(settings, best)
     record = {"engine": "ray", "ray_version": where["ray_version"], "nodes": where["nodes"],
@@ -349,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(t["error"] is None for t in trials) else 1
 
 
-def _settings(args: argparse.Namespace) -> dict[str, Any]:
+def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The sweep's settings: from the command line and --space, or, with --resume, as first saved."""
     out = check_output_dir(args.out).resolve()
     saved = out / SETTINGS_FILE
@@ -376,7 +388,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.num_cpus is not None:
         positive(args.num_cpus, "--num-cpus")
     if args.search == "optuna" and seeds != 1:
-        raise UsageError("--search optuna gives each trial its own seed (its index); leave --seeds at 1")
+        raise UsageError("--search optuna trains each configuration on one seed derived from it; leave --seeds at 1")
     space = data.get("space", {})
     tune_space(space, algo, env_id, args.search)  # fail now on a bad space, not in a trial
     settings = {"algo": algo, "env": env_id, "seeds": seeds, "seed_base": args.seed_base, "total_timesteps": total,

@@ -164,3 +164,22 @@ def test_rllib_ppo_trains_on_papi_schedule(fresh_ray):
     runners = result["env_runners"]
     assert runners["num_episodes"] >= 1 and runners["score"] > 0
     assert gym.make("papi_env/PapiSchedule-v0", batch_size=[4]).unwrapped.reward_kind == "latency"
+
+
+@pytest.mark.slow
+def test_optuna_search_with_asha(tmp_path, fresh_ray):
+    import yaml
+
+    from experiments import sweep
+
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"space": {"learning_rate": {"loguniform": [1e-4, 1e-3]},
+                                               "n_steps": {"choice": [128, 256]}}}))
+    assert sweep.main(["--space", str(space), "--search", "optuna", "--scheduler", "asha", "--num-samples", "3",
+                       "--total-timesteps", "1024", "--episodes", "1", "--num-cpus", "2",
+                       "--out", str(tmp_path / "out")]) == 0
+    record = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert record["search"] == "optuna" and len(record["trials"]) == 3
+    for t in record["trials"]:
+        assert 1e-4 <= t["config"]["learning_rate"] <= 1e-3 and t["config"]["n_steps"] in (128, 256)
+        assert t["seed"] == sweep.config_seed(t["config"], 0) and t["error"] is None
