@@ -141,6 +141,8 @@ class PapiRule(Bound):
 
     def act(self, env):
         name = _env_name(env)
+        if name == "PapiServeEnv":
+            return env.rule_action("threshold", self.tlp or 1)
         rlp = env.batch.live
         if name == "PapiSpecScheduleEnv":
             default = env._tlp_spec if isinstance(env._tlp_spec, int) else 1
@@ -204,6 +206,8 @@ class Static(Bound):
 
     def act(self, env):
         name = _env_name(env)
+        if name == "PapiServeEnv":
+            return env.rule_action(("pim", "gpu")[self.unit], 1)
         if name == "PapiSpecScheduleEnv":
             return np.array([0, self.unit])
         if name == "PapiKernelScheduleEnv":
@@ -239,7 +243,7 @@ class RandomPolicy:
 
 
 class FixedTLP(PapiRule):
-    """PAPI's rule with a fixed speculation length K (PapiSpecSchedule)."""
+    """PAPI's rule with a fixed speculation length K (PapiSpecSchedule, PapiServe)."""
 
 
 POLICY_KINDS = {
@@ -253,10 +257,13 @@ RULES_BY_ENV = {
     "PapiSplitScheduleEnv": ("threshold", "split-table", "always-gpu", "always-pim", "random", "oracle"),
     "PapiSpecScheduleEnv": ("threshold", "fixed-tlp:2", "fixed-tlp:3", "fixed-tlp:4", "fixed-tlp:8", "leviathan",
                             "greedy-ema", "random", "oracle"),
+    "PapiServeEnv": ("threshold", "fixed-tlp:2", "fixed-tlp:3", "fixed-tlp:4", "always-gpu", "always-pim",
+                     "random", "oracle"),
 }
 VARIANT_OF_RULE = {  # rules that decide what only one variant's action space holds
     "kernel-threshold": "PapiKernelScheduleEnv", "split-table": "PapiSplitScheduleEnv",
-    "fixed-tlp": "PapiSpecScheduleEnv", "leviathan": "PapiSpecScheduleEnv", "greedy-ema": "PapiSpecScheduleEnv",
+    "fixed-tlp": ("PapiSpecScheduleEnv", "PapiServeEnv"), "leviathan": "PapiSpecScheduleEnv",
+    "greedy-ema": "PapiSpecScheduleEnv",
     "oracle-lookahead": "PapiSpecScheduleEnv",
 }
 RULES = {
@@ -287,8 +294,10 @@ def make_policy(spec: str, env: Any = None, model: str = "llama-65b", system: An
     base = None if env is None else env.unwrapped
     simple = base is None or isinstance(base, PapiScheduleEnv)
     variant = VARIANT_OF_RULE.get(name)
-    if base is not None and variant is not None and type(base).__name__ != variant:
-        raise ValueError(f"policy {spec!r} decides what only {variant.removesuffix('Env')}-v0 lets a scheduler "
+    variants = variant if isinstance(variant, tuple) else (variant,)
+    if base is not None and variant is not None and type(base).__name__ not in variants:
+        where = " or ".join(f"{v.removesuffix('Env')}-v0" for v in variants)
+        raise ValueError(f"policy {spec!r} decides what only {where} lets a scheduler "
                          f"decide; on {type(base).__name__.removesuffix('Env')}-v0 use one of "
                          f"{list(RULES_BY_ENV.get(type(base).__name__, ()))}")
     if name == "threshold":

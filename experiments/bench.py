@@ -189,8 +189,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="2 seeds x 2 objectives of PPO on PapiSchedule-v0 (STEPS each, default 60,000): process "
                              "pool vs Ray tasks vs Ray Tune wall time")
     args = parser.parse_args(argv)
-    if args.steps < 1 or (args.fanout is not None and args.fanout < 1):
-        parser.error("--steps and --fanout must be positive integers")
+    if args.steps < 1:
+        parser.error("--steps must be a positive integer")
+    if args.fanout is not None and args.fanout < 1:
+        parser.error("--fanout must be a positive integer (steps per run)")
     if args.fanout:
         bench_fanout(args.fanout)
         return

@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="A Ray Tune sweep over seeds and hyperparameters.")
     parser.add_argument("--space", type=Path, help="YAML search space (see the module docstring)")
     parser.add_argument("--algo", choices=train.ALGOS)
-    parser.add_argument("--env", help=f"env id, of {list(papi_env.ENV_IDS)} (default {papi_env.DEFAULT_ENV_ID})")
+    parser.add_argument("--env", help=f"env id, of {list(papi_env.ALL_ENV_IDS)} (default {papi_env.DEFAULT_ENV_ID})")
     parser.add_argument("--seeds", type=int, help="seeds per configuration (default 1)")
     parser.add_argument("--seed-base", type=int, default=0, help="first seed")
     parser.add_argument("--total-timesteps", type=int, help="env steps per trial (default: the config's)")
@@ -376,8 +376,8 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if algo not in train.ALGOS:
         raise UsageError(f"algo {algo!r} is unknown; allowed: {list(train.ALGOS)}")
     env_id = args.env or data.get("env", papi_env.DEFAULT_ENV_ID)
-    if env_id not in papi_env.ENV_IDS:
-        raise UsageError(f"unknown env {env_id!r}; allowed: {list(papi_env.ENV_IDS)}")
+    if env_id not in papi_env.ALL_ENV_IDS:
+        raise UsageError(f"unknown env {env_id!r}; allowed: {list(papi_env.ALL_ENV_IDS)}")
     cfg = train.load_config(algo, env_id)
     seeds = args.seeds if args.seeds is not None else data.get("seeds", 1)
     total = args.total_timesteps if args.total_timesteps is not None else data.get("total_timesteps",

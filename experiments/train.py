@@ -405,7 +405,8 @@ def run_record(algo: str, env_id: str, cfg: dict, seed: int, total: int, command
 
 def make_env(env_id: str, cfg: dict, seed: int) -> Any:
     """The training environments: ``cfg["vec"]`` 'native' (default: one array core stepping all
-    n_envs, experiments.vec_env), or 'dummy' / 'subproc' (SB3's DummyVecEnv / SubprocVecEnv of
+    n_envs, experiments.vec_env; envs without a native form get a DummyVecEnv), or 'dummy' /
+    'subproc' (SB3's DummyVecEnv / SubprocVecEnv of
     scalar environments). Environment i is seeded with seed + i either way, so all three give the
     same episodes."""
     # make_vec_env asks for render_mode='rgb_array' unless told otherwise; these envs render text only.
@@ -414,6 +415,8 @@ def make_env(env_id: str, cfg: dict, seed: int) -> Any:
     kind = cfg.get("vec", "native")
     if kind not in VEC_KINDS:
         raise ConfigError(f"vec must be one of {VEC_KINDS}, got {kind!r}")
+    if kind == "native" and env_id not in papi_env.VECTOR_ENTRY_POINTS:
+        kind = "dummy"  # no native vector form (PapiServe-v0): scalar envs in a DummyVecEnv
     if kind == "native":
         native = NativeVecEnv(env_id, cfg["n_envs"], env_kwargs, edp_step_scaling=step_scaling,
                               flat_actions=cfg.get("flat_actions", False))

@@ -4,6 +4,8 @@
 - ``papi_env/PapiKernelSchedule-v0``: placement of each FC kernel and of attention (MultiDiscrete).
 - ``papi_env/PapiSplitSchedule-v0``: GPU fraction of each FC kernel, FC-PIM does the rest (Box).
 - ``papi_env/PapiSpecSchedule-v0``: speculation length and FC placement with per-request acceptance.
+- ``papi_env/PapiServe-v0``: online serving, continuous batching with arrivals: FC unit, speculation
+  length and admission under KV capacity, against latency targets (papi_env.serve_env).
 
 Each has a native vector form (papi_env.vector): ``gymnasium.make_vec(id, num_envs=N,
 vectorization_mode="vector_entry_point")`` steps N of them at once in numpy, with the same numbers.
@@ -22,6 +24,7 @@ from gymnasium.envs.registration import register, registry
 from papi_env.base import REWARDS, PapiBaseEnv
 from papi_env.kernel_env import PapiKernelScheduleEnv
 from papi_env.schedule_env import ACTIONS, PapiScheduleEnv, decode_parallelism
+from papi_env.serve_env import SERVE_REWARDS, PapiServeEnv
 from papi_env.spec_env import PapiSpecScheduleEnv
 from papi_env.split_env import PapiSplitScheduleEnv
 
@@ -40,9 +43,15 @@ VECTOR_ENTRY_POINTS = {
     "papi_env/PapiSpecSchedule-v0": "papi_env.vector:SpecScheduleVectorEnv",
 }
 
+SERVE_ENV_ID = "papi_env/PapiServe-v0"
+ALL_ENV_IDS = {**ENV_IDS, SERVE_ENV_ID: "papi_env.serve_env:PapiServeEnv"}
+"""The static-batch variants (ENV_IDS: they share papi_env.core) and the online-serving env."""
+
 for _env_id, _entry in ENV_IDS.items():
     if _env_id not in registry:
         register(id=_env_id, entry_point=_entry, vector_entry_point=VECTOR_ENTRY_POINTS[_env_id])
+if SERVE_ENV_ID not in registry:
+    register(id=SERVE_ENV_ID, entry_point=ALL_ENV_IDS[SERVE_ENV_ID])
 
 
 
@@ -58,12 +67,27 @@ def register_ray_envs() -> list[str]:
     (``PPOConfig().environment("papi_env/PapiSchedule-v0", env_config={...})``). Returns the ids."""
     from ray.tune.registry import register_env  # Ray is optional for the envs themselves
 
-    for env_id in ENV_IDS:
+    for env_id in ALL_ENV_IDS:
         register_env(env_id, partial(make_from_config, env_id))
-    return list(ENV_IDS)
+    return list(ALL_ENV_IDS)
 
 
-__all__ = ["ACTIONS", "DEFAULT_ENV_ID", "ENV_IDS", "REWARDS", "VECTOR_ENTRY_POINTS", "PapiBaseEnv",
-           "PapiKernelScheduleEnv",
-           "PapiScheduleEnv", "PapiSpecScheduleEnv", "PapiSplitScheduleEnv", "decode_parallelism", "make_from_config",
-           "register_ray_envs"]
+__all__ = [
+    "ACTIONS",
+    "ALL_ENV_IDS",
+    "DEFAULT_ENV_ID",
+    "ENV_IDS",
+    "PapiBaseEnv",
+    "PapiKernelScheduleEnv",
+    "PapiScheduleEnv",
+    "PapiServeEnv",
+    "PapiSpecScheduleEnv",
+    "PapiSplitScheduleEnv",
+    "REWARDS",
+    "SERVE_ENV_ID",
+    "SERVE_REWARDS",
+    "VECTOR_ENTRY_POINTS",
+    "decode_parallelism",
+    "make_from_config",
+    "register_ray_envs",
+]

@@ -93,7 +93,7 @@ def test_non_physical_overrides_fail(changes, message):
     ("threshold:-3", "papi_env/PapiSchedule-v0", "finite alpha"),
     ("fixed-tlp:0", "papi_env/PapiSpecSchedule-v0", r"in \[1, 8\]"),
     ("fixed-tlp:99", "papi_env/PapiSpecSchedule-v0", r"in \[1, 8\]"),
-    ("fixed-tlp:2", "papi_env/PapiSchedule-v0", "PapiSpecSchedule-v0 lets a scheduler decide"),
+    ("fixed-tlp:2", "papi_env/PapiSchedule-v0", "PapiSpecSchedule-v0 or PapiServe-v0 lets a scheduler decide"),
     ("split-table", "papi_env/PapiSchedule-v0", "PapiSplitSchedule-v0 lets a scheduler decide"),
 ])
 def test_policy_specs_fail_clearly(spec, env_id, message):

@@ -1,0 +1,395 @@
+"""Online serving: continuous batching with request arrivals, KV-cache capacity and latency.
+
+Requests arrive over time (Poisson, bursty gamma, or a trace). At every iteration boundary the
+scheduler decides where the FC kernels run, the speculation length (TLP), and how many queued
+requests to admit, first come first served. One iteration is:
+
+1. the prefill of the newly admitted requests on the GPUs, as PAPI does (CostModel.prefill, all
+   new prompts as one batch); it produces each new request's first token (its TTFT ends here);
+2. one decoding iteration over the requests that were already running (CostModel.iteration with
+   RLP = their number and the chosen TLP and FC unit); each produces 1 + its accepted drafts
+   tokens, at most its remaining ones;
+3. requests whose last token came out leave and free their KV cache; requests that arrived
+   during the iteration join the queue at its end.
+
+Assumptions (docs/MODEL.md has the reasons):
+
+- **KV cache: reserve the maximum.** A request is admitted only when its KV cache at its full
+  length (prompt + output, as the static batches reserve) fits beside the reservations of the
+  running requests; it holds that reservation until it finishes, so nothing is ever preempted.
+  vLLM instead grows a request's cache page by page and preempts (recomputes) when memory runs
+  out; that admits more requests at once but wastes work under pressure. Reserving the maximum
+  uses the true output length, as an oracle of lengths would; a server reserving a fixed
+  max_tokens would admit fewer.
+- Admission is FCFS and stops at the first request that does not fit (head-of-line blocking, as
+  vLLM's default scheduler); at most ``max_batch`` requests run at once (vLLM's max_num_seqs).
+- The server never idles with work waiting: when nothing runs, at least one queued request is
+  admitted. When nothing runs and nothing waits, the clock jumps to the next arrival; idle time
+  costs no energy (the cost model counts dynamic energy only).
+- Speculative decoding as in the static envs: TLP tokens per request per iteration are verified
+  (the paper's cost); with ``acceptance_rate`` p a request keeps 1 + its leading accepted drafts
+  (P(at least j) = p^j, capped at TLP - 1); without it every token is accepted (the paper).
+- Energy is attributed to requests: a prefill by prompt tokens, a decoding iteration by the
+  tokens each request produced in it.
+
+Per request: TTFT (first token - arrival), TPOT ((finish - first token) / (output - 1)), end-to-end
+latency (finish - arrival), energy. All times in seconds, energies in joules, sizes in bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hardware.systems import CapacityError, CostModel
+from hardware.workloads import MAX_TOKENS, LengthDistribution, WorkloadError, get_dataset
+
+ARRIVALS = ("poisson", "gamma")
+DEFAULT_MAX_BATCH = 256  # [D] vLLM's default max_num_seqs
+SLO_SCALE = 5.0  # [D] default latency targets: this many times the unloaded TTFT / TPOT on PAPI (as DistServe)
+
+
+# ------------------------------------------------------------------------------ workloads
+@dataclass(frozen=True)
+class Workload:
+    """One episode's requests, in arrival order: seconds and token counts (int64, >= 1)."""
+
+    arrival_s: np.ndarray
+    lin: np.ndarray
+    lout: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.arrival_s)
+        if n < 1 or len(self.lin) != n or len(self.lout) != n:
+            raise WorkloadError(f"a workload needs >= 1 request and one lin and lout per arrival, got "
+                                f"{n}, {len(self.lin)}, {len(self.lout)}")
+        if not np.all(np.isfinite(self.arrival_s)) or np.any(self.arrival_s < 0) or np.any(np.diff(self.arrival_s) < 0):
+            raise WorkloadError("arrival times must be finite, >= 0 s and in non-decreasing order")
+        if np.any(self.lin < 1) or np.any(self.lout < 1):
+            raise WorkloadError("request lengths must be >= 1 token")
+
+    @property
+    def size(self) -> int:
+        return len(self.arrival_s)
+
+
+def inter_arrival_times(rate: float, n: int, rng: np.random.Generator, arrival: str = "poisson",
+                        cv: float = 1.0) -> np.ndarray:
+    """``n`` gaps between arrivals, s: exponential (Poisson process) at ``rate`` requests/s, or
+    gamma with the same mean and coefficient of variation ``cv`` (cv > 1: bursty; cv = 1: Poisson)."""
+    if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
+        raise WorkloadError(f"arrival rate must be a positive number of requests/s, got {rate!r}")
+    if arrival not in ARRIVALS:
+        raise WorkloadError(f"arrival must be one of {ARRIVALS} (or give a trace CSV), got {arrival!r}")
+    if arrival == "poisson":
+        return rng.exponential(1.0 / rate, size=n)
+    if not (isinstance(cv, (int, float)) and math.isfinite(cv) and cv > 0):
+        raise WorkloadError(f"cv (coefficient of variation of the gaps) must be > 0, got {cv!r}")
+    shape = 1.0 / cv**2
+    return rng.gamma(shape, 1.0 / (rate * shape), size=n)
+
+
+def sample_workload(rate: float, n: int, dataset: str | Path | LengthDistribution, rng: np.random.Generator,
+                    arrival: str = "poisson", cv: float = 1.0) -> Workload:
+    """``n`` requests arriving at ``rate`` requests/s from t = 0 (the first after one gap), with
+    lengths drawn from ``dataset``."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise WorkloadError(f"number of requests must be a positive integer, got {n!r}")
+    gaps = inter_arrival_times(rate, int(n), rng, arrival, cv)
+    lin, lout = get_dataset(dataset).sample(int(n), rng)
+    return Workload(np.cumsum(gaps), lin, lout)
+
+
+def load_trace(path: str | Path) -> Workload:
+    """A trace CSV with the header ``arrival_s,lin,lout``: one request per row, arrivals in seconds
+    (non-decreasing), lengths in tokens (>= 1). Errors name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise WorkloadError(f"trace file not found: {path}")
+    rows = []
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        need = {"arrival_s", "lin", "lout"}
+        if reader.fieldnames is None or not need <= set(reader.fieldnames):
+            raise WorkloadError(f"{path}: the header must hold {sorted(need)}, got {reader.fieldnames}")
+        for line, row in enumerate(reader, start=2):
+            try:
+                t, a, b = float(row["arrival_s"]), int(row["lin"]), int(row["lout"])
+            except (TypeError, ValueError):
+                raise WorkloadError(f"{path}:{line}: need a number of seconds and two integers, got "
+                                    f"{row['arrival_s']!r}, {row['lin']!r}, {row['lout']!r}") from None
+            if not math.isfinite(t) or t < 0 or (rows and t < rows[-1][0]):
+                raise WorkloadError(f"{path}:{line}: arrival_s must be finite, >= 0 and not before the row "
+                                    f"above, got {t}")
+            if not (1 <= a <= MAX_TOKENS and 1 <= b <= MAX_TOKENS):
+                raise WorkloadError(f"{path}:{line}: lengths must be 1..{MAX_TOKENS:,} tokens, got {a}, {b}")
+            rows.append((t, a, b))
+    if not rows:
+        raise WorkloadError(f"{path}: no requests in the file")
+    data = np.asarray(rows, dtype=np.float64)
+    return Workload(data[:, 0].copy(), data[:, 1].astype(np.int64), data[:, 2].astype(np.int64))
+
+
+def unloaded_targets(cost_model: CostModel, dataset: str | Path | LengthDistribution,
+                     scale: float = SLO_SCALE) -> tuple[float, float]:
+    """Default (TTFT, TPOT) targets, s: ``scale`` times one median request's own TTFT (its prefill)
+    and TPOT (a decoding iteration alone at its median context, the FC on its fastest unit)."""
+    lin, lout = get_dataset(dataset).sample(4001, np.random.default_rng(0))
+    a, b = int(np.median(lin)), int(np.median(lout))
+    ttft = cost_model.prefill([a]).time
+    tpot = min(cost_model.iteration(1, 1, a + b / 2, u).time for u in cost_model.fc_units)
+    return scale * ttft, scale * tpot
+
+
+# ------------------------------------------------------------------------------ the server
+@dataclass
+class IterationRecord:
+    """What one iteration did. Times in s, energies in J."""
+
+    start_s: float
+    end_s: float
+    prefill_s: float
+    decode_s: float
+    energy_j: float
+    rlp: int  # requests decoded (not counting the ones admitted this iteration)
+    tlp: int
+    fc_unit: str
+    admitted: np.ndarray  # indices of the requests admitted (prefilled) this iteration
+    finished: np.ndarray  # indices of the requests that finished this iteration
+    tokens: int  # tokens produced (first tokens of the admitted + decoded tokens)
+    accepted_share: float  # tokens kept / tokens verified by the decoding iteration (1 without speculation)
+    in_system_area: float  # integral over the iteration of the number of requests in the system, request-s
+
+
+class OnlineServer:
+    """One serving run over a Workload on one CostModel; step it with :meth:`iteration`."""
+
+    def __init__(self, cost_model: CostModel, workload: Workload, max_batch: int = DEFAULT_MAX_BATCH,
+                 acceptance_rate: float | None = None, rng: np.random.Generator | None = None) -> None:
+        if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) or max_batch < 1:
+            raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
+        if acceptance_rate is not None and not 0.0 < acceptance_rate <= 1.0:
+            raise ValueError(f"acceptance_rate must be in (0, 1] or None, got {acceptance_rate!r}")
+        self.cm, self.w = cost_model, workload
+        self.max_batch = int(max_batch)
+        self.acceptance_rate = None if acceptance_rate in (None, 1.0) else float(acceptance_rate)
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        n = workload.size
+        self.kv_bytes = (workload.lin + workload.lout).astype(np.float64) * cost_model.model.kv_bytes_per_token
+        self.kv_capacity = cost_model.kv_capacity_bytes
+        too_big = np.flatnonzero(self.kv_bytes > self.kv_capacity)
+        if too_big.size:
+            i = int(too_big[0])
+            raise CapacityError(f"request {i} ({workload.lin[i]} + {workload.lout[i]} tokens) needs "
+                                f"{self.kv_bytes[i] / 1e9:.1f} GB of KV cache; system '{cost_model.system.name}' "
+                                f"holds {self.kv_capacity / 1e9:.1f} GB")
+        self.t = 0.0
+        self.arrived = 0  # requests 0..arrived-1 have arrived
+        self.queue: deque[int] = deque()
+        self.running = np.zeros(0, dtype=np.int64)
+        self.kv_used = 0.0
+        self.generated = np.zeros(n, dtype=np.int64)
+        self.admitted_s = np.full(n, np.nan)
+        self.first_token_s = np.full(n, np.nan)
+        self.finish_s = np.full(n, np.nan)
+        self.energy_j = np.zeros(n)
+        self.finished_count = 0
+        self.iterations = 0
+        self._linear: dict[tuple[int, int, str], tuple[float, float, float, float]] = {}
+        self._arrive(0.0)
+
+    # -------------------------------------------------------------------------- state
+    @property
+    def done(self) -> bool:
+        return self.finished_count == self.w.size
+
+    @property
+    def in_system(self) -> int:
+        """Requests arrived and not finished (queued or running)."""
+        return self.arrived - self.finished_count
+
+    def oldest_wait_s(self) -> float:
+        """Seconds the head of the queue has waited (0 when the queue is empty)."""
+        return self.t - float(self.w.arrival_s[self.queue[0]]) if self.queue else 0.0
+
+    def admissible(self) -> int:
+        """How many queued requests, FCFS, fit the KV capacity and the batch limit now."""
+        room = self.max_batch - len(self.running)
+        free = self.kv_capacity - self.kv_used
+        count = 0
+        for i in self.queue:
+            if count >= room or self.kv_bytes[i] > free:
+                break
+            free -= self.kv_bytes[i]
+            count += 1
+        return count
+
+    def sum_context(self) -> float:
+        """Total context (prompt + generated tokens) of the running requests, tokens."""
+        r = self.running
+        return float(self.w.lin[r].sum() + self.generated[r].sum())
+
+    def _arrive(self, until: float) -> None:
+        """Move the requests that arrived by ``until`` into the queue."""
+        arrivals = self.w.arrival_s
+        while self.arrived < self.w.size and arrivals[self.arrived] <= until:
+            self.queue.append(self.arrived)
+            self.arrived += 1
+
+    def decode_cost(self, rlp: int, tlp: int, sum_ctx: float, fc_unit: str) -> tuple[float, float]:
+        """(s, J) of one decoding iteration; CostModel.iteration is affine in the context, so its two
+        coefficients are cached per (RLP, TLP, unit)."""
+        key = (rlp, tlp, fc_unit)
+        lin = self._linear.get(key)
+        if lin is None:
+            c0 = self.cm.iteration(rlp, tlp, 0.0, fc_unit)
+            c1 = self.cm.iteration(rlp, tlp, 1.0, fc_unit)
+            lin = self._linear[key] = (c0.time, c1.time - c0.time, c0.energy, c1.energy - c0.energy)
+        return lin[0] + lin[1] * sum_ctx, lin[2] + lin[3] * sum_ctx
+
+    # -------------------------------------------------------------------------- one iteration
+    def iteration(self, fc_unit: str, tlp: int, admit: int) -> IterationRecord:
+        """Admit up to ``admit`` queued requests (FCFS, as many as fit; at least one when nothing
+        runs), prefill them, decode the running ones once; return what happened."""
+        if self.done:
+            raise RuntimeError("every request has finished; start a new server")
+        if fc_unit not in self.cm.fc_units:
+            raise ValueError(f"system '{self.cm.system.name}' runs FC on {self.cm.fc_units}, not {fc_unit!r}")
+        if isinstance(tlp, bool) or not isinstance(tlp, (int, np.integer)) or tlp < 1:
+            raise ValueError(f"tlp must be a positive integer, got {tlp!r}")
+        if isinstance(admit, bool) or not isinstance(admit, (int, np.integer)) or admit < 0:
+            raise ValueError(f"admit must be an integer >= 0, got {admit!r}")
+        if not len(self.running) and not self.queue:  # idle: jump to the next arrival
+            self.t = max(self.t, float(self.w.arrival_s[self.arrived]))
+            self._arrive(self.t)
+        start = self.t
+        n_start = self.in_system
+        admit = min(int(admit), self.admissible())
+        if not len(self.running) and self.queue:
+            admit = max(admit, 1)  # never idle with work waiting (one request always fits: checked at start)
+        new = np.array([self.queue.popleft() for _ in range(admit)], dtype=np.int64)
+        lin, lout = self.w.lin, self.w.lout
+
+        prefill_s = energy = 0.0
+        tokens = 0
+        if new.size:
+            p = self.cm.prefill(lin[new].tolist())
+            prefill_s, energy = p.time, p.energy
+            self.energy_j[new] += p.energy * lin[new] / lin[new].sum()
+            self.kv_used += float(self.kv_bytes[new].sum())
+            self.admitted_s[new] = start
+            self.first_token_s[new] = start + prefill_s
+            self.generated[new] = 1
+            tokens += new.size
+
+        old = self.running
+        rlp = len(old)
+        decode_s, accepted_share = 0.0, 1.0
+        if rlp:
+            dt, de = self.decode_cost(rlp, int(tlp), self.sum_context(), fc_unit)
+            remaining = lout[old] - self.generated[old]
+            if self.acceptance_rate is None or tlp == 1:
+                kept = np.full(rlp, int(tlp), dtype=np.int64)
+            else:
+                u = self.rng.random(rlp)
+                leading = np.floor(np.log(u) / math.log(self.acceptance_rate))
+                kept = 1 + np.minimum(leading, tlp - 1).astype(np.int64)
+            made = np.minimum(kept, remaining)
+            self.generated[old] += made
+            produced = int(made.sum())
+            self.energy_j[old] += de * made / produced
+            accepted_share = float(kept.sum()) / (rlp * int(tlp))
+            decode_s, energy = dt, energy + de
+            tokens += produced
+
+        end = start + prefill_s + decode_s
+        self.t = end
+        running = np.concatenate([old, new])
+        finished_mask = self.generated[running] >= lout[running]
+        finished = running[finished_mask]
+        self.running = running[~finished_mask]
+        if finished.size:
+            self.finish_s[finished] = end
+            self.kv_used = max(0.0, self.kv_used - float(self.kv_bytes[finished].sum()))
+            self.finished_count += finished.size
+        before = self.arrived
+        self._arrive(end)
+        # requests in the system over [start, end]: those at the start throughout, arrivals from their
+        # arrival on; the finished leave at the end
+        area = n_start * (end - start) + float((end - self.w.arrival_s[before:self.arrived]).sum())
+        self.iterations += 1
+        return IterationRecord(start, end, prefill_s, decode_s, energy, rlp, int(tlp), fc_unit, new, finished,
+                               tokens, accepted_share, area)
+
+    # -------------------------------------------------------------------------- results
+    def request_metrics(self) -> dict[str, np.ndarray]:
+        """Per request: ttft_s, tpot_s (NaN for one-token outputs), latency_s, energy_j, tokens."""
+        w = self.w
+        tpot = np.where(w.lout > 1, (self.finish_s - self.first_token_s) / np.maximum(w.lout - 1, 1), np.nan)
+        return {"ttft_s": self.first_token_s - w.arrival_s, "tpot_s": tpot, "latency_s": self.finish_s - w.arrival_s,
+                "queue_s": self.admitted_s - w.arrival_s, "energy_j": self.energy_j.copy(),
+                "tokens": self.generated.copy()}
+
+
+def fcfs_rule(cost_model: CostModel, max_batch: int = DEFAULT_MAX_BATCH, tlp: int = 1, fc: str = "threshold",
+              alpha: float | None = None):
+    """vLLM's default policy as a function of the server: admit every queued request that fits (up
+    to ``max_batch`` running), speculate ``tlp``; FC by PAPI's threshold on RLP x TLP
+    (``fc='threshold'``, alpha from hardware.calibrate unless given), or always on 'gpu' / 'pim'."""
+    if fc == "threshold":
+        if alpha is None:
+            from hardware.calibrate import calibrate_alpha
+
+            alpha = calibrate_alpha(cost_model, 1024, "latency")
+    elif fc not in cost_model.fc_units:
+        raise ValueError(f"fc must be 'threshold' or one of {cost_model.fc_units}, got {fc!r}")
+
+    def decide(server: OnlineServer) -> tuple[str, int, int]:
+        admit = server.admissible()
+        rlp = len(server.running)
+        unit = fc if fc != "threshold" else ("gpu" if rlp * tlp > alpha else "pim")
+        return unit, tlp, admit
+
+    return decide
+
+
+def serve(server: OnlineServer, decide, max_iterations: int = 10_000_000) -> list[IterationRecord]:
+    """Run ``decide(server) -> (fc_unit, tlp, admit)`` every iteration until every request is done."""
+    records = []
+    while not server.done:
+        if len(records) >= max_iterations:
+            raise RuntimeError(f"not done after {max_iterations} iterations")
+        records.append(server.iteration(*decide(server)))
+    return records
+
+
+def summarise(server: OnlineServer, warmup: int = 0, ttft_target_s: float = math.inf,
+              tpot_target_s: float = math.inf) -> dict[str, float]:
+    """Latency percentiles, throughput, energy and goodput of the requests after the first ``warmup``.
+
+    Goodput: requests meeting both targets per second of the scored requests' arrival window."""
+    m = server.request_metrics()
+    s = slice(warmup, None)
+    ttft, tpot, lat = m["ttft_s"][s], m["tpot_s"][s], m["latency_s"][s]
+    arrivals = server.w.arrival_s[s]
+    good = (ttft <= ttft_target_s) & ((tpot <= tpot_target_s) | np.isnan(tpot))
+    window = float(arrivals[-1] - arrivals[0]) if len(arrivals) > 1 else math.nan
+    finish = server.finish_s[s]
+    span = float(np.nanmax(finish) - arrivals[0])
+    tokens = float(m["tokens"][s].sum())
+    tp = tpot[~np.isnan(tpot)]
+    return {
+        "requests": int(len(lat)), "ttft_p50_s": float(np.median(ttft)), "ttft_p99_s": float(np.quantile(ttft, 0.99)),
+        "tpot_p50_s": float(np.median(tp)) if tp.size else math.nan,
+        "tpot_p99_s": float(np.quantile(tp, 0.99)) if tp.size else math.nan,
+        "latency_mean_s": float(lat.mean()), "latency_p99_s": float(np.quantile(lat, 0.99)),
+        "throughput_rps": len(lat) / span if span > 0 else math.nan,
+        "tokens_per_s": tokens / span if span > 0 else math.nan,
+        "joules_per_token": float(m["energy_j"][s].sum()) / tokens,
+        "slo_attainment": float(good.mean()), "goodput_rps": float(good.sum()) / window if window > 0 else math.nan,
+    }

@@ -1,0 +1,210 @@
+"""Online serving (hardware.online, PapiServe-v0): queueing laws, conservation, capacity, rewards."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import papi_env
+from hardware.online import OnlineServer, Workload, fcfs_rule, load_trace, sample_workload, serve, summarise
+from hardware.systems import CostModel
+from hardware.workloads import WorkloadError
+
+PAPI = CostModel("papi", "llama-65b")
+SERVE = papi_env.SERVE_ENV_ID
+
+
+def test_littles_law_on_a_long_run():
+    """Mean number in the system (from the server's own per-iteration counts) = arrival rate x mean
+    time in the system (from the requests' timestamps)."""
+    rate = 8.0
+    w = sample_workload(rate, 4000, "creative-writing", np.random.default_rng(3))
+    server = OnlineServer(PAPI, w)
+    records = serve(server, fcfs_rule(PAPI, tlp=2))
+    horizon = records[-1].end_s
+    area = sum(r.in_system_area for r in records)
+    latency = server.request_metrics()["latency_s"]
+    assert area == pytest.approx(latency.sum(), rel=1e-9)  # the two bookkeepings agree
+    number_in_system = area / horizon
+    # the nominal rate: equal within sampling error (4000 Poisson arrivals: ~1.6% sd of the rate)
+    assert number_in_system == pytest.approx(rate * latency.mean(), rel=0.06)
+    assert number_in_system == pytest.approx(len(w.arrival_s) / horizon * latency.mean(), rel=1e-9)
+
+
+def test_at_a_very_low_rate_each_request_costs_what_it_costs_alone():
+    drawn = sample_workload(1.0, 12, "creative-writing", np.random.default_rng(0))
+    w = Workload(np.arange(12) * 1000.0, drawn.lin, drawn.lout)  # 1000 s apart: no request meets another
+    server = OnlineServer(PAPI, w)
+    serve(server, fcfs_rule(PAPI, tlp=1))
+    m = server.request_metrics()
+    for i in range(w.size):
+        lin, lout = int(w.lin[i]), int(w.lout[i])
+        assert m["ttft_s"][i] == pytest.approx(PAPI.prefill([lin]).time, rel=1e-12)
+        # alone, RLP x TLP = 1 is below PAPI's crossover: FC on FC-PIM; context = prompt + tokens so far
+        decode = sum(PAPI.iteration(1, 1, lin + k, "pim").time for k in range(1, lout))
+        if lout > 1:
+            assert m["tpot_s"][i] == pytest.approx(decode / (lout - 1), rel=1e-9)
+        assert m["queue_s"][i] == 0.0
+
+
+def test_every_request_is_served_once_and_completely():
+    w = sample_workload(30.0, 600, "general-qa", np.random.default_rng(1))
+    server = OnlineServer(CostModel("gpu_only", "llama-65b"), w, max_batch=64)
+    records = serve(server, fcfs_rule(server.cm, fc="gpu", tlp=3))
+    admitted = np.concatenate([r.admitted for r in records])
+    finished = np.concatenate([r.finished for r in records])
+    assert sorted(admitted.tolist()) == list(range(w.size)) == sorted(finished.tolist())
+    assert np.array_equal(server.generated, w.lout)
+    assert sum(r.tokens for r in records) == int(w.lout.sum())
+    assert max(r.rlp for r in records) <= 64
+    m = server.request_metrics()
+    assert np.all(m["ttft_s"] > 0) and np.all(m["latency_s"] >= m["ttft_s"])
+    assert sum(r.energy_j for r in records) == pytest.approx(m["energy_j"].sum(), rel=1e-9)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), rate=st.floats(0.5, 200.0), tlp=st.integers(1, 4), admit=st.integers(0, 8),
+       acceptance=st.sampled_from([None, 0.5, 0.9]))
+def test_kv_never_exceeds_capacity_and_time_moves_forward(seed, rate, tlp, admit, acceptance):
+    rng = np.random.default_rng(seed)
+    n = 40
+    lin = rng.integers(500, 4000, n)
+    lout = rng.integers(1, 3000, n)
+    w = Workload(np.cumsum(rng.exponential(1 / rate, n)), lin, lout)
+    cm = CostModel("gpu_only", "llama-65b")  # 230 GB of KV: ~10-25 such requests at once
+    server = OnlineServer(cm, w, acceptance_rate=acceptance, rng=rng)
+    t = 0.0
+    while not server.done:
+        r = server.iteration("gpu", tlp, int(rng.integers(0, admit + 1)))
+        assert server.kv_used <= server.kv_capacity * (1 + 1e-12)
+        assert r.end_s > r.start_s >= t and r.energy_j > 0
+        t = r.end_s
+    assert np.array_equal(server.generated, lout)
+
+
+def test_same_seed_same_numbers():
+    def run(seed):
+        env = gym.make(SERVE, requests=48, warmup=4, acceptance_rate=0.7, reward="energy")
+        obs, _ = env.reset(seed=seed)
+        env.action_space.seed(seed)
+        out = [obs]
+        done = False
+        while not done:
+            obs, reward, term, trunc, info = env.step(env.action_space.sample())
+            out.append(np.append(obs, reward))
+            done = term or trunc
+        return np.concatenate(out), info["score"]
+
+    a, b, c = run(5), run(5), run(6)
+    assert np.array_equal(a[0], b[0]) and a[1] == b[1]
+    assert not np.array_equal(a[0][:11], c[0][:11]) or a[1] != c[1]
+
+
+@pytest.mark.parametrize("reward", papi_env.SERVE_REWARDS)
+def test_step_rewards_sum_to_the_episode_objective(reward):
+    env = gym.make(SERVE, requests=96, warmup=16, rate=12.0, reward=reward, acceptance_rate=0.8)
+    env.reset(seed=2)
+    base = env.unwrapped
+    total, done = 0.0, False
+    while not done:
+        _, r, term, trunc, info = env.step(base.rule_action("threshold", 2))
+        total += r
+        done = term or trunc
+    m = base.server.request_metrics()
+    scored = slice(16, None)
+    if reward == "latency":
+        assert total == pytest.approx(-m["latency_s"][scored].mean(), rel=1e-9)
+        assert info["score"] == pytest.approx(-1 / total, rel=1e-9)
+    elif reward == "energy":
+        assert total == pytest.approx(-m["energy_j"][scored].sum() / m["tokens"][scored].sum(), rel=1e-9)
+        assert info["score"] == pytest.approx(-1 / total, rel=1e-9)
+    else:
+        assert total == pytest.approx(info["score"], rel=1e-12)
+        assert info["summary"]["goodput_rps"] == pytest.approx(total, rel=1e-9)
+
+
+def test_env_checkers_pass():
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    check_env(gym.make(SERVE, requests=16, warmup=2).unwrapped)
+    sb3_check_env(papi_env.PapiServeEnv(requests=16, warmup=2))
+
+
+def test_masks_clamps_and_fallbacks():
+    env = papi_env.PapiServeEnv(system="gpu_only", requests=32, warmup=0, rate=1000.0, max_admit=8)
+    env.reset(seed=0)
+    mask = env.action_masks()
+    assert mask[:2].tolist() == [False, True]  # no FC-PIM on GPU-only
+    assert not mask[2 + env.max_tlp]  # nothing runs: admitting none is not offered
+    _, _, _, _, info = env.step(np.array([0, 0, 8]))
+    assert info["unit_fallback"] and info["placement"] == "gpu" and info["admitted"] >= 1
+    with pytest.raises(ValueError, match="outside"):
+        env.step(np.array([0, 9, 0]))
+    with pytest.raises(ValueError, match="3 integers"):
+        env.step(np.array([0, 1]))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"reward": "throughput"}, "reward must be one of"),
+    ({"rate": -2.0}, "rate must be a positive number"),
+    ({"rate": []}, "rate must be a positive number"),
+    ({"warmup": 300}, "warmup must be an integer in [0, requests)"),
+    ({"arrival": "uniform"}, "arrival must be one of"),
+    ({"max_admit": 0}, "max_admit must be a positive integer"),
+    ({"acceptance_rate": 1.5}, "acceptance_rate must be in (0, 1]"),
+    ({"model": "gpt-5"}, "gpt-5"),
+])
+def test_bad_settings_fail_clearly(kwargs, message):
+    with pytest.raises((ValueError, KeyError, WorkloadError)) as err:
+        env = gym.make(SERVE, **kwargs)
+        env.reset(seed=0)
+    assert message in str(err.value)
+
+
+def test_trace_csv(tmp_path):
+    path = tmp_path / "trace.csv"
+    path.write_text("arrival_s,lin,lout\n0.0,10,5\n0.5,20,3\n0.5,7,1\n")
+    w = load_trace(path)
+    assert w.arrival_s.tolist() == [0.0, 0.5, 0.5] and w.lout.tolist() == [5, 3, 1]
+    env = gym.make(SERVE, trace=str(path), warmup=0)
+    env.reset(seed=0)
+    done = False
+    while not done:
+        *_, term, trunc, info = env.step(env.unwrapped.rule_action())
+        done = term or trunc
+    assert info["summary"]["requests"] == 3
+    for text, message in [("arrival_s,lin\n0,1\n", "header must hold"),
+                          ("arrival_s,lin,lout\n1.0,5,5\n0.5,5,5\n", "not before the row above"),
+                          ("arrival_s,lin,lout\n0,x,5\n", ":2:"), ("arrival_s,lin,lout\n", "no requests"),
+                          ("arrival_s,lin,lout\n0,0,5\n", "lengths must be")]:
+        path.write_text(text)
+        with pytest.raises(WorkloadError, match=message):
+            load_trace(path)
+
+
+def test_bursty_arrivals_have_the_asked_variability():
+    from hardware.online import inter_arrival_times
+
+    gaps = inter_arrival_times(10.0, 200_000, np.random.default_rng(0), "gamma", cv=3.0)
+    assert gaps.mean() == pytest.approx(0.1, rel=0.03)
+    assert gaps.std() / gaps.mean() == pytest.approx(3.0, rel=0.05)
+
+
+def test_rules_and_summary():
+    w = sample_workload(12.0, 300, "creative-writing", np.random.default_rng(4))
+    papi = OnlineServer(PAPI, w)
+    serve(papi, fcfs_rule(PAPI))
+    gpu = OnlineServer(CostModel("a100_attacc", "llama-65b"), w)
+    serve(gpu, fcfs_rule(gpu.cm, fc="gpu"))
+    a, b = summarise(papi, 30, 0.1, 0.05), summarise(gpu, 30, 0.1, 0.05)
+    assert a["requests"] == b["requests"] == 270
+    assert a["joules_per_token"] < b["joules_per_token"]  # FC-PIM at low RLP saves energy
+    assert 0 <= a["slo_attainment"] <= 1 and math.isfinite(a["goodput_rps"])
+    with pytest.raises(ValueError, match="runs FC on"):
+        OnlineServer(gpu.cm, w).iteration("pim", 1, 1)
