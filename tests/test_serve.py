@@ -208,3 +208,33 @@ def test_rules_and_summary():
     assert 0 <= a["slo_attainment"] <= 1 and math.isfinite(a["goodput_rps"])
     with pytest.raises(ValueError, match="runs FC on"):
         OnlineServer(gpu.cm, w).iteration("pim", 1, 1)
+
+
+def test_ppo_trains_on_papiserve_and_the_figure_script_runs(tmp_path):
+    """The existing training script trains on PapiServe-v0 (scalar envs in a DummyVecEnv), and
+    experiments.serve draws the latency-versus-rate table with the agent on it."""
+    import json
+
+    ray = pytest.importorskip("ray")
+    from experiments import serve, train
+
+    cfg = train.load_config("ppo", SERVE)
+    cfg.update(n_envs=2, eval_freq=512, eval_episodes=1, checkpoint_freq=512,
+               env_kwargs={**cfg["env_kwargs"], "requests": 16, "warmup": 2, "rate": 8.0})
+    cfg["hyperparams"] = {**cfg["hyperparams"], "n_steps": 128, "batch_size": 64, "n_epochs": 1}
+    run = train.train("ppo", SERVE, cfg, 512, 0, tmp_path / "runs", progress_bar=False, verbose=0)
+    history = json.loads((run / "evaluations.json").read_text())
+    assert history[-1]["score_vs_threshold"] > 0 and 1 <= history[-1]["mean_tlp"] <= 4
+    ray.shutdown()
+    try:
+        assert serve.main(["--rates", "4", "--episodes", "1", "--requests", "12", "--warmup", "2", "--num-cpus", "1",
+                           "--agent", f"ppo:{run / 'best_model.zip'}", "--out", str(tmp_path / "serve")]) == 0
+    finally:
+        ray.shutdown()
+    record = json.loads((tmp_path / "serve" / "serve.json").read_text())
+    assert set(serve.BASELINES) | {serve.BEST_TLP} <= set(record["curves"])
+    assert all(v > 0 for v in record["saturation_rps"].values())
+    [row] = record["learned_vs_rules"]
+    assert row["rate"] == 4.0 and row["vs PAPI rule"]["iqm"] > 0
+    assert (tmp_path / "serve" / "serve.png").exists() and "Saturation" in (tmp_path / "serve" / "serve.md").read_text()
+    assert serve.main(["--rates", "-1", "--out", str(tmp_path / "bad")]) == 2

@@ -1,0 +1,222 @@
+"""The standard serving figure: p50/p99 TTFT and TPOT versus request rate, light load to saturation.
+
+    python -m experiments.serve --agent ppo:results/serve_runs/ppo_serve_s0/best_model.zip --out results/serve
+
+On PapiServe-v0 (LLaMA-65B, creative-writing lengths, Poisson arrivals, drafts accepted with
+probability ``--acceptance-rate``), every policy serves the same held-out episodes at every rate
+(seeds of experiments.evaluate):
+
+- ``GPU-only`` and ``A100+AttAcc``: the baseline systems, FCFS continuous batching, FC on the GPUs,
+  no speculation (TLP 1);
+- ``PAPI rule``: the PAPI system, FCFS with PAPI's threshold for FC placement, TLP 1;
+- ``PAPI rule, best fixed TLP``: the same with the fixed TLP in 1..max_tlp that gives the least
+  mean latency at that rate, chosen in hindsight per rate (no deployment knows it in advance);
+- each ``--agent``: a learned policy (FC unit, TLP and admission) on the PAPI system.
+
+Percentiles pool the scored requests (after each episode's warm-up) of all episodes. The
+saturation throughput of each policy is its completion rate under overload (``--requests`` x 4
+requests arriving at once), between 10% and 60% of them done. Learned vs rules: IQM with 95%
+stratified-bootstrap CI of the per-episode ratio of scores (1 / mean latency), paired.
+
+Writes serve.json, serve.md and serve.png (and .pdf) under ``--out``; cells run as Ray tasks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+import papi_env
+from agents.policies import make_policy
+from experiments import fanout, stats
+from experiments.cli import UsageError, check_output_dir, positive
+from experiments.evaluate import eval_seeds
+from experiments.io import markdown_table, save_figure, write_results
+from experiments.plotting import pyplot
+
+SERVE = papi_env.SERVE_ENV_ID
+BASELINES = {  # label: (system, policy spec)
+    "GPU-only": ("gpu_only", "always-gpu"),
+    "A100+AttAcc": ("a100_attacc", "always-gpu"),
+    "PAPI rule": ("papi", "threshold"),
+}
+BEST_TLP = "PAPI rule, best fixed TLP"
+DEFAULT_RATES = (1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 20.0, 24.0, 28.0, 32.0)
+
+
+def _episode(env: gym.Env, policy: Any, seed: int) -> dict[str, Any]:
+    if hasattr(policy, "bind"):
+        policy.bind(env)
+    obs, _ = env.reset(seed=seed)
+    state, start = None, True
+    while True:
+        action, state = policy.predict(obs, state=state, episode_start=np.array([start]), deterministic=True)
+        start = False
+        obs, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            break
+    base = env.unwrapped
+    m = base.server.request_metrics()
+    scored = slice(base.warmup, None)
+    return {"score": info["score"], "ttft": m["ttft_s"][scored], "tpot": m["tpot_s"][scored],
+            "latency": m["latency_s"][scored], "finish": base.server.finish_s, "truncated": truncated,
+            "summary": info["summary"]}
+
+
+def cell(job: tuple[str, str, str, float, int, int, dict]) -> dict[str, Any]:
+    """One policy at one rate over the held-out episodes (a Ray task): pooled percentiles and the
+    per-episode scores; rate 0 means the overload run that measures saturation throughput."""
+    label, system, spec, rate, episodes, eval_seed, kwargs = job
+    if rate == 0:  # overload: every request at once, from a queue that stays full
+        env = gym.make(SERVE, system=system, **{**kwargs, "rate": 1e6, "requests": 4 * kwargs["requests"],
+                                                "warmup": 0})
+        ep = _episode(env, make_policy(spec, env=env), eval_seeds(1, eval_seed)[0])
+        done = np.sort(ep["finish"])
+        n = len(done)
+        lo, hi = done[int(0.1 * n)], done[int(0.6 * n)]
+        return {"label": label, "spec": spec, "saturation_rps": (int(0.6 * n) - int(0.1 * n)) / (hi - lo)}
+    env = gym.make(SERVE, system=system, **{**kwargs, "rate": rate})
+    policy = make_policy(spec, env=env)
+    eps = [_episode(env, policy, s) for s in eval_seeds(episodes, eval_seed)]
+    ttft = np.concatenate([e["ttft"] for e in eps])
+    tpot = np.concatenate([e["tpot"] for e in eps])
+    tpot = tpot[~np.isnan(tpot)]
+    latency = np.concatenate([e["latency"] for e in eps])
+    return {"label": label, "spec": spec, "system": system, "rate": rate,
+            "ttft_p50_s": float(np.median(ttft)), "ttft_p99_s": float(np.quantile(ttft, 0.99)),
+            "tpot_p50_s": float(np.median(tpot)), "tpot_p99_s": float(np.quantile(tpot, 0.99)),
+            "latency_mean_s": float(latency.mean()),
+            "slo_attainment": float(np.mean([e["summary"]["slo_attainment"] for e in eps])),
+            "goodput_rps": float(np.mean([e["summary"]["goodput_rps"] for e in eps])),
+            "joules_per_token": float(np.mean([e["summary"]["joules_per_token"] for e in eps])),
+            "episode_scores": [float(e["score"]) for e in eps], "truncated": sum(e["truncated"] for e in eps)}
+
+
+def run(agents: list[str], rates: list[float], episodes: int, eval_seed: int, kwargs: dict[str, Any],
+        num_cpus: int | None = None, address: str | None = None) -> dict[str, Any]:
+    """Every policy at every rate, plus each policy's saturation throughput; the serve.json record."""
+    max_tlp = int(kwargs.get("max_tlp", 4))
+    policies = {**BASELINES, **{f"PAPI rule, TLP {k}": ("papi", f"fixed-tlp:{k}") for k in range(2, max_tlp + 1)},
+                **{f"learned {i}: {a.partition(':')[0].upper()}": ("papi", a) for i, a in enumerate(agents)}}
+    jobs = [(label, system, spec, rate, episodes, eval_seed, kwargs)
+            for label, (system, spec) in policies.items() for rate in [*rates, 0.0]]
+    cells = fanout.run_all(cell, jobs, num_cpus, address)
+    by = {(c["label"], c.get("rate", 0.0)): c for c in cells}
+    saturation = {label: by[(label, 0.0)]["saturation_rps"] for label in policies}
+    curves: dict[str, list[dict]] = {label: [by[(label, r)] for r in rates] for label in policies}
+    fixed = ["PAPI rule", *(f"PAPI rule, TLP {k}" for k in range(2, max_tlp + 1))]
+    best = []
+    for i in range(len(rates)):  # least mean latency in hindsight, per rate
+        label = min(fixed, key=lambda name, i=i: curves[name][i]["latency_mean_s"])
+        best.append({**curves[label][i], "label": BEST_TLP, "chosen": label})
+    curves[BEST_TLP] = best
+    comparisons = []
+    for label in (k for k in policies if k.startswith("learned")):
+        for i, r in enumerate(rates):
+            agent = np.array(curves[label][i]["episode_scores"])
+            row = {"agent": label, "rate": r}
+            for ref in ("PAPI rule", BEST_TLP):
+                ratio = agent / np.array(curves[ref][i]["episode_scores"])
+                row[f"vs {ref}"] = {"mean": float(ratio.mean()), **stats.iqm_ci(ratio)}
+            comparisons.append(row)
+    return {"env": SERVE, "env_kwargs": kwargs, "rates": rates, "episodes": episodes, "eval_seed": eval_seed,
+            "agents": agents, "saturation_rps": saturation, "curves": curves, "learned_vs_rules": comparisons}
+
+
+def to_markdown(record: dict[str, Any]) -> str:
+    kw = record["env_kwargs"]
+    shown = [*BASELINES, BEST_TLP, *(k for k in record["curves"] if k.startswith("learned"))]
+    rows = []
+    for label in shown:
+        for c in record["curves"][label]:
+            rows.append([label + (f" ({c['chosen'].removeprefix('PAPI rule').strip(', ') or 'TLP 1'})"
+                                  if "chosen" in c else ""),
+                         c["rate"], f"{c['ttft_p50_s'] * 1e3:.1f}", f"{c['ttft_p99_s'] * 1e3:.1f}",
+                         f"{c['tpot_p50_s'] * 1e3:.2f}", f"{c['tpot_p99_s'] * 1e3:.2f}",
+                         f"{c['latency_mean_s']:.2f}", f"{c['slo_attainment']:.3f}", f"{c['joules_per_token']:.3f}"])
+    sat = [[label, f"{v:.2f}"] for label, v in record["saturation_rps"].items()]
+    text = (f"# Serving: latency versus request rate ({kw.get('model', 'llama-65b')}, Poisson arrivals, "
+            f"{record['episodes']} held-out episodes of {kw['requests']} requests per point, the first "
+            f"{kw['warmup']} unscored; drafts accepted with probability {kw.get('acceptance_rate')})\n\n"
+            + markdown_table(["policy", "rate (req/s)", "TTFT p50 (ms)", "TTFT p99 (ms)", "TPOT p50 (ms)",
+                              "TPOT p99 (ms)", "mean latency (s)", "SLO attainment", "J/token"], rows)
+            + "\n## Saturation throughput (requests/s under overload)\n\n"
+            + markdown_table(["policy", "saturation (req/s)"], sat))
+    if record["learned_vs_rules"]:
+        comp = [[c["agent"], c["rate"], stats.fmt_ci(c["vs PAPI rule"]), stats.fmt_ci(c[f"vs {BEST_TLP}"])]
+                for c in record["learned_vs_rules"]]
+        text += ("\n## Learned agent vs rules (score = 1 / mean latency; per-episode ratio, IQM [95% CI])\n\n"
+                 + markdown_table(["agent", "rate (req/s)", "vs PAPI rule (TLP 1)", "vs best fixed TLP"], comp))
+    return text
+
+
+def plot(record: dict[str, Any], path: Path) -> None:
+    plt = pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(9, 6.2), sharex=True)
+    shown = [*BASELINES, BEST_TLP, *(k for k in record["curves"] if k.startswith("learned"))]
+    for ax, key, title in zip(axes.flat, ("ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s"),
+                              ("TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99"), strict=True):
+        for label in shown:
+            curve = record["curves"][label]
+            sat = record["saturation_rps"].get(label)
+            name = label if sat is None else f"{label} (sat. {sat:.1f} req/s)"
+            ax.plot([c["rate"] for c in curve], [c[key] * 1e3 for c in curve], marker=".", label=name)
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.set_ylabel("ms")
+    for ax in axes[1]:
+        ax.set_xlabel("request rate (requests/s)")
+    axes[0, 0].legend(fontsize=7)
+    kw = record["env_kwargs"]
+    fig.suptitle(f"PapiServe-v0: {kw.get('model', 'llama-65b')}, Poisson arrivals, {record['episodes']} episodes "
+                 f"per point; best fixed TLP chosen in hindsight per rate")
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Latency versus request rate on PapiServe-v0.")
+    parser.add_argument("--agent", action="append", default=[], help="a learned policy ALGO:PATH (repeatable)")
+    parser.add_argument("--rates", default=",".join(f"{r:g}" for r in DEFAULT_RATES),
+                        help="requests/s, comma-separated")
+    parser.add_argument("--episodes", type=int, default=8)
+    parser.add_argument("--eval-seed", type=int, default=0)
+    parser.add_argument("--requests", type=int, default=256)
+    parser.add_argument("--warmup", type=int, default=32)
+    parser.add_argument("--acceptance-rate", type=float, default=0.7)
+    parser.add_argument("--max-tlp", type=int, default=4)
+    parser.add_argument("--out", type=Path, default=Path("results/serve"))
+    fanout.add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        rates = [float(r) for r in args.rates.split(",") if r.strip()]
+        if not rates or any(not r > 0 for r in rates):
+            raise UsageError(f"--rates must be positive numbers of requests/s, got {args.rates!r}")
+        for flag, value in (("--episodes", args.episodes), ("--requests", args.requests), ("--max-tlp", args.max_tlp)):
+            positive(value, flag)
+        if not 0 <= args.warmup < args.requests:
+            raise UsageError(f"--warmup must be in [0, --requests), got {args.warmup}")
+        check_output_dir(args.out)
+        kwargs = {"requests": args.requests, "warmup": args.warmup, "acceptance_rate": args.acceptance_rate,
+                  "max_tlp": args.max_tlp, "reward": "latency"}
+        papi_env.PapiServeEnv(**kwargs)  # bad settings fail here, before any work
+        for agent in args.agent:
+            make_policy(agent)
+    except (UsageError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    record = run(args.agent, rates, args.episodes, args.eval_seed, kwargs, args.num_cpus, args.address)
+    md = to_markdown(record)
+    write_results(args.out, {"serve.json": record, "serve.md": md})
+    plot(record, args.out / "serve.png")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
