@@ -83,32 +83,45 @@ def cell(job: tuple[str, str, str, float, int, int, dict]) -> dict[str, Any]:
     env = gym.make(SERVE, system=system, **{**kwargs, "rate": rate})
     policy = make_policy(spec, env=env)
     eps = [_episode(env, policy, s) for s in eval_seeds(episodes, eval_seed)]
+    return {"label": label, "spec": spec, "system": system, "rate": rate, "episodes": eps}
+
+
+def pooled(label: str, cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """One point of a curve from the cells of one policy at one rate (several for the seeds of a
+    learned policy): percentiles over all their scored requests; episode scores per seed."""
+    eps = [e for c in cells for e in c["episodes"]]
     ttft = np.concatenate([e["ttft"] for e in eps])
     tpot = np.concatenate([e["tpot"] for e in eps])
     tpot = tpot[~np.isnan(tpot)]
     latency = np.concatenate([e["latency"] for e in eps])
-    return {"label": label, "spec": spec, "system": system, "rate": rate,
+    return {"label": label, "specs": [c["spec"] for c in cells], "system": cells[0]["system"],
+            "rate": cells[0]["rate"],
             "ttft_p50_s": float(np.median(ttft)), "ttft_p99_s": float(np.quantile(ttft, 0.99)),
             "tpot_p50_s": float(np.median(tpot)), "tpot_p99_s": float(np.quantile(tpot, 0.99)),
             "latency_mean_s": float(latency.mean()),
             "slo_attainment": float(np.mean([e["summary"]["slo_attainment"] for e in eps])),
             "goodput_rps": float(np.mean([e["summary"]["goodput_rps"] for e in eps])),
             "joules_per_token": float(np.mean([e["summary"]["joules_per_token"] for e in eps])),
-            "episode_scores": [float(e["score"]) for e in eps], "truncated": sum(e["truncated"] for e in eps)}
+            "episode_scores": [[float(e["score"]) for e in c["episodes"]] for c in cells],
+            "truncated": sum(e["truncated"] for e in eps)}
 
 
 def run(agents: list[str], rates: list[float], episodes: int, eval_seed: int, kwargs: dict[str, Any],
         num_cpus: int | None = None, address: str | None = None) -> dict[str, Any]:
     """Every policy at every rate, plus each policy's saturation throughput; the serve.json record."""
     max_tlp = int(kwargs.get("max_tlp", 4))
-    policies = {**BASELINES, **{f"PAPI rule, TLP {k}": ("papi", f"fixed-tlp:{k}") for k in range(2, max_tlp + 1)},
-                **{f"learned {i}: {a.partition(':')[0].upper()}": ("papi", a) for i, a in enumerate(agents)}}
+    learned = f"learned ({agents[0].partition(':')[0].upper()}, {len(agents)} seeds)" if agents else None
+    groups = {**{label: [(system, spec)] for label, (system, spec) in BASELINES.items()},
+              **{f"PAPI rule, TLP {k}": [("papi", f"fixed-tlp:{k}")] for k in range(2, max_tlp + 1)},
+              **({learned: [("papi", a) for a in agents]} if agents else {})}
     jobs = [(label, system, spec, rate, episodes, eval_seed, kwargs)
-            for label, (system, spec) in policies.items() for rate in [*rates, 0.0]]
+            for label, members in groups.items() for system, spec in members for rate in [*rates, 0.0]]
     cells = fanout.run_all(cell, jobs, num_cpus, address)
-    by = {(c["label"], c.get("rate", 0.0)): c for c in cells}
-    saturation = {label: by[(label, 0.0)]["saturation_rps"] for label in policies}
-    curves: dict[str, list[dict]] = {label: [by[(label, r)] for r in rates] for label in policies}
+    saturation = {label: float(np.mean([c["saturation_rps"] for c in cells if c["label"] == label and "saturation_rps"
+                                        in c])) for label in groups}
+    curves: dict[str, list[dict]] = {
+        label: [pooled(label, [c for c in cells if c["label"] == label and c.get("rate") == r]) for r in rates]
+        for label in groups}
     fixed = ["PAPI rule", *(f"PAPI rule, TLP {k}" for k in range(2, max_tlp + 1))]
     best = []
     for i in range(len(rates)):  # least mean latency in hindsight, per rate
@@ -116,13 +129,15 @@ def run(agents: list[str], rates: list[float], episodes: int, eval_seed: int, kw
         best.append({**curves[label][i], "label": BEST_TLP, "chosen": label})
     curves[BEST_TLP] = best
     comparisons = []
-    for label in (k for k in policies if k.startswith("learned")):
+    if learned:
         for i, r in enumerate(rates):
-            agent = np.array(curves[label][i]["episode_scores"])
-            row = {"agent": label, "rate": r}
+            agent = np.array(curves[learned][i]["episode_scores"])  # seeds x episodes
+            row = {"agent": learned, "rate": r}
             for ref in ("PAPI rule", BEST_TLP):
-                ratio = agent / np.array(curves[ref][i]["episode_scores"])
-                row[f"vs {ref}"] = {"mean": float(ratio.mean()), **stats.iqm_ci(ratio)}
+                ratio = agent / np.array(curves[ref][i]["episode_scores"])  # paired per episode
+                row[f"vs {ref}"] = {"mean": float(ratio.mean()), **stats.iqm_ci(ratio),
+                                    "p_improvement": stats.probability_of_improvement(
+                                        agent, curves[ref][i]["episode_scores"])["p"]}
             comparisons.append(row)
     return {"env": SERVE, "env_kwargs": kwargs, "rates": rates, "episodes": episodes, "eval_seed": eval_seed,
             "agents": agents, "saturation_rps": saturation, "curves": curves, "learned_vs_rules": comparisons}
@@ -148,10 +163,13 @@ def to_markdown(record: dict[str, Any]) -> str:
             + "\n## Saturation throughput (requests/s under overload)\n\n"
             + markdown_table(["policy", "saturation (req/s)"], sat))
     if record["learned_vs_rules"]:
-        comp = [[c["agent"], c["rate"], stats.fmt_ci(c["vs PAPI rule"]), stats.fmt_ci(c[f"vs {BEST_TLP}"])]
-                for c in record["learned_vs_rules"]]
-        text += ("\n## Learned agent vs rules (score = 1 / mean latency; per-episode ratio, IQM [95% CI])\n\n"
-                 + markdown_table(["agent", "rate (req/s)", "vs PAPI rule (TLP 1)", "vs best fixed TLP"], comp))
+        comp = [[c["agent"], c["rate"], stats.fmt_ci(c["vs PAPI rule"]), stats.fmt_ci(c[f"vs {BEST_TLP}"]),
+                 f"{c[f'vs {BEST_TLP}']['p_improvement']:.2f}"] for c in record["learned_vs_rules"]]
+        text += ("\n## Learned agent vs rules (score = 1 / mean latency; paired per-episode ratio over seeds x "
+                 "episodes, IQM [95% stratified-bootstrap CI]; P: probability of beating the best fixed TLP on an "
+                 "episode)\n\n"
+                 + markdown_table(["agent", "rate (req/s)", "vs PAPI rule (TLP 1)", "vs best fixed TLP (hindsight)",
+                                   "P(> best fixed TLP)"], comp))
     return text
 
 

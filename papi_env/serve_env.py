@@ -57,6 +57,7 @@ from hardware.systems import CostModel
 from hardware.workloads import get_dataset
 
 SERVE_REWARDS = ("latency", "energy", "goodput")
+SHAPINGS = ("none", "remaining")
 UNITS = ("pim", "gpu")
 OBS_SIZE = 11
 RATE_TAU_S = 1.0  # [D] time constant of the arrival-rate estimate, s
@@ -94,7 +95,7 @@ class PapiServeEnv(gym.Env):
                    warmup: int = 32, max_batch: int = DEFAULT_MAX_BATCH, max_admit: int = 16, max_tlp: int = 4,
                    acceptance_rate: float | None = None, reward: str = "latency",
                    ttft_target_s: float | None = None, tpot_target_s: float | None = None,
-                   max_steps: int = 100_000) -> None:
+                   max_steps: int = 100_000, shaping: str = "none") -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None")
         if reward not in SERVE_REWARDS:
@@ -124,11 +125,15 @@ class PapiServeEnv(gym.Env):
             raise ValueError(f"acceptance_rate must be in (0, 1] or None, got {acceptance_rate!r}")
         self.acceptance_rate = acceptance_rate
         self.reward_kind = reward
+        if shaping not in SHAPINGS:
+            raise ValueError(f"shaping must be one of {SHAPINGS}, got {shaping!r}")
+        self.shaping = shaping
         ttft0, tpot0 = unloaded_targets(CostModel("papi", self.cost_model.model), self.dataset, SLO_SCALE)
         self.ttft_target_s = float(ttft_target_s) if ttft_target_s is not None else ttft0
         self.tpot_target_s = float(tpot_target_s) if tpot_target_s is not None else tpot0
         if not (self.ttft_target_s > 0 and self.tpot_target_s > 0):
             raise ValueError("ttft_target_s and tpot_target_s must be > 0 seconds")
+        self.token_time_s = self.tpot_target_s / SLO_SCALE  # the unloaded TPOT: the shaping's time per token
         self.unit_mask = np.array([u in self.cost_model.fc_units for u in UNITS])
         self._alpha = (calibrate_alpha(self.cost_model, 1024, "latency" if reward == "goodput" else reward)
                        if self.unit_mask.all() else math.inf)
@@ -160,6 +165,20 @@ class PapiServeEnv(gym.Env):
         self.rate_ema = 0.0
         self.accept_ema = 1.0
         self.totals = {"time": 0.0, "energy": 0.0, "tokens": 0, "misses": 0, "good": 0}
+        self._potential = self._phi()
+
+    def _phi(self) -> float:
+        """The shaping potential (latency, ``shaping='remaining'``): minus the request-seconds the
+        scored requests in the system would still spend if each took the unloaded TPOT per remaining
+        token, over their number. 0 when none is in the system (so the shaping terms sum to 0 over
+        an episode)."""
+        if self.shaping == "none" or self.reward_kind != "latency":
+            return 0.0
+        s, warm = self.server, self.warmup
+        waiting = [i for i in s.queue if i >= warm]
+        running = s.running[s.running >= warm]
+        left = float(s.w.lout[waiting].sum()) + float((s.w.lout[running] - s.generated[running]).sum())
+        return -left * self.token_time_s / self.scored
 
     def _check_action(self, action: Any) -> tuple[int, int, int]:
         a = np.asarray(action)
@@ -199,6 +218,10 @@ class PapiServeEnv(gym.Env):
         self.totals["good"] += good
         if self.reward_kind == "latency":
             reward = -area / self.scored
+            if self.shaping != "none":  # potential-based: credits tokens when they are made, same episode sum
+                potential = self._phi()
+                reward += potential - self._potential
+                self._potential = potential
         elif self.reward_kind == "energy":
             reward = -(float(s.energy_j[warm:].sum()) - energy_before) / self.scored_tokens
         else:

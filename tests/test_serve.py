@@ -105,9 +105,9 @@ def test_same_seed_same_numbers():
     assert not np.array_equal(a[0][:11], c[0][:11]) or a[1] != c[1]
 
 
-@pytest.mark.parametrize("reward", papi_env.SERVE_REWARDS)
-def test_step_rewards_sum_to_the_episode_objective(reward):
-    env = gym.make(SERVE, requests=96, warmup=16, rate=12.0, reward=reward, acceptance_rate=0.8)
+@pytest.mark.parametrize("reward, shaping", [(r, "none") for r in papi_env.SERVE_REWARDS] + [("latency", "remaining")])
+def test_step_rewards_sum_to_the_episode_objective(reward, shaping):
+    env = gym.make(SERVE, requests=96, warmup=16, rate=12.0, reward=reward, acceptance_rate=0.8, shaping=shaping)
     env.reset(seed=2)
     base = env.unwrapped
     total, done = 0.0, False
