@@ -110,10 +110,11 @@ def test_register_ray_envs_builds_every_env_by_name():
     from ray.tune.registry import ENV_CREATOR, _global_registry
 
     ids = papi_env.register_ray_envs()
-    assert ids == list(papi_env.ENV_IDS)
+    assert ids == list(papi_env.ALL_ENV_IDS) and papi_env.SERVE_ENV_ID in ids
     for env_id in ids:
-        env = _global_registry.get(ENV_CREATOR, env_id)({"batch_size": [4]})
-        assert isinstance(env.unwrapped, papi_env.PapiBaseEnv)
+        config = {"requests": 8, "warmup": 0} if env_id == papi_env.SERVE_ENV_ID else {"batch_size": [4]}
+        env = _global_registry.get(ENV_CREATOR, env_id)(config)
+        assert isinstance(env.unwrapped, (papi_env.PapiBaseEnv, papi_env.PapiServeEnv))
         env.reset(seed=0)
         env.close()
 
