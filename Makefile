@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-slow lint paper bench beyond headroom reach10 clean
+.PHONY: setup demo test test-slow lint paper bench beyond headroom reach10 serve clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -50,6 +50,15 @@ reach10: setup
 	$(BIN)/python -m experiments.beyond --algo dqn --variants PapiSpecSchedule --objectives edp \
 		--env-kwargs '{"model":"gpt3-175b","reward_tokens":"expected"}' --total-timesteps 300000 \
 		--seeds 6 --episodes 100 --eval-seed 2 --out results/reach10_dqn_expected
+
+# Online serving: PPO on PapiServe-v0 (3 seeds, the config's 500k steps, ~3 min each), then latency
+# versus request rate for the baselines, PAPI's rule, the best fixed TLP and the agents (~5 min).
+SERVE_SEEDS := 0 1 2
+serve: setup
+	for s in $(SERVE_SEEDS); do $(BIN)/python -m experiments.train --algo ppo --env papi_env/PapiServe-v0 --seed $$s \
+		--logdir results/serve_runs --run-name ppo_serve_s$$s --no-progress --overwrite || exit 1; done
+	$(BIN)/python -m experiments.serve $(foreach s,$(SERVE_SEEDS),--agent ppo:results/serve_runs/ppo_serve_s$(s)/best_model.zip) \
+		--out results/serve
 
 lint: setup
 	$(BIN)/ruff check .
