@@ -58,7 +58,10 @@ def _episode(env: gym.Env, policy: Any, seed: int) -> dict[str, Any]:
         action, state = policy.predict(obs, state=state, episode_start=np.array([start]), deterministic=True)
         start = False
         obs, _, terminated, truncated, info = env.step(action)
-        if terminated or truncated:
+        if truncated:
+            raise RuntimeError(f"episode {seed} was truncated at max_steps={env.unwrapped.max_steps} before every "
+                               "request finished; pass a larger max_steps")
+        if terminated:
             break
     base = env.unwrapped
     m = base.server.request_metrics()

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import zlib
@@ -208,6 +209,9 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------------------ the sweep
 def _tuner(settings: dict[str, Any], space: dict[str, Any], resume: bool) -> Any:
+    # each trial keeps its own TensorBoard log and evaluations.json; Tune's per-trial CSV/JSON/TBX
+    # loggers would write the same metrics a second time
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 

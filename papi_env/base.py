@@ -58,7 +58,7 @@ from papi_env.core import (
 
 __all__ = ["CTX_SCALE", "LOG_R_SCALE", "OVER_CAPACITY", "REWARDS", "RLP_SCALE", "TARGET_IN_TIME_SCALES",
            "TLP_SCALE", "BatchView", "PapiBaseEnv", "as_choices", "calibration_objective", "episode_score",
-           "scalar_info"]
+           "merge_env_config", "scalar_info"]
 
 
 def scalar_info(info: dict[str, np.ndarray], i: int = 0) -> dict[str, Any]:
@@ -69,6 +69,22 @@ def scalar_info(info: dict[str, np.ndarray], i: int = 0) -> dict[str, Any]:
             v = values[i]
             out[key] = v.item() if values.ndim == 1 and values.dtype != object else v
     return out
+
+
+def merge_env_config(env_config: Mapping[str, Any] | None, render_mode: str | None,
+                     kwargs: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """(render_mode, keyword arguments) from RLlib's positional ``env_config`` dict (an EnvContext;
+    its worker fields are attributes, not settings) and the keyword arguments; a key in both, or an
+    env_config that is not a dict, is an error."""
+    if env_config is None:
+        return render_mode, kwargs
+    if not isinstance(env_config, Mapping):
+        raise TypeError(f"env_config must be a dict of keyword arguments, got {type(env_config).__name__}")
+    both = sorted(set(env_config) & set(kwargs))
+    if both:
+        raise ValueError(f"{both} given both in env_config and as keyword arguments")
+    kwargs = {**env_config, **kwargs}
+    return kwargs.pop("render_mode", render_mode), kwargs
 
 
 class BatchView:
@@ -113,14 +129,7 @@ class PapiBaseEnv(gym.Env):
                  **kwargs: Any) -> None:
         """Keyword arguments as ``gymnasium.make`` passes them; or one dict of them, positionally, as
         RLlib passes its ``env_config`` (an EnvContext; its worker fields are not settings)."""
-        if env_config is not None:
-            if not isinstance(env_config, Mapping):
-                raise TypeError(f"env_config must be a dict of keyword arguments, got {type(env_config).__name__}")
-            both = sorted(set(env_config) & set(kwargs))
-            if both:
-                raise ValueError(f"{both} given both in env_config and as keyword arguments")
-            kwargs = {**env_config, **kwargs}
-            render_mode = kwargs.pop("render_mode", render_mode)
+        render_mode, kwargs = merge_env_config(env_config, render_mode, kwargs)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None")
         self.core = self.core_class(1, **kwargs)

@@ -55,6 +55,7 @@ from hardware.online import (
 )
 from hardware.systems import CostModel
 from hardware.workloads import get_dataset
+from papi_env.base import merge_env_config
 
 SERVE_REWARDS = ("latency", "energy", "goodput")
 SHAPINGS = ("none", "remaining")
@@ -79,14 +80,7 @@ class PapiServeEnv(gym.Env):
                  **kwargs: Any) -> None:
         """Keyword arguments (see the module docstring and :meth:`_configure`), or one dict of them
         positionally, as RLlib passes its ``env_config``."""
-        if env_config is not None:
-            if not isinstance(env_config, Mapping):
-                raise TypeError(f"env_config must be a dict of keyword arguments, got {type(env_config).__name__}")
-            both = sorted(set(env_config) & set(kwargs))
-            if both:
-                raise ValueError(f"{both} given both in env_config and as keyword arguments")
-            kwargs = {**env_config, **kwargs}
-            render_mode = kwargs.pop("render_mode", render_mode)
+        render_mode, kwargs = merge_env_config(env_config, render_mode, kwargs)
         self._configure(render_mode, **kwargs)
 
     def _configure(self, render_mode: str | None = None, model: str = "llama-65b", system: Any = "papi",
