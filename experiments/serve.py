@@ -2,9 +2,9 @@
 
     python -m experiments.serve --agent ppo:results/serve_runs/ppo_serve_s0/best_model.zip --out results/serve
 
-On PapiServe-v0 (LLaMA-65B, creative-writing lengths, Poisson arrivals, drafts accepted with
-probability ``--acceptance-rate``), every policy serves the same held-out episodes at every rate
-(seeds of experiments.evaluate):
+On PapiServe-v0 (LLaMA-65B, creative-writing lengths, Poisson arrivals or, with ``--arrival gamma
+--cv C``, bursts; drafts accepted with probability ``--acceptance-rate``), every policy serves the
+same held-out episodes at every rate (seeds of experiments.evaluate):
 
 - ``GPU-only`` and ``A100+AttAcc``: the baseline systems, FCFS continuous batching, FC on the GPUs,
   no speculation (TLP 1);
@@ -146,6 +146,12 @@ def run(agents: list[str], rates: list[float], episodes: int, eval_seed: int, kw
             "agents": agents, "saturation_rps": saturation, "curves": curves, "learned_vs_rules": comparisons}
 
 
+def _arrivals(kwargs: dict[str, Any]) -> str:
+    if kwargs.get("arrival", "poisson") == "gamma":
+        return f"bursty arrivals (gamma gaps, cv {kwargs.get('cv', 1.0):g})"
+    return "Poisson arrivals"
+
+
 def to_markdown(record: dict[str, Any]) -> str:
     kw = record["env_kwargs"]
     shown = [*BASELINES, BEST_TLP, *(k for k in record["curves"] if k.startswith("learned"))]
@@ -158,7 +164,7 @@ def to_markdown(record: dict[str, Any]) -> str:
                          f"{c['tpot_p50_s'] * 1e3:.2f}", f"{c['tpot_p99_s'] * 1e3:.2f}",
                          f"{c['latency_mean_s']:.2f}", f"{c['slo_attainment']:.3f}", f"{c['joules_per_token']:.3f}"])
     sat = [[label, f"{v:.2f}"] for label, v in record["saturation_rps"].items()]
-    text = (f"# Serving: latency versus request rate ({kw.get('model', 'llama-65b')}, Poisson arrivals, "
+    text = (f"# Serving: latency versus request rate ({kw.get('model', 'llama-65b')}, {_arrivals(kw)}, "
             f"{record['episodes']} held-out episodes of {kw['requests']} requests per point, the first "
             f"{kw['warmup']} unscored; drafts accepted with probability {kw.get('acceptance_rate')})\n\n"
             + markdown_table(["policy", "rate (req/s)", "TTFT p50 (ms)", "TTFT p99 (ms)", "TPOT p50 (ms)",
@@ -194,7 +200,7 @@ def plot(record: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("request rate (requests/s)")
     axes[0, 0].legend(fontsize=7)
     kw = record["env_kwargs"]
-    fig.suptitle(f"PapiServe-v0: {kw.get('model', 'llama-65b')}, Poisson arrivals, {record['episodes']} episodes "
+    fig.suptitle(f"PapiServe-v0: {kw.get('model', 'llama-65b')}, {_arrivals(kw)}, {record['episodes']} episodes "
                  f"per point; best fixed TLP chosen in hindsight per rate")
     save_figure(fig, path)
     plt.close(fig)
@@ -211,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=32)
     parser.add_argument("--acceptance-rate", type=float, default=0.7)
     parser.add_argument("--max-tlp", type=int, default=4)
+    parser.add_argument("--arrival", choices=("poisson", "gamma"), default="poisson",
+                        help="inter-arrival gaps: exponential, or gamma with coefficient of variation --cv (bursts)")
+    parser.add_argument("--cv", type=float, default=1.0, help="coefficient of variation of the gamma gaps")
     parser.add_argument("--out", type=Path, default=Path("results/serve"))
     fanout.add_arguments(parser)
     args = parser.parse_args(argv)
@@ -223,8 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         if not 0 <= args.warmup < args.requests:
             raise UsageError(f"--warmup must be in [0, --requests), got {args.warmup}")
         check_output_dir(args.out)
+        if not args.cv > 0:
+            raise UsageError(f"--cv must be > 0, got {args.cv}")
         kwargs = {"requests": args.requests, "warmup": args.warmup, "acceptance_rate": args.acceptance_rate,
-                  "max_tlp": args.max_tlp, "reward": "latency"}
+                  "max_tlp": args.max_tlp, "reward": "latency", "arrival": args.arrival, "cv": args.cv}
         papi_env.PapiServeEnv(**kwargs)  # bad settings fail here, before any work
         for agent in args.agent:
             make_policy(agent)

@@ -238,3 +238,4 @@ def test_ppo_trains_on_papiserve_and_the_figure_script_runs(tmp_path):
     assert row["rate"] == 4.0 and row["vs PAPI rule"]["iqm"] > 0
     assert (tmp_path / "serve" / "serve.png").exists() and "Saturation" in (tmp_path / "serve" / "serve.md").read_text()
     assert serve.main(["--rates", "-1", "--out", str(tmp_path / "bad")]) == 2
+    assert serve.main(["--arrival", "gamma", "--cv", "0", "--out", str(tmp_path / "bad")]) == 2
