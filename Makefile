@@ -45,7 +45,7 @@ headroom: setup
 	$(BIN)/python -m experiments.headroom --episodes 20 --out results/headroom
 
 # The issue's 10% cell: GPT-3 175B / EDP, DQN with the expected-token reward, 6 seeds x 300k steps,
-# 100 fresh held-out episodes (~20 min on 2 cores; README "Reaching 10%").
+# 100 fresh held-out episodes (32 min on 2 cores at v0.3, ~20 at v0.2; README "Reaching 10%").
 reach10: setup
 	$(BIN)/python -m experiments.beyond --algo dqn --variants PapiSpecSchedule --objectives edp \
 		--env-kwargs '{"model":"gpt3-175b","reward_tokens":"expected"}' --total-timesteps 300000 \
