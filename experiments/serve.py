@@ -35,9 +35,10 @@ import papi_env
 from agents.policies import make_policy
 from experiments import fanout, stats
 from experiments.cli import UsageError, check_output_dir, positive
-from experiments.evaluate import eval_seeds
+from experiments.evaluate import eval_seeds, run_episode
 from experiments.io import markdown_table, save_figure, write_results
 from experiments.plotting import pyplot
+from hardware.online import summarise
 
 SERVE = papi_env.SERVE_ENV_ID
 BASELINES = {  # label: (system, policy spec)
@@ -50,25 +51,17 @@ DEFAULT_RATES = (1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 20.0, 24.0, 28.0, 32.0)
 
 
 def _episode(env: gym.Env, policy: Any, seed: int) -> dict[str, Any]:
-    if hasattr(policy, "bind"):
-        policy.bind(env)
-    obs, _ = env.reset(seed=seed)
-    state, start = None, True
-    while True:
-        action, state = policy.predict(obs, state=state, episode_start=np.array([start]), deterministic=True)
-        start = False
-        obs, _, terminated, truncated, info = env.step(action)
-        if truncated:
-            raise RuntimeError(f"episode {seed} was truncated at max_steps={env.unwrapped.max_steps} before every "
-                               "request finished; pass a larger max_steps")
-        if terminated:
-            break
+    """One episode (experiments.evaluate.run_episode), then its scored requests' metrics."""
+    score = run_episode(env, policy, seed)["score"]
     base = env.unwrapped
+    if not base.server.done:
+        raise RuntimeError(f"episode {seed} was truncated at max_steps={base.max_steps} before every request "
+                           "finished; pass a larger max_steps")
     m = base.server.request_metrics()
     scored = slice(base.warmup, None)
-    return {"score": info["score"], "ttft": m["ttft_s"][scored], "tpot": m["tpot_s"][scored],
-            "latency": m["latency_s"][scored], "finish": base.server.finish_s, "truncated": truncated,
-            "summary": info["summary"]}
+    return {"score": score, "ttft": m["ttft_s"][scored], "tpot": m["tpot_s"][scored],
+            "latency": m["latency_s"][scored], "finish": base.server.finish_s,
+            "summary": summarise(base.server, base.warmup, base.ttft_target_s, base.tpot_target_s)}
 
 
 def cell(job: tuple[str, str, str, float, int, int, dict]) -> dict[str, Any]:
@@ -105,8 +98,7 @@ def pooled(label: str, cells: list[dict[str, Any]]) -> dict[str, Any]:
             "slo_attainment": float(np.mean([e["summary"]["slo_attainment"] for e in eps])),
             "goodput_rps": float(np.mean([e["summary"]["goodput_rps"] for e in eps])),
             "joules_per_token": float(np.mean([e["summary"]["joules_per_token"] for e in eps])),
-            "episode_scores": [[float(e["score"]) for e in c["episodes"]] for c in cells],
-            "truncated": sum(e["truncated"] for e in eps)}
+            "episode_scores": [[float(e["score"]) for e in c["episodes"]] for c in cells]}
 
 
 def run(agents: list[str], rates: list[float], episodes: int, eval_seed: int, kwargs: dict[str, Any],

@@ -164,13 +164,20 @@ class IterationRecord:
     tokens: int  # tokens produced (first tokens of the admitted + decoded tokens)
     accepted_share: float  # tokens kept / tokens verified by the decoding iteration (1 without speculation)
     in_system_area: float  # integral over the iteration of the number of requests in the system, request-s
+    scored_area: float  # the same for the scored requests (index >= the server's scored_from)
+    scored_energy_j: float  # joules of the iteration attributed to scored requests
 
 
 class OnlineServer:
-    """One serving run over a Workload on one CostModel; step it with :meth:`iteration`."""
+    """One serving run over a Workload on one CostModel; step it with :meth:`iteration`.
+
+    Requests from index ``scored_from`` on are *scored* (those before are a warm-up): the server
+    keeps their time in the system, energy and remaining tokens as running totals, so an
+    environment's per-step rewards cost O(1)."""
 
     def __init__(self, cost_model: CostModel, workload: Workload, max_batch: int = DEFAULT_MAX_BATCH,
-                 acceptance_rate: float | None = None, rng: np.random.Generator | None = None) -> None:
+                 acceptance_rate: float | None = None, rng: np.random.Generator | None = None,
+                 scored_from: int = 0) -> None:
         if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) or max_batch < 1:
             raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
         if acceptance_rate is not None and not 0.0 < acceptance_rate <= 1.0:
@@ -200,6 +207,11 @@ class OnlineServer:
         self.energy_j = np.zeros(n)
         self.finished_count = 0
         self.iterations = 0
+        self.scored_from = int(scored_from)
+        self.scored_finished = 0
+        self.scored_tokens_due = 0  # output tokens of the scored requests that have arrived
+        self.scored_tokens_made = 0
+        self._admissible: int | None = None  # cached until the queue, batch or KV use change
         self._linear: dict[tuple[int, int, str], tuple[float, float, float, float]] = {}
         self._arrive(0.0)
 
@@ -217,8 +229,24 @@ class OnlineServer:
         """Seconds the head of the queue has waited (0 when the queue is empty)."""
         return self.t - float(self.w.arrival_s[self.queue[0]]) if self.queue else 0.0
 
+    @property
+    def scored_in_system(self) -> int:
+        """Scored requests arrived and not finished."""
+        return max(0, self.arrived - self.scored_from) - self.scored_finished
+
+    @property
+    def scored_remaining_tokens(self) -> int:
+        """Output tokens the scored requests in the system have still to produce."""
+        return self.scored_tokens_due - self.scored_tokens_made
+
     def admissible(self) -> int:
-        """How many queued requests, FCFS, fit the KV capacity and the batch limit now."""
+        """How many queued requests, FCFS, fit the KV capacity and the batch limit now (cached
+        until the next iteration or arrival)."""
+        if self._admissible is None:
+            self._admissible = self._count_admissible()
+        return self._admissible
+
+    def _count_admissible(self) -> int:
         room = self.max_batch - len(self.running)
         free = self.kv_capacity - self.kv_used
         count = 0
@@ -239,7 +267,10 @@ class OnlineServer:
         arrivals = self.w.arrival_s
         while self.arrived < self.w.size and arrivals[self.arrived] <= until:
             self.queue.append(self.arrived)
+            if self.arrived >= self.scored_from:
+                self.scored_tokens_due += int(self.w.lout[self.arrived])
             self.arrived += 1
+            self._admissible = None
 
     def decode_cost(self, rlp: int, tlp: int, sum_ctx: float, fc_unit: str) -> tuple[float, float]:
         """(s, J) of one decoding iteration; CostModel.iteration is affine in the context, so its two
@@ -268,19 +299,25 @@ class OnlineServer:
             self.t = max(self.t, float(self.w.arrival_s[self.arrived]))
             self._arrive(self.t)
         start = self.t
-        n_start = self.in_system
+        n_start, scored_start = self.in_system, self.scored_in_system
+        sf = self.scored_from
         admit = min(int(admit), self.admissible())
         if not len(self.running) and self.queue:
             admit = max(admit, 1)  # never idle with work waiting (one request always fits: checked at start)
         new = np.array([self.queue.popleft() for _ in range(admit)], dtype=np.int64)
+        self._admissible = None
         lin, lout = self.w.lin, self.w.lout
 
-        prefill_s = energy = 0.0
+        prefill_s = energy = scored_energy = 0.0
         tokens = 0
         if new.size:
             p = self.cm.prefill(lin[new].tolist())
             prefill_s, energy = p.time, p.energy
-            self.energy_j[new] += p.energy * lin[new] / lin[new].sum()
+            share = p.energy * lin[new] / lin[new].sum()
+            self.energy_j[new] += share
+            scored_new = new >= sf
+            scored_energy += float(share[scored_new].sum())
+            self.scored_tokens_made += int(scored_new.sum())
             self.kv_used += float(self.kv_bytes[new].sum())
             self.admitted_s[new] = start
             self.first_token_s[new] = start + prefill_s
@@ -302,7 +339,11 @@ class OnlineServer:
             made = np.minimum(kept, remaining)
             self.generated[old] += made
             produced = int(made.sum())
-            self.energy_j[old] += de * made / produced
+            share = de * made / produced
+            self.energy_j[old] += share
+            scored_old = old >= sf
+            scored_energy += float(share[scored_old].sum())
+            self.scored_tokens_made += int(made[scored_old].sum())
             accepted_share = float(kept.sum()) / (rlp * int(tlp))
             decode_s, energy = dt, energy + de
             tokens += produced
@@ -313,18 +354,22 @@ class OnlineServer:
         finished_mask = self.generated[running] >= lout[running]
         finished = running[finished_mask]
         self.running = running[~finished_mask]
+        self._admissible = None
         if finished.size:
             self.finish_s[finished] = end
             self.kv_used = max(0.0, self.kv_used - float(self.kv_bytes[finished].sum()))
             self.finished_count += finished.size
+            self.scored_finished += int((finished >= sf).sum())
         before = self.arrived
         self._arrive(end)
         # requests in the system over [start, end]: those at the start throughout, arrivals from their
         # arrival on; the finished leave at the end
-        area = n_start * (end - start) + float((end - self.w.arrival_s[before:self.arrived]).sum())
+        waited = end - self.w.arrival_s[before:self.arrived]
+        area = n_start * (end - start) + float(waited.sum())
+        scored_area = scored_start * (end - start) + float(waited[max(0, sf - before):].sum())
         self.iterations += 1
         return IterationRecord(start, end, prefill_s, decode_s, energy, rlp, int(tlp), fc_unit, new, finished,
-                               tokens, accepted_share, area)
+                               tokens, accepted_share, area, scored_area, scored_energy)
 
     # -------------------------------------------------------------------------- results
     def request_metrics(self) -> dict[str, np.ndarray]:

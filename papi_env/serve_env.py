@@ -148,7 +148,8 @@ class PapiServeEnv(gym.Env):
         return self._obs(), {"rate": self.rate, "requests": workload.size}
 
     def _start(self, workload: Workload, rng: np.random.Generator) -> None:
-        self.server = OnlineServer(self.cost_model, workload, self.max_batch, self.acceptance_rate, rng)
+        self.server = OnlineServer(self.cost_model, workload, self.max_batch, self.acceptance_rate, rng,
+                                   scored_from=self.warmup)
         w = workload
         self.scored = w.size - self.warmup
         self.scored_tokens = float(w.lout[self.warmup:].sum())
@@ -168,11 +169,7 @@ class PapiServeEnv(gym.Env):
         an episode)."""
         if self.shaping == "none" or self.reward_kind != "latency":
             return 0.0
-        s, warm = self.server, self.warmup
-        waiting = [i for i in s.queue if i >= warm]
-        running = s.running[s.running >= warm]
-        left = float(s.w.lout[waiting].sum()) + float((s.w.lout[running] - s.generated[running]).sum())
-        return -left * self.token_time_s / self.scored
+        return -self.server.scored_remaining_tokens * self.token_time_s / self.scored
 
     def _check_action(self, action: Any) -> tuple[int, int, int]:
         a = np.asarray(action)
@@ -194,13 +191,9 @@ class PapiServeEnv(gym.Env):
         possible = s.admissible()
         clamped = admit > possible
         warm, n0 = self.warmup, s.arrived
-        scored_in = sum(1 for i in s.queue if i >= warm) + int((s.running >= warm).sum())
-        energy_before = float(s.energy_j[warm:].sum())
         rec = s.iteration(unit_name, tlp, admit)
         dt = rec.end_s - rec.start_s
-        arrivals = w.arrival_s[n0:s.arrived]
-        scored_arrivals = arrivals[np.arange(n0, s.arrived) >= warm]
-        area = scored_in * dt + float((rec.end_s - scored_arrivals).sum())
+        arrivals = s.arrived - n0
         good = 0
         if rec.finished.size:
             f = rec.finished
@@ -211,13 +204,13 @@ class PapiServeEnv(gym.Env):
             self.totals["misses"] += int((~ok).sum())
         self.totals["good"] += good
         if self.reward_kind == "latency":
-            reward = -area / self.scored
+            reward = -rec.scored_area / self.scored
             if self.shaping != "none":  # potential-based: credits tokens when they are made, same episode sum
                 potential = self._phi()
                 reward += potential - self._potential
                 self._potential = potential
         elif self.reward_kind == "energy":
-            reward = -(float(s.energy_j[warm:].sum()) - energy_before) / self.scored_tokens
+            reward = -rec.scored_energy_j / self.scored_tokens
         else:
             reward = good / self.window_s
         # runtime estimates
@@ -225,7 +218,7 @@ class PapiServeEnv(gym.Env):
         self.last_tlp = tlp
         if dt > 0:
             k = 1.0 - math.exp(-dt / RATE_TAU_S)
-            self.rate_ema += k * (len(arrivals) / dt - self.rate_ema)
+            self.rate_ema += k * (arrivals / dt - self.rate_ema)
         if rec.rlp and tlp > 1:
             self.accept_ema += ACCEPT_EMA * (rec.accepted_share - self.accept_ema)
         t = self.totals
