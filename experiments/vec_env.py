@@ -70,7 +70,8 @@ class NativeVecEnv(VecEnv):
                 raise ValueError(f"flat actions must be in [0, {int(np.prod(self.nvec))}), got {flat}")
             actions = np.stack(np.unravel_index(flat, self.nvec), axis=1)
         everyone = np.ones(self.num_envs, dtype=bool)
-        obs, rewards, terminated, truncated, info = self.core.step(self.core.check_actions(actions, everyone))
+        _, rewards, terminated, truncated, info = self.core.step(self.core.check_actions(actions, everyone),
+                                                                 observe=False)
         self._returns += rewards
         self._lengths += 1
         if self.step_scaling:
@@ -79,16 +80,19 @@ class NativeVecEnv(VecEnv):
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
         ended = np.flatnonzero(done)
         if len(ended):
-            reset_obs, _ = self.core.reset_envs(ended)
-            for j, i in enumerate(ended.tolist()):
+            # the last observation: zeros where the batch ended, the state itself where time ran out
+            last = self.core.end_observations(terminated) if truncated.any() else None
+            for i in ended.tolist():
                 infos[i] = scalar_info(info, i)
-                infos[i]["terminal_observation"] = obs[i].copy()
+                infos[i]["terminal_observation"] = (last[i].copy() if last is not None
+                                                    else np.zeros(self.observation_space.shape, dtype=np.float32))
                 infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
                 infos[i]["episode"] = {"r": round(float(self._returns[i]), 6), "l": int(self._lengths[i]),
                                        "t": round(time.time() - self._start, 6)}
-                obs[i] = reset_obs[j]
+            self.core.start_episodes(ended)
             self._returns[ended] = 0.0
             self._lengths[ended] = 0
+        obs = self.core.observe()  # once, after the resets (no row here has ended: those were reset)
         return obs, rewards.astype(np.float32), done, infos
 
     def close(self) -> None:

@@ -31,6 +31,9 @@ DATASET_ALIASES = {
 }
 
 
+_GRID = np.asarray(GRID, dtype=float)  # the quantile tables' percentiles
+
+
 class WorkloadError(ValueError):
     """A dataset name or a lengths CSV is unusable."""
 
@@ -46,15 +49,25 @@ class LengthDistribution:
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``n`` requests: (input lengths, output lengths), int64 tokens, each >= 1."""
+        return self.lengths_of(self.draw(n, rng))
+
+    def draw(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """The random numbers behind ``n`` requests (what ``sample`` draws from ``rng``): row
+        indices (n,) for empirical rows, percentiles (2, n) in [0, 100) for quantile tables. Draws
+        of several batches concatenated along the last axis turn into lengths in one
+        ``lengths_of`` call."""
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise WorkloadError(f"batch size must be a positive integer, got {n!r}")
         if self.rows is not None:
-            idx = rng.integers(0, len(self.rows), size=n)
-            return self.rows[idx, 0].copy(), self.rows[idx, 1].copy()
-        grid = np.asarray(GRID, dtype=float)
-        u_in, u_out = rng.uniform(0.0, 100.0, size=(2, n))
-        lin = np.interp(u_in, grid, self.input_quantiles)
-        lout = np.interp(u_out, grid, self.output_quantiles)
+            return rng.integers(0, len(self.rows), size=n)
+        return rng.uniform(0.0, 100.0, size=(2, n))
+
+    def lengths_of(self, draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(input lengths, output lengths), int64 tokens >= 1, of the requests behind ``draws``."""
+        if self.rows is not None:
+            return self.rows[draws, 0].copy(), self.rows[draws, 1].copy()
+        lin = np.interp(draws[0], _GRID, self.input_quantiles)
+        lout = np.interp(draws[1], _GRID, self.output_quantiles)
         return (
             np.maximum(1, np.rint(lin)).astype(np.int64),
             np.maximum(1, np.rint(lout)).astype(np.int64),

@@ -32,7 +32,6 @@ class BatchArrays:
         self.input_lengths = np.zeros((n, w), dtype=np.int64)
         self.output_lengths = np.zeros((n, w), dtype=np.int64)
         self.total_output = np.zeros(n, dtype=np.int64)
-        self.order = [np.zeros(0, dtype=np.int64)] * n
         if stochastic:
             self.gen = np.zeros((n, w), dtype=np.int64)
             self.last_request_accepted = np.zeros((n, w), dtype=np.int64)
@@ -49,33 +48,35 @@ class BatchArrays:
 
     def load(self, i: int, input_lengths: np.ndarray, output_lengths: np.ndarray) -> None:
         """Put a new batch in environment i (its requests sorted by output length)."""
-        order = np.argsort(output_lengths, kind="stable")
-        lin, lout = np.asarray(input_lengths)[order], np.asarray(output_lengths)[order]
-        k = len(lin)
-        self.order[i] = order
-        self.size[i] = k
-        self.total_output[i] = lout.sum()
-        self.input_lengths[i] = 0
-        self.input_lengths[i, :k] = lin
+        self.load_many(np.array([i]), [input_lengths], [output_lengths])
+
+    def load_many(self, envs: np.ndarray, input_lengths: list[np.ndarray], output_lengths: list[np.ndarray]) -> None:
+        """Put a new batch in each of ``envs`` (requests sorted by output length, stable)."""
+        k, w = len(envs), self.width
+        sizes = np.array([len(x) for x in output_lengths], dtype=np.int64)
+        real = np.arange(w)[None, :] < sizes[:, None]
+        lin, lout = np.zeros((k, w), dtype=np.int64), np.full((k, w), PAD_OUTPUT, dtype=np.int64)
+        lin[real] = np.concatenate(input_lengths)
+        lout[real] = np.concatenate(output_lengths)
+        order = np.argsort(lout, axis=1, kind="stable")  # padding sorts last: it is longer than any request
+        lin, lout = np.take_along_axis(lin, order, axis=1), np.take_along_axis(lout, order, axis=1)
+        outputs = np.where(real, lout, 0)
+        self.size[envs] = sizes
+        self.total_output[envs] = outputs.sum(axis=1)
+        self.input_lengths[envs] = lin
         if self.stochastic:
-            self.output_lengths[i] = 0
-            self.output_lengths[i, :k] = lout
-            self.gen[i] = 0
-            self.last_request_accepted[i] = 0
-            self.last_request_rejected[i] = False
-            self.last_drafted[i] = self.last_accepted[i] = 0
+            self.output_lengths[envs] = outputs
+            self.gen[envs] = 0
+            self.last_request_accepted[envs] = 0
+            self.last_request_rejected[envs] = False
+            self.last_drafted[envs] = self.last_accepted[envs] = 0
         else:
-            self.output_lengths[i] = PAD_OUTPUT
-            self.output_lengths[i, :k] = lout
-            self.generated[i] = self.first[i] = 0
-            self.suffix_input[i] = 0
-            self.suffix_input[i, :k] = np.cumsum(lin[::-1])[::-1]
-            self.suffix_max_input[i] = 0
-            self.suffix_max_input[i, :k] = np.maximum.accumulate(lin[::-1])[::-1]
-            self.prefix_output[i] = 0
-            self.prefix_output[i, 1:k + 1] = np.cumsum(lout)
-            self.prefix_output[i, k + 1:] = self.prefix_output[i, k]
-            self.next_output[i] = lout[0]
+            self.output_lengths[envs] = lout
+            self.generated[envs] = self.first[envs] = 0
+            self.suffix_input[envs, :w] = np.cumsum(lin[:, ::-1], axis=1)[:, ::-1]
+            self.suffix_max_input[envs, :w] = np.maximum.accumulate(lin[:, ::-1], axis=1)[:, ::-1]
+            self.prefix_output[envs, 1:] = np.cumsum(outputs, axis=1)
+            self.next_output[envs] = lout[:, 0]
 
     # ------------------------------------------------------------------------------ queries
     def live(self) -> np.ndarray:

@@ -197,6 +197,8 @@ class VectorCore:
         self.targets = np.array([self.latency_target_s or TARGET_IN_TIME_SCALES * t for t in ts])
         self.attention_units = np.array(att, dtype=np.int64)
         self.fc_unit_masks = np.array([[u in cm.fc_units for u in UNITS] for cm in self.cost_models])
+        self.kv_bytes_per_token = np.array([cm.model.kv_bytes_per_token for cm in self.cost_models])
+        self.kv_capacity = np.array([cm.kv_capacity_bytes for cm in self.cost_models])
         self.model_names = np.array([cm.model.name for cm in self.cost_models], dtype=object)
         self.system_names = np.array([cm.system.name for cm in self.cost_models], dtype=object)
 
@@ -222,50 +224,81 @@ class VectorCore:
         """Start a new episode in each of ``envs`` (indices) from its generator; return their
         observations (len(envs), obs_size) and the reset infos (gymnasium's vector layout over
         all N, masked to ``envs``)."""
+        info = self.start_episodes(envs)
+        return self.observe()[np.asarray(envs, dtype=np.int64)], info
+
+    def start_episodes(self, envs: Sequence[int]) -> dict[str, np.ndarray]:
+        """Start a new episode in each of ``envs`` (indices) and return their reset infos, without
+        observing (a vector step observes once, after its resets)."""
         envs = np.asarray(envs, dtype=np.int64)
         self._context = None
+        if len(envs):
+            self._begin_episodes(envs)
+        return self._reset_info(envs)
+
+    def _begin_episodes(self, envs: np.ndarray) -> None:
+        """Draw each of ``envs``' hardware, model, dataset, batch and TLP from its own generator
+        (in the order the scalar environments of v0.2 drew them, so the same seed gives the same
+        episodes), then set the episodes up for all of them at once."""
+        n_models, n_datasets, n_sizes, n_tlps = (len(self.cost_models), len(self.datasets), len(self.batch_sizes),
+                                                 len(self.tlp_choices))
+        cms, dss, specs, draws = [], [], [], []
         for i in envs.tolist():
-            self._begin_episode(i)
-        obs = self.observe()[envs]
-        info = self._reset_info(envs)
-        return obs, info
-
-    def _begin_episode(self, i: int) -> None:
-        """Draw environment i's hardware, model, dataset, batch and TLP (in the order the scalar
-        environments of v0.2 drew them, so the same seed gives the same episodes)."""
-        rng = self.rngs[i]
-        if rng is None:
-            rng = self.rngs[i] = np.random.default_rng()
-        cm = int(rng.integers(len(self.cost_models))) if len(self.cost_models) > 1 else 0
-        ds = int(rng.integers(len(self.datasets))) if len(self.datasets) > 1 else 0
-        size = self.batch_sizes[rng.integers(len(self.batch_sizes))]
-        spec = int(rng.integers(len(self.tlp_choices)))
-        lin, lout = self.datasets[ds].sample(size, rng)
-        model = self.cost_models[cm]
-        if self.on_over_capacity == "admit":
-            fits = model.batch_prefix_that_fits(lin, lout)
-            lin, lout = lin[:fits], lout[:fits]
-        else:
-            model.check_batch_fits(lin, lout)
-        self.cm[i], self.dataset_index[i], self.tlp_spec_index[i] = cm, ds, spec
-        self.batch.load(i, lin, lout)
-        self.steps[i] = 0
-        self.total_time[i] = self.total_energy[i] = 0.0
-        self.tokens[i] = self.misses[i] = 0
-        self.last_share[i] = 0.0
-        self.tlp[i] = self._schedule[1][0] if self._schedule else self.tlp_choices[spec]
-        self._begin_variant(i, rng)
+            rng = self.rngs[i]
+            if rng is None:
+                rng = self.rngs[i] = np.random.default_rng()
+            cm = int(rng.integers(n_models)) if n_models > 1 else 0
+            ds = int(rng.integers(n_datasets)) if n_datasets > 1 else 0
+            size = self.batch_sizes[rng.integers(n_sizes)]
+            specs.append(int(rng.integers(n_tlps)))
+            draws.append(self.datasets[ds].draw(size, rng))
+            cms.append(cm)
+            dss.append(ds)
+        lins, louts = self._lengths(dss, draws)
+        for j, cm in enumerate(cms):
+            model = self.cost_models[cm]
+            if self.on_over_capacity == "admit":
+                fits = model.batch_prefix_that_fits(lins[j], louts[j])
+                lins[j], louts[j] = lins[j][:fits], louts[j][:fits]
+        cm = np.array(cms, dtype=np.int64)
+        if self.on_over_capacity == "error":
+            tokens = np.array([a.sum() + b.sum() for a, b in zip(lins, louts, strict=True)], dtype=np.float64)
+            near = np.flatnonzero(tokens * self.kv_bytes_per_token[cm] > self.kv_capacity[cm] * (1.0 - 1e-9))
+            for j in near.tolist():  # the exact check (and its message) where it may fail
+                self.cost_models[cms[j]].check_batch_fits(lins[j], louts[j])
+        self.cm[envs], self.dataset_index[envs] = cm, dss
+        self.tlp_spec_index[envs] = specs
+        self.batch.load_many(envs, lins, louts)
+        self.steps[envs] = 0
+        self.total_time[envs] = self.total_energy[envs] = 0.0
+        self.tokens[envs] = self.misses[envs] = 0
+        self.last_share[envs] = 0.0
+        self.tlp[envs] = self._schedule[1][0] if self._schedule else np.asarray(self.tlp_choices, dtype=np.int64)[specs]
+        self._begin_variants(envs)
         if self.stochastic:
-            self.keys[i] = random_streams.episode_keys(rng)[0]
+            for i in envs.tolist():
+                self.keys[i] = random_streams.episode_keys(self.rngs[i])[0]
 
-    def _begin_variant(self, i: int, rng: np.random.Generator) -> None:
-        """A variant's own per-episode state (and draws) for environment i."""
+    def _lengths(self, datasets: list[int], draws: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Each batch's (input, output) lengths from its dataset's draws, one call per dataset."""
+        lins: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(draws)
+        louts = list(lins)
+        for ds in sorted(set(datasets)):
+            which = [j for j, d in enumerate(datasets) if d == ds]
+            sizes = [draws[j].shape[-1] for j in which]
+            lin, lout = self.datasets[ds].lengths_of(np.concatenate([draws[j] for j in which], axis=-1))
+            cuts = np.cumsum(sizes)[:-1]
+            for j, a, b in zip(which, np.split(lin, cuts), np.split(lout, cuts), strict=True):
+                lins[j], louts[j] = a, b
+        return lins, louts
+
+    def _begin_variants(self, envs: np.ndarray) -> None:
+        """A variant's own per-episode state for ``envs`` (batches loaded), with any draws from
+        each environment's generator (before its episode key)."""
 
     def _reset_info(self, envs: np.ndarray) -> dict[str, np.ndarray]:
         info: dict[str, np.ndarray] = {}
-        put(info, "batch_size", self.batch.size, envs)
-        put(info, "rlp", self.rlp(), envs)
-        put(info, "tlp", self.tlp, envs)
+        put_rows(info, {"batch_size": self.batch.size, "rlp": self.rlp(), "tlp": self.tlp}, envs)
         return info
 
     # ----------------------------------------------------------------------------- features
@@ -339,9 +372,12 @@ class VectorCore:
         return seconds > per_env(self.targets[self.cm], seconds) * gain_per_request
 
     # ---------------------------------------------------------------------------------- step
-    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    def step(self, actions: Any, observe: bool = True
+             ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """One iteration in every environment at its episode's TLP (actions already checked by
-        ``check_actions``): (observations, rewards, terminated, truncated, infos)."""
+        ``check_actions``): (observations, rewards, terminated, truncated, infos); with
+        ``observe=False`` the observations are None (the caller resets some environments first and
+        observes once: ``end_observations``)."""
         rlp, cost, reward, placed = self._price(actions)
         tlp = self.tlp
         tokens = self.advance(tlp)
@@ -349,7 +385,7 @@ class VectorCore:
         put_all(info, "tlp", tlp)
         terminated, truncated = self.finish_step(cost, tokens, rlp, info)
         self.next_tlp(terminated, truncated)
-        return self.end_observations(terminated), reward, terminated, truncated, info
+        return self.end_observations(terminated) if observe else None, reward, terminated, truncated, info
 
     def expected_reward(self, actions: Any) -> np.ndarray:
         """(N,) the reward the (checked) actions would earn now, without stepping."""
@@ -387,10 +423,10 @@ class VectorCore:
         self.tokens += tokens
         self.misses += missed
         for key, value in zip(STEP_KEYS, cost, strict=True):
-            put_all(info, key, value)
-        put_all(info, "tokens", tokens)
+            put_all(info, key, value, fresh=True)  # new arrays of this iteration
+        put_all(info, "tokens", tokens, fresh=True)
         put_all(info, "rlp", rlp)
-        put_all(info, "missed_target", missed)
+        put_all(info, "missed_target", missed, fresh=True)
         terminated = self.context(self.tlp)[0] == 0
         truncated = ~terminated & (self.steps >= self.max_steps)
         ended = np.flatnonzero(terminated | truncated)
@@ -400,17 +436,11 @@ class VectorCore:
 
     def _episode_info(self, info: dict[str, np.ndarray], ended: np.ndarray) -> None:
         t, e, n = self.total_time, self.total_energy, self.tokens
-        put(info, "episode_time", t, ended)
-        put(info, "episode_energy", e, ended)
-        put(info, "episode_tokens", n, ended)
-        put(info, "episode_misses", self.misses, ended)
-        put(info, "episode_steps", self.steps, ended)
-        put(info, "tokens_per_s", n / t, ended)
-        put(info, "joules_per_token", e / n, ended)
-        put(info, "model", self.model_names[self.cm], ended)
-        put(info, "system", self.system_names[self.cm], ended)
         score = episode_score(self.reward_kind, t, e, n, self.misses, self.time_scales[self.cm], self.miss_penalty)
-        put(info, "score", score, ended)
+        put_rows(info, {"episode_time": t, "episode_energy": e, "episode_tokens": n, "episode_misses": self.misses,
+                        "episode_steps": self.steps, "tokens_per_s": n / t, "joules_per_token": e / n,
+                        "model": self.model_names[self.cm], "system": self.system_names[self.cm], "score": score},
+                 ended)
 
     def next_tlp(self, terminated: np.ndarray, truncated: np.ndarray) -> None:
         """Move the TLP schedule on (episodes that go on; a truncated one keeps its TLP)."""
@@ -460,10 +490,11 @@ def _everyone(n: int) -> np.ndarray:
     return mask
 
 
-def put_all(info: dict[str, np.ndarray], key: str, values: np.ndarray) -> None:
-    """Set ``info[key]`` for every environment: a copy of ``values`` (an int64, float64, bool or
-    object array over all environments; a copy, as state arrays change in place at reset)."""
-    info[key] = values.copy()
+def put_all(info: dict[str, np.ndarray], key: str, values: np.ndarray, fresh: bool = False) -> None:
+    """Set ``info[key]`` for every environment: ``values`` (an int64, float64, bool or object array
+    over all environments), copied unless ``fresh`` (an array no one else holds: state arrays
+    change in place at reset). The mask is the shared all-True one."""
+    info[key] = values if fresh else values.copy()
     info["_" + key] = _everyone(len(values))
 
 
@@ -473,11 +504,31 @@ def put(info: dict[str, np.ndarray], key: str, values: Any, where: Any) -> None:
     vector-info layout. Array dtypes are what SyncVectorEnv makes of Python values (int64,
     float64, bool, object)."""
     values = np.asarray(values)
-    n = len(values)
-    kind = values.dtype.kind
-    dtype = {"i": np.int64, "u": np.int64, "f": np.float64, "b": np.bool_}.get(kind, object)
     if key not in info:
-        info[key] = np.zeros(values.shape, dtype=dtype) if dtype is not object else np.full(n, None, dtype=object)
-        info["_" + key] = np.zeros(n, dtype=bool)
+        info[key] = _empty_like(values)
+        info["_" + key] = np.zeros(len(values), dtype=bool)
+    elif not info["_" + key].flags.writeable:  # a shared mask (put_all, put_rows)
+        info["_" + key] = info["_" + key].copy()
     info[key][where] = values[where]
     info["_" + key][where] = True
+
+
+def put_rows(info: dict[str, np.ndarray], values_by_key: dict[str, Any], where: np.ndarray) -> None:
+    """``put`` of several keys at the same rows ``where`` (keys new to ``info``), sharing one
+    read-only mask."""
+    mask = None
+    for key, values in values_by_key.items():
+        values = np.asarray(values)
+        if mask is None:
+            mask = np.zeros(len(values), dtype=bool)
+            mask[where] = True
+            mask.flags.writeable = False
+        array = info[key] = _empty_like(values)
+        array[where] = values[where]
+        info["_" + key] = mask
+
+
+def _empty_like(values: np.ndarray) -> np.ndarray:
+    """An all-absent info array for ``values``: zeros of SyncVectorEnv's dtype, or Nones."""
+    dtype = {"i": np.int64, "u": np.int64, "f": np.float64, "b": np.bool_}.get(values.dtype.kind, object)
+    return np.zeros(values.shape, dtype=dtype) if dtype is not object else np.full(len(values), None, dtype=object)

@@ -76,8 +76,8 @@ class KernelCore(VectorCore):
     def single_spaces(self) -> tuple[spaces.Space, spaces.Space]:
         return spaces.MultiDiscrete([2, 2, 2, 2]), spaces.Box(0.0, 1.0, shape=(OBS_SIZE,), dtype=np.float32)
 
-    def _begin_variant(self, i: int, rng: np.random.Generator) -> None:
-        self.last[i] = 0
+    def _begin_variants(self, envs: np.ndarray) -> None:
+        self.last[envs] = 0
 
     def kv_fill(self, sum_ctx: np.ndarray) -> np.ndarray:
         """(N,) KV cache of the live requests over the GPUs' room for a mirror of it (inf: no room)."""

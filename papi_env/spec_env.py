@@ -148,17 +148,19 @@ class SpecCore(VectorCore):
     def single_spaces(self) -> tuple[spaces.Space, spaces.Space]:
         return spaces.MultiDiscrete([self.max_tlp, 2]), spaces.Box(0.0, 1.0, shape=(OBS_SIZE,), dtype=np.float32)
 
-    def _begin_variant(self, i: int, rng: np.random.Generator) -> None:
-        m, size = self.acceptance_model, int(self.batch.size[i])
+    def _begin_variants(self, envs: np.ndarray) -> None:
+        m = self.acceptance_model
         low, high = m.mean_range
-        self.mean_acceptance[i] = mean = float(rng.uniform(low, high))
-        self.base[i] = self.drift[i] = 0.0
-        self.base[i, :size] = math.log(mean / (1.0 - mean)) + rng.normal(0.0, m.request_spread, size)
-        self.drift[i, :size] = rng.normal(0.0, m.drift, size)
-        self.req_accepted[i] = self.req_rejected[i] = 0.0
-        self.batch_accepted[i] = self.batch_rejected[i] = 0.0
-        self.accept_ema[i] = PRIOR_ACCEPT
-        self.last_unit[i], self.last_accept[i], self.last_gain[i] = 0, 0.0, 0.0
+        self.base[envs] = self.drift[envs] = 0.0
+        for i, size in zip(envs.tolist(), self.batch.size[envs].tolist(), strict=True):
+            rng = self.rngs[i]
+            self.mean_acceptance[i] = mean = float(rng.uniform(low, high))
+            self.base[i, :size] = math.log(mean / (1.0 - mean)) + rng.normal(0.0, m.request_spread, size)
+            self.drift[i, :size] = rng.normal(0.0, m.drift, size)
+        self.req_accepted[envs] = self.req_rejected[envs] = 0.0
+        self.batch_accepted[envs] = self.batch_rejected[envs] = 0.0
+        self.accept_ema[envs] = PRIOR_ACCEPT
+        self.last_unit[envs], self.last_accept[envs], self.last_gain[envs] = 0, 0.0, 0.0
 
     def _reset_info(self, envs: np.ndarray) -> dict[str, np.ndarray]:
         info = super()._reset_info(envs)
@@ -252,11 +254,11 @@ class SpecCore(VectorCore):
         return (self.objective_reward(self.cost_at(tlp, unit), k / rlp)
                 + self.token_reward * k * self.credit_per_token())
 
-    def step(self, action: tuple[np.ndarray, np.ndarray]):
+    def step(self, action: tuple[np.ndarray, np.ndarray], observe: bool = True):
         with np.errstate(divide="ignore", invalid="ignore"):  # environments awaiting reset: no live request
-            return self._step(action)
+            return self._step(action, observe)
 
-    def _step(self, action: tuple[np.ndarray, np.ndarray]):
+    def _step(self, action: tuple[np.ndarray, np.ndarray], observe: bool):
         tlp, unit = action
         cost = self.cost_at(tlp, unit)
         rlp = self.rlp()
@@ -282,7 +284,7 @@ class SpecCore(VectorCore):
         put(info, "accepted", self.batch.last_accepted, everyone)
         put(info, "objective_reward", objective, everyone)
         terminated, truncated = self.finish_step(cost, tokens, rlp, info)
-        return self.end_observations(terminated), reward, terminated, truncated, info
+        return self.end_observations(terminated) if observe else None, reward, terminated, truncated, info
 
     def _advance_drift(self) -> None:
         """Move every request's AR(1) drift on by one iteration (steps not yet counted)."""

@@ -67,8 +67,8 @@ class SplitCore(VectorCore):
         return spaces.Box(0.0, 1.0, shape=(3,), dtype=np.float32), spaces.Box(0.0, 1.0, shape=(OBS_SIZE,),
                                                                              dtype=np.float32)
 
-    def _begin_variant(self, i: int, rng: np.random.Generator) -> None:
-        self.last[i] = 0.0
+    def _begin_variants(self, envs: np.ndarray) -> None:
+        self.last[envs] = 0.0
 
     def _extra_features(self, rlp: np.ndarray, sum_ctx: np.ndarray) -> list[np.ndarray]:
         return [np.log2(self.alpha_array() + 1.0) / LOG_R_SCALE, *self.last.T]

@@ -67,14 +67,15 @@ class PapiVectorEnv(VectorEnv):
         if not self._started:
             raise RuntimeError("call reset() before step()")
         stepping = ~self._autoreset
-        obs, reward, terminated, truncated, info = self.core.step(self.core.check_actions(actions, stepping))
+        _, reward, terminated, truncated, info = self.core.step(self.core.check_actions(actions, stepping),
+                                                                observe=False)
         if not stepping.all():
             envs = np.flatnonzero(self._autoreset)
-            reset_obs, reset_info = self.core.reset_envs(envs)
-            obs[envs] = reset_obs
+            reset_info = self.core.start_episodes(envs)
             reward[envs] = 0.0
             terminated[envs] = truncated[envs] = False
-            info = _replace_rows(info, reset_info, envs)
+            _replace_rows(info, reset_info, envs)
+        obs = self.core.end_observations(terminated)  # once, after the resets
         self._autoreset = terminated | truncated
         return obs, reward, terminated, truncated, info
 
@@ -83,26 +84,33 @@ class PapiVectorEnv(VectorEnv):
         return self.core.action_masks()
 
 
-def _replace_rows(info: dict[str, np.ndarray], reset_info: dict[str, np.ndarray], envs: np.ndarray) -> dict:
-    """The step infos with rows ``envs`` replaced by their reset infos (what SyncVectorEnv gives)."""
-    out: dict[str, np.ndarray] = {}
-    for key, values in info.items():
-        if key[0] == "_":
-            continue
-        values, mask = values.copy(), info["_" + key].copy()
-        values[envs] = None if values.dtype == object else 0
-        mask[envs] = False
-        if mask.any():  # a key only the reset environments had (their finished-episode garbage) goes
-            out[key], out["_" + key] = values, mask
-    for key, values in reset_info.items():
-        if key[0] == "_":
-            continue
-        if key not in out:
-            out[key], out["_" + key] = values, reset_info["_" + key]
+def _replace_rows(info: dict[str, np.ndarray], reset_info: dict[str, np.ndarray], envs: np.ndarray) -> None:
+    """Replace rows ``envs`` of the step infos by their reset infos, in place (what SyncVectorEnv
+    gives): a key the reset has takes its value there; any other key is absent there, and dropped
+    if no environment has it any more (the reset environments' finished-episode garbage)."""
+    gained: dict[int, np.ndarray] = {}  # new masks by old mask's id: masks are shared (core.put_all, put_rows)
+    lost: dict[int, np.ndarray] = {}
+    for key in [k for k in info if k[0] != "_"]:
+        old = info["_" + key]
+        if key in reset_info:
+            info[key][envs] = reset_info[key][envs]
+            masks = gained
         else:
-            out[key][envs] = values[envs]
-            out["_" + key][envs] = True
-    return out
+            info[key][envs] = None if info[key].dtype == object else 0
+            masks = lost
+        mask = masks.get(id(old))
+        if mask is None:
+            mask = old.copy()
+            mask[envs] = masks is gained
+            mask.flags.writeable = False
+            masks[id(old)] = mask
+        if mask.any():
+            info["_" + key] = mask
+        else:
+            del info[key], info["_" + key]
+    for key, values in reset_info.items():
+        if key[0] != "_" and key not in info:
+            info[key], info["_" + key] = values, reset_info["_" + key]
 
 
 class ScheduleVectorEnv(PapiVectorEnv):
