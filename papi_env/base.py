@@ -66,8 +66,7 @@ def scalar_info(info: dict[str, np.ndarray], i: int = 0) -> dict[str, Any]:
     out = {}
     for key, values in info.items():
         if key[0] != "_" and info["_" + key][i]:
-            v = values[i]
-            out[key] = v.item() if values.ndim == 1 and values.dtype != object else v
+            out[key] = values.item(i) if values.ndim == 1 and values.dtype != object else values[i]
     return out
 
 

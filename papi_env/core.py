@@ -175,6 +175,7 @@ class VectorCore:
         self.last_share = np.zeros(n)
         self._schedule = None
         self._context: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._live_slots: tuple[np.ndarray, np.ndarray] | None = None
         if isinstance(self.tlp_choices[0], tuple):
             starts, values = zip(*self.tlp_choices[0], strict=True)
             self._schedule = (np.array(starts), np.array(values, dtype=np.int64))
@@ -231,7 +232,7 @@ class VectorCore:
         """Start a new episode in each of ``envs`` (indices) and return their reset infos, without
         observing (a vector step observes once, after its resets)."""
         envs = np.asarray(envs, dtype=np.int64)
-        self._context = None
+        self._context = self._live_slots = None
         if len(envs):
             self._begin_episodes(envs)
         return self._reset_info(envs)
@@ -309,6 +310,13 @@ class VectorCore:
             self._context = (self.batch.live(), total, longest)
         return self._context
 
+    def live_slots(self) -> tuple[np.ndarray, np.ndarray]:
+        """(environment, slot) indices of every live request, row by row (np.nonzero of the live
+        mask), cached until the batches advance or reset."""
+        if self._live_slots is None:
+            self._live_slots = np.nonzero(self.batch.live_mask())
+        return self._live_slots
+
     def rlp(self) -> np.ndarray:
         """(N,) live requests of every batch."""
         return self._batch_state()[0]
@@ -340,7 +348,9 @@ class VectorCore:
             self.steps / self.max_steps,
         ]
         feats += self._extra_features(rlp, sum_ctx)
-        obs = np.stack(feats, axis=1).astype(np.float32)
+        obs = np.empty((self.num_envs, len(feats)), dtype=np.float32)
+        for column, values in enumerate(feats):  # float64 features rounded to float32 once, as np.stack + astype did
+            obs[:, column] = values
         return np.clip(obs, 0.0, 1.0, out=obs)
 
     def _extra_features(self, rlp: np.ndarray, sum_ctx: np.ndarray) -> list[np.ndarray]:
@@ -422,12 +432,13 @@ class VectorCore:
         self.total_energy += cost.energy
         self.tokens += tokens
         self.misses += missed
-        for key, value in zip(STEP_KEYS, cost, strict=True):
-            put_all(info, key, value, fresh=True)  # new arrays of this iteration
-        put_all(info, "tokens", tokens, fresh=True)
-        put_all(info, "rlp", rlp)
-        put_all(info, "missed_target", missed, fresh=True)
-        terminated = self.context(self.tlp)[0] == 0
+        everyone = _everyone(self.num_envs)
+        for key, value in zip(STEP_KEYS, cost, strict=True):  # new arrays of this iteration: no copies
+            info[key], info["_" + key] = value, everyone
+        info["tokens"], info["_tokens"] = tokens, everyone
+        info["rlp"], info["_rlp"] = rlp.copy(), everyone
+        info["missed_target"], info["_missed_target"] = missed, everyone
+        terminated = self.rlp() == 0
         truncated = ~terminated & (self.steps >= self.max_steps)
         ended = np.flatnonzero(terminated | truncated)
         if len(ended):
@@ -458,19 +469,26 @@ class VectorCore:
     def advance(self, tlp: np.ndarray, probs: np.ndarray | float | None = None) -> np.ndarray:
         """Run the iteration on the batches (tokens produced, (N,)); with per-request acceptance
         ``probs`` (or the scalar ``acceptance_rate``), drafts are accepted at random."""
-        self._context = None
         if not self.stochastic:
-            return self.batch.advance(tlp)
-        return self.batch.advance(tlp, self.leading_accepts(tlp, self.acceptance_rate if probs is None else probs))
+            tokens = self.batch.advance(tlp)
+        else:
+            probs = self.acceptance_rate if probs is None else probs
+            tokens = self.batch.advance(tlp, self.leading_accepts(tlp, probs))
+        self._context = self._live_slots = None
+        return tokens
 
     def leading_accepts(self, tlp: np.ndarray, probs: np.ndarray | float) -> np.ndarray:
         """(N, width) drafts each request has accepted before its first rejection this iteration,
         each draft accepted with probability ``probs`` (per request, or one for all): geometric,
         P(leading >= j) = p^j, capped at TLP - 1 (one uniform per request, random_streams)."""
-        u = random_streams.uniform(self.keys, self.steps, self.batch.width, ACCEPT_STREAM)
+        rows, slots = self.live_slots()  # finished and empty slots gain nothing: no draw
+        u = random_streams.uniform(self.keys[rows], self.steps[rows], slots, ACCEPT_STREAM)
+        p = probs[rows, slots] if np.ndim(probs) == 2 else probs
         with np.errstate(divide="ignore"):
-            leading = np.floor(np.log(u) / np.log(probs))
-        return np.minimum(leading, (tlp - 1)[:, None]).astype(np.int64)
+            leading_live = np.floor(np.log(u) / np.log(p))
+        leading = np.zeros((self.num_envs, self.batch.width), dtype=np.int64)
+        leading[rows, slots] = np.minimum(leading_live, tlp[rows] - 1)
+        return leading
 
 
 def per_env(values: np.ndarray, like: np.ndarray) -> np.ndarray:

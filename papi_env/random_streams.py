@@ -27,24 +27,32 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def bits(key: np.ndarray, iteration: np.ndarray, slots: int, stream: int) -> np.ndarray:
-    """(N, slots) uint64: the draws of N episodes (``key``, ``iteration``: (N,)) for request slots
-    0..slots-1 of one ``stream``: SplitMix64(key)'s output number (iteration, slot, stream)."""
-    counter = ((iteration.astype(np.uint64) << np.uint64(SLOT_BITS + STREAM_BITS))[:, None]
-               | (np.arange(slots, dtype=np.uint64) << np.uint64(STREAM_BITS))[None, :]
+def bits(key: np.ndarray, iteration: np.ndarray, slot: np.ndarray, stream: int) -> np.ndarray:
+    """uint64 draws of ``stream``: SplitMix64(key)'s output number (iteration, slot, stream). The
+    arrays broadcast together: ``key``, ``iteration`` (N, 1) against ``slot`` (1, width) for whole
+    batches (``grid``), or three (L,) arrays for chosen requests; a request's draw is the same
+    either way."""
+    counter = ((iteration.astype(np.uint64) << np.uint64(SLOT_BITS + STREAM_BITS))
+               | (slot.astype(np.uint64) << np.uint64(STREAM_BITS))
                | np.uint64(stream))
-    return _mix(key[:, None] + (counter + np.uint64(1)) * GOLDEN)
+    return _mix(key + (counter + np.uint64(1)) * GOLDEN)
 
 
-def uniform(key: np.ndarray, iteration: np.ndarray, slots: int, stream: int) -> np.ndarray:
-    """(N, slots) float64 uniform on (0, 1] (53 random bits; never 0, so log() is finite)."""
-    return ((bits(key, iteration, slots, stream) >> np.uint64(11)) + np.uint64(1)).astype(np.float64) * UNIT
+def grid(key: np.ndarray, iteration: np.ndarray, slots: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(key, iteration, slot) of every request slot 0..slots-1 of N episodes (key, iteration (N,)),
+    shaped to broadcast to (N, slots)."""
+    return key[:, None], iteration[:, None], np.arange(slots, dtype=np.uint64)[None, :]
 
 
-def normal(key: np.ndarray, iteration: np.ndarray, slots: int, stream: int) -> np.ndarray:
-    """(N, slots) standard normal draws (Box-Muller on streams ``stream`` and ``stream + 1``)."""
-    u1 = uniform(key, iteration, slots, stream)
-    u2 = uniform(key, iteration, slots, stream + 1)
+def uniform(key: np.ndarray, iteration: np.ndarray, slot: np.ndarray, stream: int) -> np.ndarray:
+    """Float64 uniforms on (0, 1] (53 random bits; never 0, so log() is finite); arrays as ``bits``."""
+    return ((bits(key, iteration, slot, stream) >> np.uint64(11)) + np.uint64(1)).astype(np.float64) * UNIT
+
+
+def normal(key: np.ndarray, iteration: np.ndarray, slot: np.ndarray, stream: int) -> np.ndarray:
+    """Standard normal draws (Box-Muller on streams ``stream`` and ``stream + 1``); arrays as ``bits``."""
+    u1 = uniform(key, iteration, slot, stream)
+    u2 = uniform(key, iteration, slot, stream + 1)
     return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
 
 

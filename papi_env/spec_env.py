@@ -217,7 +217,12 @@ class SpecCore(VectorCore):
         (simulator state a runtime cannot see; used in the reward only, never observed)."""
         rlp = np.maximum(self.rlp(), 1)[:, None]
         probs = self.probabilities()
-        k = np.stack([self.expected_tokens(t, probs) for t in range(1, self.max_tlp + 1)], axis=1)
+        rows, slots = self.live_slots()
+        p, left = probs[rows, slots], self.batch.remaining()[rows, slots]
+        gains = np.zeros((self.num_envs, self.max_tlp, self.batch.width))  # (env, TLP - 1, slot): 0 off the live slots
+        gains[rows, :, slots] = np.stack([np.minimum(expected_gain(p, t), left) for t in range(1, self.max_tlp + 1)],
+                                         axis=1)
+        k = gains.sum(axis=2)  # expected_tokens at every TLP (each a sum over a row of slots, as there)
         tlps = np.broadcast_to(np.arange(1, self.max_tlp + 1), k.shape)
         with np.errstate(divide="ignore", invalid="ignore"):
             per_token = [-self.objective_reward(self.cost_at(tlps, unit), k / rlp) / k for unit in (0, 1)]
@@ -287,10 +292,11 @@ class SpecCore(VectorCore):
         return self.end_observations(terminated) if observe else None, reward, terminated, truncated, info
 
     def _advance_drift(self) -> None:
-        """Move every request's AR(1) drift on by one iteration (steps not yet counted)."""
-        noise = self.acceptance_model.drift * random_streams.normal(self.keys, self.steps, self.batch.width,
+        """Move every live request's AR(1) drift on by one iteration (steps not yet counted)."""
+        rows, slots = self.live_slots()  # a finished request's drift is never used again
+        noise = self.acceptance_model.drift * random_streams.normal(self.keys[rows], self.steps[rows], slots,
                                                                     DRIFT_STREAM)
-        self.drift = self.rho * self.drift + math.sqrt(1.0 - self.rho**2) * noise
+        self.drift[rows, slots] = self.rho * self.drift[rows, slots] + math.sqrt(1.0 - self.rho**2) * noise
 
     def _update_estimates(self) -> None:
         b, d = self.batch, ESTIMATE_DECAY
