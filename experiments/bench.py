@@ -90,14 +90,15 @@ TRAIN_SETTINGS = {"n_steps": 128, "batch_size": 256, "n_epochs": 4, "policy_kwar
 TRAIN_ENVS, TRAIN_STEPS = 16, 16_384
 
 
-def train_steps_per_second(env_id: str, **kwargs) -> float:
+def train_steps_per_second(env_id: str, null: bool = False, **kwargs) -> float:
     """PPO training steps/s on ``env_id`` with TRAIN_SETTINGS and TRAIN_ENVS environments (native
-    vector env for PAPI, SB3's DummyVecEnv for CartPole-v1), one torch thread."""
+    vector env for PAPI, SB3's DummyVecEnv for CartPole-v1), one torch thread. ``null``: the same
+    spaces, but an environment that costs nothing (NullVecEnv): PPO's own speed on that problem."""
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
 
-    from experiments.vec_env import NativeVecEnv
+    from experiments.vec_env import NativeVecEnv, NullVecEnv
 
     torch.set_num_threads(1)
     if env_id == "CartPole-v1":
@@ -105,6 +106,8 @@ def train_steps_per_second(env_id: str, **kwargs) -> float:
     else:
         venv = NativeVecEnv(env_id, TRAIN_ENVS, kwargs)
         venv.seed(0)
+    if null:
+        venv = NullVecEnv(venv.num_envs, venv.observation_space, venv.action_space)
     model = PPO("MlpPolicy", venv, seed=0, device="cpu", **TRAIN_SETTINGS)
     start = time.perf_counter()
     model.learn(TRAIN_STEPS)
@@ -112,16 +115,25 @@ def train_steps_per_second(env_id: str, **kwargs) -> float:
 
 
 def bench_train() -> None:
+    """PPO training steps/s per variant next to PPO on CartPole-v1, and beside each the same PPO on
+    a null environment with the variant's spaces (the learner alone: the best any environment with
+    these spaces could give) and the environment's share of the training time."""
     from experiments.rl_extra import require_rl
 
     require_rl("experiments.bench --train")
     cart = train_steps_per_second("CartPole-v1")
     print(f"train {'CartPole-v1':<34} {cart:>10,.0f} steps/s   (PPO, {TRAIN_ENVS} envs, {TRAIN_SETTINGS})")
-    for env_id in papi_env.ENV_IDS:
-        speed = train_steps_per_second(env_id)
-        print(f"train {env_id:<34} {speed:>10,.0f} steps/s   {speed / cart:.2f}x CartPole")
-    speed = train_steps_per_second(SPEC, **AS_TRAINED)
-    print(f"train {SPEC + ' as trained':<34} {speed:>10,.0f} steps/s   {speed / cart:.2f}x CartPole")
+    cart_null = train_steps_per_second("CartPole-v1", null=True)
+    print(f"train {'CartPole-v1':<34} {cart_null:>10,.0f} steps/s   null env with its spaces")
+    rows = [(env_id, {}) for env_id in papi_env.ENV_IDS] + [(SPEC, AS_TRAINED)]
+    for env_id, kwargs in rows:
+        name = env_id + (" as trained" if kwargs else "")
+        speed = train_steps_per_second(env_id, **kwargs)
+        floor = train_steps_per_second(env_id, null=True, **kwargs)
+        env_share = 1.0 - speed / floor
+        print(f"train {name:<34} {speed:>10,.0f} steps/s   {speed / cart:.2f}x CartPole   "
+              f"(null env with its spaces {floor:,.0f} steps/s = {floor / cart:.2f}x CartPole; "
+              f"the env's share of training time {env_share:.0%})")
 
 
 def _fanout_job(job: tuple[str, int, int, str]) -> float:

@@ -122,3 +122,42 @@ class NativeVecEnv(VecEnv):
         if indices is None:
             return range(self.num_envs)
         return [indices] if isinstance(indices, int) else list(indices)
+
+
+class NullVecEnv(VecEnv):
+    """Environments with the given spaces that cost (almost) nothing: observations of zeros, reward 0,
+    episodes of ``episode_steps`` steps. Training on it measures the learner alone: the most any
+    environment with these spaces could give (experiments.bench --train)."""
+
+    def __init__(self, num_envs: int, observation_space: gym.Space, action_space: gym.Space,
+                 episode_steps: int = 200) -> None:
+        self.render_mode = None
+        super().__init__(num_envs, observation_space, action_space)
+        self._obs = np.zeros((num_envs, *observation_space.shape), dtype=observation_space.dtype)
+        self._episode_steps, self._steps = episode_steps, 0
+
+    def reset(self) -> np.ndarray:
+        return self._obs.copy()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        pass
+
+    def step_wait(self):
+        self._steps += 1
+        done = np.full(self.num_envs, self._steps % self._episode_steps == 0)
+        return self._obs.copy(), np.zeros(self.num_envs, dtype=np.float32), done, [{} for _ in range(self.num_envs)]
+
+    def close(self) -> None:
+        pass
+
+    def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
+        return [getattr(self, attr_name)] * self.num_envs
+
+    def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
+        setattr(self, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args, indices: Any = None, **method_kwargs) -> list[Any]:
+        raise AttributeError(f"NullVecEnv has no env_method ({method_name!r})")
+
+    def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:
+        return [False] * self.num_envs

@@ -59,7 +59,8 @@ class BatchArrays:
         lin[real] = np.concatenate(input_lengths)
         lout[real] = np.concatenate(output_lengths)
         order = np.argsort(lout, axis=1, kind="stable")  # padding sorts last: it is longer than any request
-        lin, lout = np.take_along_axis(lin, order, axis=1), np.take_along_axis(lout, order, axis=1)
+        rows = np.arange(k)[:, None]
+        lin, lout = lin[rows, order], lout[rows, order]
         outputs = np.where(real, lout, 0)
         self.size[envs] = sizes
         self.total_output[envs] = outputs.sum(axis=1)

@@ -286,11 +286,12 @@ class VectorCore:
         louts = list(lins)
         for ds in sorted(set(datasets)):
             which = [j for j, d in enumerate(datasets) if d == ds]
-            sizes = [draws[j].shape[-1] for j in which]
             lin, lout = self.datasets[ds].lengths_of(np.concatenate([draws[j] for j in which], axis=-1))
-            cuts = np.cumsum(sizes)[:-1]
-            for j, a, b in zip(which, np.split(lin, cuts), np.split(lout, cuts), strict=True):
-                lins[j], louts[j] = a, b
+            start = 0
+            for j in which:
+                end = start + draws[j].shape[-1]
+                lins[j], louts[j] = lin[start:end], lout[start:end]
+                start = end
         return lins, louts
 
     def _begin_variants(self, envs: np.ndarray) -> None:

@@ -30,18 +30,12 @@ def _mix(x: np.ndarray) -> np.ndarray:
 def bits(key: np.ndarray, iteration: np.ndarray, slot: np.ndarray, stream: int) -> np.ndarray:
     """uint64 draws of ``stream``: SplitMix64(key)'s output number (iteration, slot, stream). The
     arrays broadcast together: ``key``, ``iteration`` (N, 1) against ``slot`` (1, width) for whole
-    batches (``grid``), or three (L,) arrays for chosen requests; a request's draw is the same
+    batches, or three (L,) arrays for chosen requests (the live ones); a request's draw is the same
     either way."""
     counter = ((iteration.astype(np.uint64) << np.uint64(SLOT_BITS + STREAM_BITS))
                | (slot.astype(np.uint64) << np.uint64(STREAM_BITS))
                | np.uint64(stream))
     return _mix(key + (counter + np.uint64(1)) * GOLDEN)
-
-
-def grid(key: np.ndarray, iteration: np.ndarray, slots: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(key, iteration, slot) of every request slot 0..slots-1 of N episodes (key, iteration (N,)),
-    shaped to broadcast to (N, slots)."""
-    return key[:, None], iteration[:, None], np.arange(slots, dtype=np.uint64)[None, :]
 
 
 def uniform(key: np.ndarray, iteration: np.ndarray, slot: np.ndarray, stream: int) -> np.ndarray:

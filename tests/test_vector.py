@@ -137,3 +137,38 @@ def test_sb3_native_adapter_equals_dummy_vec_env(env_id, extra):
                 assert x["score"] == y["score"] and np.array_equal(x["terminal_observation"], y["terminal_observation"])
                 assert x["TimeLimit.truncated"] == y["TimeLimit.truncated"] and x["episode"]["r"] == y["episode"]["r"]
     assert ended > 0
+
+
+def test_counter_draws_of_chosen_requests_equal_the_whole_batch():
+    """A request's draw depends on (episode key, iteration, slot, stream) only: drawing the live
+    requests alone (as the envs do) gives exactly the whole batch's draws at those slots."""
+    from papi_env import random_streams
+
+    key = np.array([3, 2**63 + 5, 17], dtype=np.uint64)
+    iteration = np.array([0, 7, 4095])
+    whole_u = random_streams.uniform(key[:, None], iteration[:, None], np.arange(64)[None, :], 0)
+    whole_z = random_streams.normal(key[:, None], iteration[:, None], np.arange(64)[None, :], 1)
+    rows, slots = np.nonzero(np.random.default_rng(0).random((3, 64)) < 0.4)
+    assert np.array_equal(random_streams.uniform(key[rows], iteration[rows], slots, 0), whole_u[rows, slots])
+    assert np.array_equal(random_streams.normal(key[rows], iteration[rows], slots, 1), whole_z[rows, slots])
+    assert ((whole_u > 0) & (whole_u <= 1)).all() and len(np.unique(whole_u)) == whole_u.size
+
+
+def test_loading_many_batches_equals_loading_each():
+    from papi_env.batches import BatchArrays
+
+    rng = np.random.default_rng(1)
+    batches = [(rng.integers(1, 900, size=k), rng.integers(1, 40, size=k)) for k in (5, 1, 16, 16)]
+    for stochastic in (False, True):
+        together, apart = BatchArrays(4, 16, stochastic), BatchArrays(4, 16, stochastic)
+        together.load_many(np.arange(4), [b[0] for b in batches], [b[1] for b in batches])
+        for i, (lin, lout) in enumerate(batches):
+            apart.load(i, lin, lout)
+            order = np.argsort(lout, kind="stable")
+            assert np.array_equal(together.output_lengths[i, :len(lout)], lout[order])
+            assert np.array_equal(together.input_lengths[i, :len(lin)], lin[order])
+            if not stochastic:  # the prefix and suffix sums behind the O(1) context of lock-step batches
+                assert together.suffix_input[i, 0] == lin.sum() and together.prefix_output[i, -1] == lout.sum()
+                assert together.suffix_max_input[i, 0] == lin.max() and together.next_output[i] == lout.min()
+        for name, value in vars(together).items():
+            assert np.array_equal(value, getattr(apart, name)), name
