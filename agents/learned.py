@@ -88,10 +88,13 @@ class LearnedPolicy:
                        -self.clip_obs, self.clip_obs).astype(np.float32)
 
     def predict(self, observation, state=None, episode_start=None, deterministic=True):
-        action, state = self.model.predict(self.normalize(np.asarray(observation, dtype=np.float32)), state=state,
+        """The action for one observation, or (N, ...) actions for a batch (N, obs_size)."""
+        observation = np.asarray(observation, dtype=np.float32)
+        action, state = self.model.predict(self.normalize(observation), state=state,
                                            episode_start=episode_start, deterministic=deterministic)
         if getattr(self, "nvec", None) is not None:
-            from papi_env.wrappers import unflatten_action
+            from papi_env.wrappers import unflatten_action, unflatten_actions
 
-            action = unflatten_action(action, self.nvec)
+            batch = observation.ndim == 2
+            action = unflatten_actions(action, self.nvec) if batch else unflatten_action(action, self.nvec)
         return action, state

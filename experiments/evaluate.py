@@ -21,6 +21,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import gymnasium as gym
@@ -72,6 +73,46 @@ def run_episode(env: gym.Env, policy: Any, seed: int) -> dict[str, float]:
             }
 
 
+def has_vector_form(env_id: str) -> bool:
+    """Whether ``env_id`` has a native vector environment (gymnasium's vector_entry_point)."""
+    return gym.spec(env_id).vector_entry_point is not None
+
+
+def run_episodes(env_id: str, env_kwargs: dict[str, Any], policy: Any, seeds: list[int]) -> list[dict[str, float]]:
+    """``run_episode`` of each seed, all at once: one native vector env of len(seeds) (env i reset
+    with seeds[i], the same episode as a scalar env reset with it) and one batched ``predict`` per
+    step. For policies that act on observation batches (learned agents), not rules that read a scalar
+    env. Envs that finish wait (their autoreset episodes are ignored) until the longest ends."""
+    venv = gym.make_vec(env_id, num_envs=len(seeds), vectorization_mode="vector_entry_point", **env_kwargs)
+    if hasattr(policy, "bind"):  # it reads the action space only
+        policy.bind(SimpleNamespace(action_space=venv.unwrapped.single_action_space))
+    n = len(seeds)
+    obs, _ = venv.reset(seed=list(seeds))
+    gpu, tlp, steps = np.zeros(n), np.zeros(n), np.zeros(n, dtype=np.int64)
+    running = np.ones(n, dtype=bool)
+    episodes: list[dict[str, float] | None] = [None] * n
+    episode_start = np.ones(n, dtype=bool)
+    while running.any():
+        action, _ = policy.predict(obs, state=None, episode_start=episode_start, deterministic=True)
+        obs, _, terminated, truncated, info = venv.step(action)
+        episode_start[:] = False
+        steps += running
+        share = info["gpu_share"] if "gpu_share" in info else info["placement"] == "gpu"
+        gpu += np.where(running, share, 0.0)
+        tlp += np.where(running, info["tlp"], 0)
+        for i in np.flatnonzero(running & (terminated | truncated)).tolist():
+            k = int(steps[i])
+            episodes[i] = {"score": info["score"].item(i), "time_s": info["episode_time"].item(i),
+                           "energy_j": info["episode_energy"].item(i), "tokens": info["episode_tokens"].item(i),
+                           "tokens_per_s": info["tokens_per_s"].item(i),
+                           "joules_per_token": info["joules_per_token"].item(i),
+                           "misses": info["episode_misses"].item(i) / k, "gpu_share": gpu[i] / k,
+                           "mean_tlp": tlp[i] / k, "steps": k}
+            running[i] = False
+    venv.close()
+    return episodes
+
+
 def _paired(eps: list[dict], ref: list[dict]) -> np.ndarray:
     return np.array([e["score"] / r["score"] for e, r in zip(eps, ref, strict=True)])
 
@@ -91,7 +132,10 @@ def evaluate(env_id: str, policy_specs: list[str] | None, episodes: int, seed: i
     per_policy: dict[str, list[dict[str, float]]] = {}
     for spec in specs:
         policy = make_policy(spec, env=env, seed=seed)
-        per_policy[spec] = [run_episode(env, policy, s) for s in seeds]
+        if policy_kind(spec) == "learned" and has_vector_form(env_id):  # the same episodes, all at once
+            per_policy[spec] = run_episodes(env_id, env_kwargs, policy, seeds)
+        else:
+            per_policy[spec] = [run_episode(env, policy, s) for s in seeds]
     reward = env.unwrapped.reward_kind
     env.close()
     ref_name = next(s for s in specs if s.partition(":")[0] == REFERENCE)

@@ -49,3 +49,11 @@ def unflatten_action(action, nvec: tuple[int, ...]) -> np.ndarray:
     if not 0 <= k < int(np.prod(nvec)):
         raise ValueError(f"flat action must be in [0, {int(np.prod(nvec))}), got {k}")
     return np.array(np.unravel_index(k, nvec), dtype=np.int64)
+
+
+def unflatten_actions(actions, nvec: tuple[int, ...]) -> np.ndarray:
+    """(N, len(nvec)) MultiDiscrete actions of N flat indices (a batch of unflatten_action)."""
+    flat = np.asarray(actions, dtype=np.int64).reshape(-1)
+    if ((flat < 0) | (flat >= int(np.prod(nvec)))).any():
+        raise ValueError(f"flat actions must be in [0, {int(np.prod(nvec))}), got {flat.tolist()}")
+    return np.stack(np.unravel_index(flat, nvec), axis=1).astype(np.int64)

@@ -172,3 +172,25 @@ def test_loading_many_batches_equals_loading_each():
                 assert together.suffix_max_input[i, 0] == lin.max() and together.next_output[i] == lout.min()
         for name, value in vars(together).items():
             assert np.array_equal(value, getattr(apart, name)), name
+
+
+@pytest.mark.parametrize(("env_id", "algo", "kwargs"), [
+    ("papi_env/PapiKernelSchedule-v0", "ppo", {"batch_size": [1, 4], "max_steps": 80}),
+    ("papi_env/PapiSplitSchedule-v0", "ppo", {"reward": "edp", "batch_size": [2, 8], "max_steps": 80}),
+    ("papi_env/PapiSpecSchedule-v0", "dqn", {"reward": "edp", "batch_size": [1, 4], "max_steps": 60}),
+])
+def test_learned_agent_episodes_at_once_equal_one_by_one(env_id, algo, kwargs):
+    """evaluate.run_episodes (one vector env, batched predict: what validation and evaluation use for
+    learned agents) gives exactly run_episode's results, seed by seed."""
+    pytest.importorskip("stable_baselines3")
+    from agents.learned import LearnedPolicy, algo_class
+    from experiments.evaluate import run_episode, run_episodes
+    from experiments.vec_env import NativeVecEnv
+
+    venv = NativeVecEnv(env_id, 2, kwargs, flat_actions=algo == "dqn")
+    agent = LearnedPolicy(algo_class(algo)("MlpPolicy", venv, seed=3, device="cpu"))  # untrained: any policy will do
+    seeds = [11, 12, 13, 14, 15]
+    env = gym.make(env_id, **kwargs)
+    agent.bind(env.unwrapped)
+    one_by_one = [run_episode(env, agent, s) for s in seeds]
+    assert run_episodes(env_id, kwargs, agent, seeds) == one_by_one
