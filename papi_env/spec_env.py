@@ -243,7 +243,7 @@ class SpecCore(VectorCore):
         ok = a.shape == (self.num_envs, 2) and a.dtype.kind in "iuf"
         if ok:
             whole = np.all(a == np.round(a), axis=1)
-            ok_envs = whole & (a[:, 0] >= 0) & (a[:, 0] < self.max_tlp) & np.isin(a[:, 1], (0, 1))
+            ok_envs = whole & (a[:, 0] >= 0) & (a[:, 0] < self.max_tlp) & ((a[:, 1] == 0) | (a[:, 1] == 1))
         bad = stepping & (~ok_envs if ok else True)
         if np.any(bad):
             shown = a[int(np.argmax(bad))] if ok else a
@@ -404,22 +404,18 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
         time x energy increase in s x J (edp: (T + t)(E + e) - T E with T, E the totals so far,
         the objective's own marginal), or (time term + miss penalty) per token (latency_target),
         each per expected token. Lower is better. ``known_lengths``: see expected_tokens."""
-        rlp, kind = self.batch.live, self.reward_kind
-        values = np.empty((self.max_tlp, 2))
-        for tlp in range(1, self.max_tlp + 1):
-            k = self.expected_tokens(tlp, p, known_lengths)
-            for unit in (0, 1):
-                c = self.cost_at(tlp, unit)
-                if kind == "latency":
-                    v = c.time / k
-                elif kind == "energy":
-                    v = c.energy / k
-                elif kind == "edp":
-                    v = self._edp_increase(c) / k
-                else:
-                    v = (c.time / self.time_scale + self.miss_penalty * self._missed(c.time, k / rlp)) / k
-                values[tlp - 1, unit] = v
-        return values
+        rlp, kind, tlps = self.batch.live, self.reward_kind, np.arange(1, self.max_tlp + 1)
+        k = np.repeat([self.expected_tokens(int(t), p, known_lengths) for t in tlps], 2)[None, :]
+        c = self.core.cost_at(np.repeat(tlps, 2)[None, :], np.tile([0, 1], self.max_tlp)[None, :])  # all at once
+        if kind == "latency":
+            values = c.time / k
+        elif kind == "energy":
+            values = c.energy / k
+        elif kind == "edp":
+            values = self.core.edp_increase(c.time, c.energy) / k
+        else:
+            values = (c.time / self.time_scale + self.miss_penalty * self.core.missed(c.time, k / rlp)) / k
+        return values.reshape(self.max_tlp, 2)
 
     def greedy_action(self, p: np.ndarray | float, known_lengths: bool = True) -> np.ndarray:
         """The (TLP - 1, unit) with the least objective cost per expected token (action_values)."""
