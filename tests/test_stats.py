@@ -56,3 +56,37 @@ def test_probability_of_improvement_is_rliables_estimator():
     x, y = rng.normal(1.0, 0.1, (3, 12)), rng.normal(0.98, 0.1, (2, 12))
     x[0, 0] = y[0, 0]  # a tie
     assert stats.probability_of_improvement(x, y)["p"] == pytest.approx(metrics.probability_of_improvement(x, y))
+
+
+def _cell(folder, scores_by_seed, seeds=(1_000_000, 1_000_019)):
+    import json
+
+    episodes = len(scores_by_seed[0])
+    policies = {"threshold": {"episode_scores": [1.0] * episodes}}
+    policies.update({f"ppo:run_s{i}/best_model.zip": {"episode_scores": s} for i, s in enumerate(scores_by_seed)})
+    cell = folder / "PapiSchedule" / "latency"
+    cell.mkdir(parents=True)
+    (cell / "eval.json").write_text(json.dumps({
+        "env": "papi_env/PapiSchedule-v0", "objective": "latency", "episodes": episodes, "eval_seeds": list(seeds),
+        "best_rule": "threshold", "policies": policies}))
+
+
+def test_compare_two_runs_cell_by_cell(tmp_path):
+    pytest.importorskip("rliable")
+    from experiments import compare
+
+    rng = np.random.default_rng(0)
+    old = [list(1.0 + 0.01 * rng.random(20)) for _ in range(3)]
+    _cell(tmp_path / "a", old)
+    _cell(tmp_path / "b", [[x + 0.05 for x in s] for s in old])  # B better on every episode
+    _cell(tmp_path / "c", [[x - 0.05 for x in s] for s in old])  # C worse on every episode
+    (better,) = compare.compare(tmp_path / "a", tmp_path / "b")
+    assert better["p_b_better"]["p"] == 1.0 and better["no_worse"] and better["mean_ratio_b_over_a"] > 1.04
+    (worse,) = compare.compare(tmp_path / "a", tmp_path / "c")
+    assert worse["p_b_better"]["p"] == 0.0 and not worse["no_worse"]
+    assert compare.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "compare.md").read_text().count("| yes |") == 1
+    _cell(tmp_path / "d", old, seeds=(1_002_000, 1_002_019))
+    with pytest.raises(ValueError, match="different episodes"):
+        compare.compare(tmp_path / "a", tmp_path / "d")
+    assert compare.main([str(tmp_path / "a"), str(tmp_path / "nowhere")]) == 2
