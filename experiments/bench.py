@@ -23,6 +23,7 @@ import numpy as np
 import yaml
 
 import papi_env
+from hardware.cost_tables import CostTables
 
 FIXED_ACTIONS = {
     "papi_env/PapiSchedule-v0": 1,
@@ -90,10 +91,12 @@ TRAIN_SETTINGS = {"n_steps": 128, "batch_size": 256, "n_epochs": 4, "policy_kwar
 TRAIN_ENVS, TRAIN_STEPS = 16, 16_384
 
 
-def train_steps_per_second(env_id: str, null: bool = False, **kwargs) -> float:
+def train_steps_per_second(env_id: str, null: bool = False, warm: bool = True, **kwargs) -> float:
     """PPO training steps/s on ``env_id`` with TRAIN_SETTINGS and TRAIN_ENVS environments (native
     vector env for PAPI, SB3's DummyVecEnv for CartPole-v1), one torch thread. ``null``: the same
-    spaces, but an environment that costs nothing (NullVecEnv): PPO's own speed on that problem."""
+    spaces, but an environment that costs nothing (NullVecEnv): PPO's own speed on that problem.
+    ``warm``: after an untimed identical run, so the cost tables are filled (a long run's steady
+    state); cold, a short run also pays for filling them."""
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
@@ -101,14 +104,18 @@ def train_steps_per_second(env_id: str, null: bool = False, **kwargs) -> float:
     from experiments.vec_env import NativeVecEnv, NullVecEnv
 
     torch.set_num_threads(1)
-    if env_id == "CartPole-v1":
-        venv = make_vec_env(env_id, n_envs=TRAIN_ENVS, seed=0)
-    else:
-        venv = NativeVecEnv(env_id, TRAIN_ENVS, kwargs)
-        venv.seed(0)
-    if null:
-        venv = NullVecEnv(venv.num_envs, venv.observation_space, venv.action_space)
-    model = PPO("MlpPolicy", venv, seed=0, device="cpu", **TRAIN_SETTINGS)
+
+    def make():
+        if env_id == "CartPole-v1":
+            venv = make_vec_env(env_id, n_envs=TRAIN_ENVS, seed=0)
+        else:
+            venv = NativeVecEnv(env_id, TRAIN_ENVS, kwargs)
+            venv.seed(0)
+        return NullVecEnv(venv.num_envs, venv.observation_space, venv.action_space) if null else venv
+
+    if warm:  # the same run once untimed: the process's cost tables (shared by its envs) fill
+        PPO("MlpPolicy", make(), seed=0, device="cpu", **TRAIN_SETTINGS).learn(TRAIN_STEPS)
+    model = PPO("MlpPolicy", make(), seed=0, device="cpu", **TRAIN_SETTINGS)
     start = time.perf_counter()
     model.learn(TRAIN_STEPS)
     return model.num_timesteps / (time.perf_counter() - start)
@@ -121,19 +128,21 @@ def bench_train() -> None:
     from experiments.rl_extra import require_rl
 
     require_rl("experiments.bench --train")
-    cart = train_steps_per_second("CartPole-v1")
+    cart = train_steps_per_second("CartPole-v1")  # warm too: torch's first run is slower
     print(f"train {'CartPole-v1':<34} {cart:>10,.0f} steps/s   (PPO, {TRAIN_ENVS} envs, {TRAIN_SETTINGS})")
-    cart_null = train_steps_per_second("CartPole-v1", null=True)
+    cart_null = train_steps_per_second("CartPole-v1", null=True, warm=False)
     print(f"train {'CartPole-v1':<34} {cart_null:>10,.0f} steps/s   null env with its spaces")
     rows = [(env_id, {}) for env_id in papi_env.ENV_IDS] + [(SPEC, AS_TRAINED)]
     for env_id, kwargs in rows:
         name = env_id + (" as trained" if kwargs else "")
+        CostTables.clear_shared()
+        cold = train_steps_per_second(env_id, warm=False, **kwargs)  # from empty cost tables
         speed = train_steps_per_second(env_id, **kwargs)
-        floor = train_steps_per_second(env_id, null=True, **kwargs)
+        floor = train_steps_per_second(env_id, null=True, warm=False, **kwargs)
         env_share = 1.0 - speed / floor
         print(f"train {name:<34} {speed:>10,.0f} steps/s   {speed / cart:.2f}x CartPole   "
               f"(null env with its spaces {floor:,.0f} steps/s = {floor / cart:.2f}x CartPole; "
-              f"the env's share of training time {env_share:.0%})")
+              f"the env's share of training time {env_share:.0%}; cold tables {cold:,.0f} steps/s)")
 
 
 def _fanout_job(job: tuple[str, int, int, str]) -> float:

@@ -30,10 +30,32 @@ UNITS = ("pim", "gpu")
 MAX_RLP, MAX_TLP = 256, 16
 MAX_TOKENS = MAX_RLP * MAX_TLP
 ALL_FC = len(FC_KERNELS)  # kernel index of "every FC kernel" in the fc table
+SHARED_TABLES = 32  # (system, model) lists whose tables a process keeps (~0.7 MB each, +12 MB with splits)
+_SHARED: dict[tuple, CostTables] = {}
 
 
 class CostTables:
-    """Lazily filled cost tables of ``cost_models`` (see the module docstring)."""
+    """Lazily filled cost tables of ``cost_models`` (see the module docstring). ``shared`` gives
+    every environment of a process with the same (system, model) list the same tables, so what one
+    has computed (a training env, its validation env, an evaluation env) the others reuse."""
+
+    @classmethod
+    def shared(cls, cost_models: Sequence[CostModel]) -> CostTables:
+        """The process's tables for this list of (system, model) pairs (the SHARED_TABLES most
+        recently used lists are kept)."""
+        key = tuple((cm.system, cm.model) for cm in cost_models)
+        tables = _SHARED.pop(key, None)
+        if tables is None:
+            tables = cls(cost_models)
+        _SHARED[key] = tables  # most recently used last
+        while len(_SHARED) > SHARED_TABLES:
+            _SHARED.pop(next(iter(_SHARED)))
+        return tables
+
+    @staticmethod
+    def clear_shared() -> None:
+        """Forget the process's shared tables (the next environments start from empty ones)."""
+        _SHARED.clear()
 
     def __init__(self, cost_models: Sequence[CostModel]) -> None:
         self.cost_models = list(cost_models)

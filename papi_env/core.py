@@ -157,7 +157,7 @@ class VectorCore:
         self.latency_target_s = latency_target_s
         self.miss_penalty = float(miss_penalty)
         self.on_over_capacity = on_over_capacity
-        self.tables = CostTables(self.cost_models)
+        self.tables = CostTables.shared(self.cost_models)
         self._scales()
         self._alphas: dict[tuple[int, str | None], int] = {}
         self._alpha_arrays: dict[str | None, np.ndarray] = {}

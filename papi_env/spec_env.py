@@ -133,7 +133,7 @@ class SpecCore(VectorCore):
                 raise ValueError(f"PapiSpecSchedule-v0 needs a system with FC on both units (e.g. 'papi'); "
                                  f"'{cm.system.name}' has {list(cm.fc_units)}")
         self.drafts = [DraftCost(cm.system, draft_model) for cm in self.cost_models]
-        self.draft_tables = CostTables([d.cost_model for d in self.drafts])
+        self.draft_tables = CostTables.shared([d.cost_model for d in self.drafts])
         self.draft_gpus = np.array([d.gpus for d in self.drafts])
         n, w = self.num_envs, self.batch.width
         self.mean_acceptance = np.zeros(n)

@@ -194,3 +194,22 @@ def test_learned_agent_episodes_at_once_equal_one_by_one(env_id, algo, kwargs):
     agent.bind(env.unwrapped)
     one_by_one = [run_episode(env, agent, s) for s in seeds]
     assert run_episodes(env_id, kwargs, agent, seeds) == one_by_one
+
+
+def test_environments_of_a_process_share_cost_tables():
+    """Envs with the same (system, model) list share one CostTables (what one fills, the others
+    reuse); a different list gets its own; the cache is bounded."""
+    from hardware import cost_tables
+    from hardware.cost_tables import CostTables
+
+    CostTables.clear_shared()
+    a = gym.make("papi_env/PapiSchedule-v0").unwrapped.core
+    b = gym.make_vec("papi_env/PapiKernelSchedule-v0", num_envs=3, vectorization_mode="vector_entry_point")
+    b = b.unwrapped.core
+    c = gym.make("papi_env/PapiSchedule-v0", model="gpt3-175b").unwrapped.core
+    assert a.tables is b.tables and a.tables is not c.tables
+    a.tables.fc_cost(np.array([0]), np.array([64]), np.array([1]))
+    assert b.tables._fc_filled[0, -1, 1, 64]  # filled through a, seen by b
+    for i in range(cost_tables.SHARED_TABLES + 3):
+        CostTables.shared([a.cost_models[0]] * (i + 2))
+    assert len(cost_tables._SHARED) == cost_tables.SHARED_TABLES
