@@ -66,7 +66,8 @@ def vector_steps_per_second(env_id: str, num_envs: int, seconds: float = 2.0, **
         env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
     env.reset(seed=0)
     actions = np.stack([np.asarray(FIXED_ACTIONS[env_id])] * num_envs)
-    for _ in range(max(5, 2000 // num_envs)):  # warm the cost tables
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds / 2:  # warm the cost tables (a long run's steady state)
         env.step(actions)
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:

@@ -60,59 +60,46 @@ class CostTables:
     def __init__(self, cost_models: Sequence[CostModel]) -> None:
         self.cost_models = list(cost_models)
         m = len(self.cost_models)
-        self.fc = np.zeros((m, ALL_FC + 1, len(UNITS), MAX_TOKENS + 1, 2))
-        self._fc_filled = np.zeros(self.fc.shape[:-1], dtype=bool)
-        self.fixed = np.zeros((m, len(UNITS), MAX_RLP + 1, MAX_TLP + 1, 8))
-        self._fixed_filled = np.zeros(self.fixed.shape[:-1], dtype=bool)
+        self.fc = np.full((m, ALL_FC + 1, len(UNITS), MAX_TOKENS + 1, 2), np.nan)  # NaN: not computed yet
+        self.fixed = np.full((m, len(UNITS), MAX_RLP + 1, MAX_TLP + 1, 8), np.nan)
         self._split: np.ndarray | None = None  # allocated on first use (12 MB per cost model)
-        self._split_filled: np.ndarray | None = None
 
-    # ---------------------------------------------------------------------------------- filling
+    # ---------------------------------------------------------------------------------- lookups
     @staticmethod
-    def _fill(table: np.ndarray, filled: np.ndarray, index: tuple, compute) -> None:
-        """Fill the entries of ``table`` at ``index`` (a tuple of broadcastable index arrays) that
-        are not filled yet with ``compute(*entry)`` (seconds, joules, ...), one call per distinct
-        missing entry."""
-        missing = ~filled[index]
+    def _lookup(table: np.ndarray, index: tuple, compute) -> np.ndarray:
+        """``table[index]`` (a tuple of broadcastable index arrays), first filling the entries not
+        computed yet (NaN: every cost is a finite number) with ``compute(*entry)`` (seconds,
+        joules, ...), one call per distinct missing entry."""
+        values = table[index]
+        missing = np.isnan(values[..., 0])
         if missing.any():
             columns = np.broadcast_arrays(*index)
             for entry in set(zip(*(c[missing].tolist() for c in columns), strict=True)):
                 table[entry] = compute(*entry)
-                filled[entry] = True
+            values = table[index]
+        return values
 
-    def _fill_fc(self, cm: np.ndarray, kernel: np.ndarray, unit: np.ndarray, tokens: np.ndarray) -> None:
-        def compute(c: int, k: int, u: int, t: int):
-            model = self.cost_models[c]
-            return model.fc(t, UNITS[u]) if k == ALL_FC else model.fc_kernel(FC_KERNELS[k], t, UNITS[u])
+    def _fc_entry(self, c: int, k: int, u: int, t: int):
+        model = self.cost_models[c]
+        return model.fc(t, UNITS[u]) if k == ALL_FC else model.fc_kernel(FC_KERNELS[k], t, UNITS[u])
 
-        self._fill(self.fc, self._fc_filled, (cm, kernel, unit, tokens), compute)
+    def _fixed_entry(self, c: int, u: int, r: int, t: int):
+        a0, a1, comm, other = self.cost_models[c]._fixed_parts(r, t, UNITS[u])
+        return (*a0, *a1, *comm, *other)
 
-    def _fill_fixed(self, cm: np.ndarray, unit: np.ndarray, rlp: np.ndarray, tlp: np.ndarray) -> None:
-        def compute(c: int, u: int, r: int, t: int):
-            a0, a1, comm, other = self.cost_models[c]._fixed_parts(r, t, UNITS[u])
-            return (*a0, *a1, *comm, *other)
-
-        self._fill(self.fixed, self._fixed_filled, (cm, unit, rlp, tlp), compute)
-
-    def _fill_split(self, cm: np.ndarray, kernel: np.ndarray, step: np.ndarray, tokens: np.ndarray) -> None:
-        if self._split is None:
-            shape = (len(self.cost_models), len(FC_KERNELS), SPLIT_STEPS + 1, MAX_TOKENS + 1)
-            self._split, self._split_filled = np.zeros((*shape, 2)), np.zeros(shape, dtype=bool)
-        self._fill(self._split, self._split_filled, (cm, kernel, step, tokens),
-                   lambda c, k, s, t: self.cost_models[c].fc_split(FC_KERNELS[k], t, s / SPLIT_STEPS))
+    def _split_entry(self, c: int, k: int, s: int, t: int):
+        return self.cost_models[c].fc_split(FC_KERNELS[k], t, s / SPLIT_STEPS)
 
     # ------------------------------------------------------------------------------- iteration
     def fixed_parts(self, cm: np.ndarray, rlp: np.ndarray, tlp: np.ndarray,
                     attention_unit: np.ndarray | int) -> np.ndarray:
         """(..., 8): attention at zero context (s, J), per context token (s, J), communication,
         other, for every element (CostModel._fixed_parts)."""
-        self._fill_fixed(cm, attention_unit, rlp, tlp)
-        return self.fixed[cm, attention_unit, rlp, tlp]
+        return self._lookup(self.fixed, (cm, attention_unit, rlp, tlp), self._fixed_entry)
 
     def fc_cost(self, cm: np.ndarray, tokens: np.ndarray, unit: np.ndarray, kernel: int = ALL_FC) -> np.ndarray:
         """(..., 2): seconds and joules of FC ``kernel`` (default all three) on ``unit``."""
-        self._fill_fc(cm, kernel, unit, tokens)
-        return self.fc[cm, kernel, unit, tokens]
+        return self._lookup(self.fc, (cm, kernel, unit, tokens), self._fc_entry)
 
     def fc_per_kernel(self, cm: np.ndarray, tokens: np.ndarray, units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Seconds and joules of the three FC kernels, kernel k on ``units[..., k]``, summed in
@@ -126,10 +113,11 @@ class CostTables:
     def fc_split(self, cm: np.ndarray, tokens: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Seconds and joules of the three FC kernels, kernel k with GPU fraction
         ``steps[..., k] / SPLIT_STEPS`` (CostModel.fc_split), summed from zero."""
+        if self._split is None:
+            self._split = np.full((len(self.cost_models), len(FC_KERNELS), SPLIT_STEPS + 1, MAX_TOKENS + 1, 2), np.nan)
         time = energy = 0.0
         for k in range(ALL_FC):
-            self._fill_split(cm, k, steps[..., k], tokens)
-            c = self._split[cm, k, steps[..., k], tokens]
+            c = self._lookup(self._split, (cm, k, steps[..., k], tokens), self._split_entry)
             time, energy = time + c[..., 0], energy + c[..., 1]
         return time, energy
 

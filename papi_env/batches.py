@@ -47,12 +47,34 @@ class BatchArrays:
             self.next_output = np.zeros(n, dtype=np.int64)  # output length of the first live slot
 
     def load(self, i: int, input_lengths: np.ndarray, output_lengths: np.ndarray) -> None:
-        """Put a new batch in environment i (its requests sorted by output length)."""
-        self.load_many(np.array([i]), [input_lengths], [output_lengths])
+        """Put a new batch in environment i (its requests sorted by output length, stable)."""
+        order = np.argsort(output_lengths, kind="stable")
+        lin, lout = np.asarray(input_lengths)[order], np.asarray(output_lengths)[order]
+        k = len(lin)
+        self.size[i] = k
+        self.total_output[i] = lout.sum()
+        self.input_lengths[i, :k], self.input_lengths[i, k:] = lin, 0
+        if self.stochastic:
+            self.output_lengths[i, :k], self.output_lengths[i, k:] = lout, 0
+            self.gen[i] = self.last_request_accepted[i] = 0
+            self.last_request_rejected[i] = False
+            self.last_drafted[i] = self.last_accepted[i] = 0
+        else:
+            self.output_lengths[i, :k], self.output_lengths[i, k:] = lout, PAD_OUTPUT
+            self.generated[i] = self.first[i] = 0
+            self.suffix_input[i, :k], self.suffix_input[i, k:] = np.cumsum(lin[::-1])[::-1], 0
+            self.suffix_max_input[i, :k], self.suffix_max_input[i, k:] = np.maximum.accumulate(lin[::-1])[::-1], 0
+            self.prefix_output[i, 1:k + 1] = np.cumsum(lout)
+            self.prefix_output[i, k + 1:] = self.prefix_output[i, k]
+            self.next_output[i] = lout[0]
 
     def load_many(self, envs: np.ndarray, input_lengths: list[np.ndarray], output_lengths: list[np.ndarray]) -> None:
-        """Put a new batch in each of ``envs`` (requests sorted by output length, stable)."""
+        """Put a new batch in each of ``envs`` (as ``load`` does, all at once when there are many)."""
         k, w = len(envs), self.width
+        if k < 4:
+            for i, lin, lout in zip(envs.tolist(), input_lengths, output_lengths, strict=True):
+                self.load(i, lin, lout)
+            return
         sizes = np.array([len(x) for x in output_lengths], dtype=np.int64)
         real = np.arange(w)[None, :] < sizes[:, None]
         lin, lout = np.zeros((k, w), dtype=np.int64), np.full((k, w), PAD_OUTPUT, dtype=np.int64)
@@ -100,16 +122,20 @@ class BatchArrays:
         left = np.maximum(self.output_lengths - self.generated[:, None], 0)
         return np.where(np.arange(self.width)[None, :] < self.size[:, None], left, 0)
 
-    def context(self) -> tuple[np.ndarray, np.ndarray]:
+    def context(self, envs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(N,) sum and (N,) max over live requests of prompt + generated tokens (0 when none
-        is live); an iteration at speculation length TLP adds TLP to each."""
+        is live), or of the environments ``envs`` only; an iteration at speculation length TLP
+        adds TLP to each."""
         if self.stochastic:
-            live = self.gen < self.output_lengths
-            ctx = np.where(live, self.input_lengths + self.gen, 0)
+            gen, out, lin = (self.gen, self.output_lengths, self.input_lengths) if envs is None else (
+                self.gen[envs], self.output_lengths[envs], self.input_lengths[envs])
+            ctx = np.where(gen < out, lin + gen, 0)
             return ctx.sum(axis=1), ctx.max(axis=1)
-        live = self.size - self.first
-        total = self.suffix_input[self.rows, self.first] + live * self.generated
-        longest = np.where(live > 0, self.suffix_max_input[self.rows, self.first] + self.generated, 0)
+        rows, first, generated, size = (self.rows, self.first, self.generated, self.size) if envs is None else (
+            envs, self.first[envs], self.generated[envs], self.size[envs])
+        live = size - first
+        total = self.suffix_input[rows, first] + live * generated
+        longest = np.where(live > 0, self.suffix_max_input[rows, first] + generated, 0)
         return total, longest
 
     # --------------------------------------------------------------------------------- step

@@ -176,6 +176,7 @@ class VectorCore:
         self._schedule = None
         self._context: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._live_slots: tuple[np.ndarray, np.ndarray] | None = None
+        self._per_env: dict[str, np.ndarray] = {}
         if isinstance(self.tlp_choices[0], tuple):
             starts, values = zip(*self.tlp_choices[0], strict=True)
             self._schedule = (np.array(starts), np.array(values, dtype=np.int64))
@@ -198,10 +199,18 @@ class VectorCore:
         self.targets = np.array([self.latency_target_s or TARGET_IN_TIME_SCALES * t for t in ts])
         self.attention_units = np.array(att, dtype=np.int64)
         self.fc_unit_masks = np.array([[u in cm.fc_units for u in UNITS] for cm in self.cost_models])
-        self.kv_bytes_per_token = np.array([cm.model.kv_bytes_per_token for cm in self.cost_models])
-        self.kv_capacity = np.array([cm.kv_capacity_bytes for cm in self.cost_models])
+        self._kv_tokens = [cm.model.kv_bytes_per_token / cm.kv_capacity_bytes for cm in self.cost_models]  # 1/tokens
         self.model_names = np.array([cm.model.name for cm in self.cost_models], dtype=object)
         self.system_names = np.array([cm.system.name for cm in self.cost_models], dtype=object)
+
+    def by_env(self, name: str, per_model: np.ndarray | None = None) -> np.ndarray:
+        """``per_model[self.cm]`` for every environment, of a per-cost-model array (default the
+        attribute ``name``), cached under ``name`` until the next reset (episodes draw their cost
+        model at reset)."""
+        values = self._per_env.get(name)
+        if values is None:
+            values = self._per_env[name] = (getattr(self, name) if per_model is None else per_model)[self.cm]
+        return values
 
     def alpha(self, cm: int, kernel: str | None = None) -> int:
         """The objective's offline FC crossover (all kernels, or one) of cost model ``cm``: what
@@ -218,7 +227,7 @@ class VectorCore:
         if by_model is None:
             by_model = self._alpha_arrays[kernel] = np.array([self.alpha(c, kernel)
                                                               for c in range(len(self.cost_models))])
-        return by_model[self.cm]
+        return self.by_env(f"alpha:{kernel}", by_model)
 
     # ---------------------------------------------------------------------------------- reset
     def reset_envs(self, envs: Sequence[int]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -232,9 +241,15 @@ class VectorCore:
         """Start a new episode in each of ``envs`` (indices) and return their reset infos, without
         observing (a vector step observes once, after its resets)."""
         envs = np.asarray(envs, dtype=np.int64)
+        cached = self._context
         self._context = self._live_slots = None
         if len(envs):
             self._begin_episodes(envs)
+            self._per_env.clear()  # the new episodes' cost models
+            if cached is not None and len(envs) < self.num_envs // 4:  # refresh the new episodes' rows only
+                rlp, total, longest = (a.copy() for a in cached)
+                rlp[envs], (total[envs], longest[envs]) = self.batch.live()[envs], self.batch.context(envs)
+                self._context = (rlp, total, longest)
         return self._reset_info(envs)
 
     def _begin_episodes(self, envs: np.ndarray) -> None:
@@ -261,12 +276,11 @@ class VectorCore:
             if self.on_over_capacity == "admit":
                 fits = model.batch_prefix_that_fits(lins[j], louts[j])
                 lins[j], louts[j] = lins[j][:fits], louts[j][:fits]
-        cm = np.array(cms, dtype=np.int64)
         if self.on_over_capacity == "error":
-            tokens = np.array([a.sum() + b.sum() for a, b in zip(lins, louts, strict=True)], dtype=np.float64)
-            near = np.flatnonzero(tokens * self.kv_bytes_per_token[cm] > self.kv_capacity[cm] * (1.0 - 1e-9))
-            for j in near.tolist():  # the exact check (and its message) where it may fail
-                self.cost_models[cms[j]].check_batch_fits(lins[j], louts[j])
+            for j, c in enumerate(cms):  # the exact check (and its message) only where it may fail
+                if (lins[j].sum() + louts[j].sum()) * self._kv_tokens[c] > 1.0 - 1e-9:
+                    self.cost_models[c].check_batch_fits(lins[j], louts[j])
+        cm = np.array(cms, dtype=np.int64)
         self.cm[envs], self.dataset_index[envs] = cm, dss
         self.tlp_spec_index[envs] = specs
         self.batch.load_many(envs, lins, louts)
@@ -300,7 +314,8 @@ class VectorCore:
 
     def _reset_info(self, envs: np.ndarray) -> dict[str, np.ndarray]:
         info: dict[str, np.ndarray] = {}
-        put_rows(info, {"batch_size": self.batch.size, "rlp": self.rlp(), "tlp": self.tlp}, envs)
+        put_rows(info, {"batch_size": self.batch.size[envs], "rlp": self.rlp()[envs], "tlp": self.tlp[envs]}, envs,
+                 self.num_envs)
         return info
 
     # ----------------------------------------------------------------------------- features
@@ -363,7 +378,8 @@ class VectorCore:
         """(N,) the objective's per-step term (papi_env.base) of iterations costing ``cost`` in
         which each live request gains ``gain_per_request`` tokens on average; (N, K) for K
         candidate iterations per environment."""
-        ts, es = per_env(self.time_scales[self.cm], cost.fc_time), per_env(self.energy_scales[self.cm], cost.fc_time)
+        ts = per_env(self.by_env("time_scales"), cost.fc_time)
+        es = per_env(self.by_env("energy_scales"), cost.fc_time)
         kind = self.reward_kind
         if kind == "latency":
             return -cost.time / ts
@@ -380,7 +396,7 @@ class VectorCore:
         return t * e - total_time * total_energy
 
     def missed(self, seconds: np.ndarray, gain_per_request: np.ndarray) -> np.ndarray:
-        return seconds > per_env(self.targets[self.cm], seconds) * gain_per_request
+        return seconds > per_env(self.by_env("targets"), seconds) * gain_per_request
 
     # ---------------------------------------------------------------------------------- step
     def step(self, actions: Any, observe: bool = True
@@ -428,8 +444,9 @@ class VectorCore:
                     info: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Add the iteration to the totals; fill ``info``; return (terminated, truncated)."""
         self.steps += 1
-        missed = self.missed(cost.time, tokens / np.maximum(rlp, 1))
-        self.total_time += cost.time
+        seconds = cost.time
+        missed = self.missed(seconds, tokens / np.maximum(rlp, 1))
+        self.total_time += seconds
         self.total_energy += cost.energy
         self.tokens += tokens
         self.misses += missed
@@ -447,12 +464,13 @@ class VectorCore:
         return terminated, truncated
 
     def _episode_info(self, info: dict[str, np.ndarray], ended: np.ndarray) -> None:
-        t, e, n = self.total_time, self.total_energy, self.tokens
-        score = episode_score(self.reward_kind, t, e, n, self.misses, self.time_scales[self.cm], self.miss_penalty)
-        put_rows(info, {"episode_time": t, "episode_energy": e, "episode_tokens": n, "episode_misses": self.misses,
-                        "episode_steps": self.steps, "tokens_per_s": n / t, "joules_per_token": e / n,
-                        "model": self.model_names[self.cm], "system": self.system_names[self.cm], "score": score},
-                 ended)
+        t, e, n, misses, cm = (self.total_time[ended], self.total_energy[ended], self.tokens[ended],
+                               self.misses[ended], self.cm[ended])
+        score = episode_score(self.reward_kind, t, e, n, misses, self.time_scales[cm], self.miss_penalty)
+        put_rows(info, {"episode_time": t, "episode_energy": e, "episode_tokens": n, "episode_misses": misses,
+                        "episode_steps": self.steps[ended], "tokens_per_s": n / t, "joules_per_token": e / n,
+                        "model": self.model_names[cm], "system": self.system_names[cm], "score": score},
+                 ended, self.num_envs)
 
     def next_tlp(self, terminated: np.ndarray, truncated: np.ndarray) -> None:
         """Move the TLP schedule on (episodes that go on; a truncated one keeps its TLP)."""
@@ -532,22 +550,22 @@ def put(info: dict[str, np.ndarray], key: str, values: Any, where: Any) -> None:
     info["_" + key][where] = True
 
 
-def put_rows(info: dict[str, np.ndarray], values_by_key: dict[str, Any], where: np.ndarray) -> None:
-    """``put`` of several keys at the same rows ``where`` (keys new to ``info``), sharing one
-    read-only mask."""
-    mask = None
+def put_rows(info: dict[str, np.ndarray], values_by_key: dict[str, Any], where: np.ndarray, n: int) -> None:
+    """Set keys new to ``info`` at the rows ``where`` of ``n`` environments from ``values_by_key``
+    (arrays of len(where), in its order), as ``put`` does, sharing one read-only mask."""
+    mask = np.zeros(n, dtype=bool)
+    mask[where] = True
+    mask.flags.writeable = False
     for key, values in values_by_key.items():
         values = np.asarray(values)
-        if mask is None:
-            mask = np.zeros(len(values), dtype=bool)
-            mask[where] = True
-            mask.flags.writeable = False
-        array = info[key] = _empty_like(values)
-        array[where] = values[where]
+        array = info[key] = _empty_like(values, n)
+        array[where] = values
         info["_" + key] = mask
 
 
-def _empty_like(values: np.ndarray) -> np.ndarray:
-    """An all-absent info array for ``values``: zeros of SyncVectorEnv's dtype, or Nones."""
+def _empty_like(values: np.ndarray, n: int | None = None) -> np.ndarray:
+    """An all-absent info array for ``values`` (over ``n`` environments; default len(values)):
+    zeros of SyncVectorEnv's dtype, or Nones."""
+    n = len(values) if n is None else n
     dtype = {"i": np.int64, "u": np.int64, "f": np.float64, "b": np.bool_}.get(values.dtype.kind, object)
-    return np.zeros(values.shape, dtype=dtype) if dtype is not object else np.full(len(values), None, dtype=object)
+    return np.zeros((n, *values.shape[1:]), dtype=dtype) if dtype is not object else np.full(n, None, dtype=object)

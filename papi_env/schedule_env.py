@@ -91,7 +91,7 @@ class ScheduleCore(VectorCore):
     def _price(self, a: np.ndarray):
         rlp, sum_ctx, _ = self.context(self.tlp)
         cost = self.tables.iteration_on(self.cm, np.maximum(rlp, 1), self.tlp, sum_ctx, a,
-                                        self.attention_units[self.cm])
+                                        self.by_env("attention_units"))
         return rlp, cost, self.objective_reward(cost, self.tlp), a
 
     def _record(self, a: np.ndarray) -> dict[str, np.ndarray]:

@@ -313,7 +313,7 @@ class SpecCore(VectorCore):
         """(N,) one draft step's time over one target iteration at TLP 1 with FC on FC-PIM."""
         rlp = np.maximum(self.rlp(), 1)
         ctx1 = self.context_before_verify() + rlp
-        target = self.tables.iteration_on(self.cm, rlp, np.ones_like(rlp), ctx1, 0, self.attention_units[self.cm])
+        target = self.tables.iteration_on(self.cm, rlp, np.ones_like(rlp), ctx1, 0, self.by_env("attention_units"))
         return self.draft_step(rlp, ctx1)[0] / target.time
 
     def _extra_features(self, rlp: np.ndarray, sum_ctx: np.ndarray) -> list[np.ndarray]:

@@ -90,7 +90,7 @@ class SplitCore(VectorCore):
         safe = np.maximum(rlp, 1)
         fc_time, fc_energy = self.tables.fc_split(self.cm, safe * self.tlp, steps)
         cost = self.tables.iteration(self.cm, safe, self.tlp, sum_ctx, fc_time, fc_energy,
-                                     self.attention_units[self.cm])
+                                     self.by_env("attention_units"))
         return rlp, cost, self.objective_reward(cost, self.tlp), steps
 
     def _record(self, steps: np.ndarray) -> dict[str, np.ndarray]:

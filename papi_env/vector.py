@@ -103,8 +103,8 @@ def _replace_rows(info: dict[str, np.ndarray], reset_info: dict[str, np.ndarray]
             mask = old.copy()
             mask[envs] = masks is gained
             mask.flags.writeable = False
-            masks[id(old)] = mask
-        if mask.any():
+            masks[id(old)] = mask = (mask if mask.any() else None)
+        if mask is not None:
             info["_" + key] = mask
         else:
             del info[key], info["_" + key]
