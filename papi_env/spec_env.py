@@ -78,7 +78,7 @@ from hardware.speculation import AcceptanceModel, DraftCost, expected_gain
 from hardware.systems import IterationCost
 from papi_env import random_streams
 from papi_env.base import PapiBaseEnv
-from papi_env.core import LOG_R_SCALE, TLP_SCALE, VectorCore, per_env, put
+from papi_env.core import LOG_R_SCALE, TLP_SCALE, VectorCore, per_env, put, put_all
 
 OBS_SIZE = 15
 UNITS = ("pim", "gpu")
@@ -223,10 +223,12 @@ class SpecCore(VectorCore):
         gains[rows, :, slots] = np.stack([np.minimum(expected_gain(p, t), left) for t in range(1, self.max_tlp + 1)],
                                          axis=1)
         k = gains.sum(axis=2)  # expected_tokens at every TLP (each a sum over a row of slots, as there)
-        tlps = np.broadcast_to(np.arange(1, self.max_tlp + 1), k.shape)
+        k = np.concatenate([k, k], axis=1)  # every TLP on FC-PIM, then every TLP on the GPUs: priced at once
+        tlps = np.broadcast_to(np.tile(np.arange(1, self.max_tlp + 1), 2), k.shape)
+        units = np.repeat([0, 1], self.max_tlp)[None, :]
         with np.errstate(divide="ignore", invalid="ignore"):
-            per_token = [-self.objective_reward(self.cost_at(tlps, unit), k / rlp) / k for unit in (0, 1)]
-        return np.minimum(*per_token).min(axis=1)
+            per_token = -self.objective_reward(self.cost_at(tlps, units), k / rlp) / k
+        return per_token.min(axis=1)
 
     def credit_per_token(self) -> np.ndarray:
         """(N,) the reward's credit per token gained, under ``token_credit``."""
@@ -282,12 +284,11 @@ class SpecCore(VectorCore):
         self.last_unit, self.last_gain, self.tlp = unit, tokens / safe, tlp
         self.last_share = unit.astype(np.float64)
         info: dict[str, np.ndarray] = {}
-        everyone = slice(None)
-        put(info, "placement", UNIT_NAMES[unit], everyone)
-        put(info, "tlp", tlp, everyone)
-        put(info, "drafted", self.batch.last_drafted, everyone)
-        put(info, "accepted", self.batch.last_accepted, everyone)
-        put(info, "objective_reward", objective, everyone)
+        put_all(info, "placement", UNIT_NAMES[unit], fresh=True)
+        put_all(info, "tlp", tlp)  # copies of state arrays
+        put_all(info, "drafted", self.batch.last_drafted)
+        put_all(info, "accepted", self.batch.last_accepted)
+        put_all(info, "objective_reward", objective, fresh=True)
         terminated, truncated = self.finish_step(cost, tokens, rlp, info)
         return self.end_observations(terminated) if observe else None, reward, terminated, truncated, info
 
