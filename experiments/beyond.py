@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg = train.load_config(args.algo, env_id)
             kwargs = {**cfg["env_kwargs"], **extra, "reward": o}
             learned = [f"{args.algo}:{run_of[(env_id, o, s)]}/{args.model}_model.zip" for s in range(args.seeds)]
-            result = evaluate.evaluate(env_id, None, args.episodes, args.eval_seed, kwargs, extra_policies=learned)
+            result = evaluate.evaluate(env_id, None, args.episodes, args.eval_seed, kwargs, extra_policies=learned,
+                                       num_cpus=args.num_cpus, address=args.address, parallel=True)
             cell = args.out / v / o
             write_json(cell / "eval.json", result)
             write_text(cell / "eval.md", evaluate.to_markdown(result))

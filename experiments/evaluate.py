@@ -117,11 +117,24 @@ def _paired(eps: list[dict], ref: list[dict]) -> np.ndarray:
     return np.array([e["score"] / r["score"] for e, r in zip(eps, ref, strict=True)])
 
 
+def policy_episodes(job: tuple[str, dict[str, Any], str, list[int], int]) -> list[dict[str, float]]:
+    """The episodes of one policy: job (env id, env kwargs, policy spec, episode seeds, seed)."""
+    env_id, env_kwargs, spec, seeds, seed = job
+    env = gym.make(env_id, **env_kwargs)
+    policy = make_policy(spec, env=env, seed=seed)
+    if policy_kind(spec) == "learned" and has_vector_form(env_id):  # the same episodes, all at once
+        return run_episodes(env_id, env_kwargs, policy, seeds)
+    return [run_episode(env, policy, s) for s in seeds]
+
+
 def evaluate(env_id: str, policy_specs: list[str] | None, episodes: int, seed: int,
-             env_kwargs: dict[str, Any] | None = None, extra_policies: list[str] | None = None) -> dict[str, Any]:
+             env_kwargs: dict[str, Any] | None = None, extra_policies: list[str] | None = None,
+             num_cpus: int | None = None, address: str | None = None, parallel: bool = False) -> dict[str, Any]:
     """Run every policy on the same episodes; return the eval.json structure.
 
-    ``policy_specs`` None: every rule of the variant; ``extra_policies`` are added (learned agents)."""
+    ``policy_specs`` None: every rule of the variant; ``extra_policies`` are added (learned agents).
+    ``parallel``: the policies as Ray tasks (experiments.fanout; ``num_cpus``, ``address``), the
+    same numbers as one after another."""
     env_kwargs = dict(env_kwargs or {})
     env = gym.make(env_id, **env_kwargs)
     seeds = eval_seeds(episodes, seed)
@@ -129,13 +142,14 @@ def evaluate(env_id: str, policy_specs: list[str] | None, episodes: int, seed: i
                                 *(extra_policies or [])]))
     if REFERENCE not in [s.partition(":")[0] for s in specs]:
         specs.insert(0, REFERENCE)
-    per_policy: dict[str, list[dict[str, float]]] = {}
-    for spec in specs:
-        policy = make_policy(spec, env=env, seed=seed)
-        if policy_kind(spec) == "learned" and has_vector_form(env_id):  # the same episodes, all at once
-            per_policy[spec] = run_episodes(env_id, env_kwargs, policy, seeds)
-        else:
-            per_policy[spec] = [run_episode(env, policy, s) for s in seeds]
+    jobs = [(env_id, env_kwargs, spec, seeds, seed) for spec in specs]
+    if parallel:
+        from experiments import fanout
+
+        runs = fanout.run_all(policy_episodes, jobs, num_cpus, address)
+    else:
+        runs = [policy_episodes(job) for job in jobs]
+    per_policy: dict[str, list[dict[str, float]]] = dict(zip(specs, runs, strict=True))
     reward = env.unwrapped.reward_kind
     env.close()
     ref_name = next(s for s in specs if s.partition(":")[0] == REFERENCE)

@@ -95,6 +95,14 @@ def test_fanout_gives_the_in_process_results(fresh_ray):
         fanout.run_all(headroom.cell, [("papi_env/NoSuchEnv-v0", "default", "latency", 1, False)], num_cpus=1)
 
 
+def test_policies_evaluated_as_ray_tasks_equal_one_after_another(fresh_ray):
+    from experiments import evaluate
+
+    kwargs = {"reward": "edp", "batch_size": [2, 8], "token_credit": "best"}
+    args = ("papi_env/PapiSpecSchedule-v0", ["threshold", "fixed-tlp:2", "oracle", "greedy-ema"], 3, 0, kwargs)
+    assert evaluate.evaluate(*args, num_cpus=2, parallel=True) == evaluate.evaluate(*args)
+
+
 def test_envs_take_rllib_env_config():
     env = papi_env.PapiScheduleEnv({"batch_size": [4], "reward": "energy"})
     assert env.reward_kind == "energy"
