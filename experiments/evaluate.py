@@ -33,8 +33,10 @@ from agents.policies import RULES_BY_ENV, make_policy, policy_kind
 from experiments import stats
 from experiments.cli import check_env_kwargs, check_output_dir, parse_env_kwargs, positive
 from experiments.io import markdown_table, write_results
+from papi_env.base import scalar_info
 
 EVAL_SEED_BASE = 1_000_000
+SLOW_FIRST = {"oracle": 0, "planner": 1}  # policy kinds run first when policies run in parallel
 REFERENCE = "threshold"
 
 
@@ -59,18 +61,24 @@ def run_episode(env: gym.Env, policy: Any, seed: int) -> dict[str, float]:
         gpu += info.get("gpu_share", info.get("placement") == "gpu")
         tlp += info["tlp"]
         if terminated or truncated:
-            return {
-                "score": info["score"],
-                "time_s": info["episode_time"],
-                "energy_j": info["episode_energy"],
-                "tokens": info["episode_tokens"],
-                "tokens_per_s": info["tokens_per_s"],
-                "joules_per_token": info["joules_per_token"],
-                "misses": info["episode_misses"] / steps,
-                "gpu_share": gpu / steps,
-                "mean_tlp": tlp / steps,
-                "steps": steps,
-            }
+            return episode_totals(info, steps, gpu, tlp)
+
+
+def episode_totals(info: dict[str, Any], steps: int, gpu: float, tlp: float) -> dict[str, float]:
+    """An episode's totals from its last step's info (a scalar env's, Python numbers), its step
+    count and the sums over its steps of the GPU share and the TLP."""
+    return {
+        "score": info["score"],
+        "time_s": info["episode_time"],
+        "energy_j": info["episode_energy"],
+        "tokens": info["episode_tokens"],
+        "tokens_per_s": info["tokens_per_s"],
+        "joules_per_token": info["joules_per_token"],
+        "misses": info["episode_misses"] / steps,
+        "gpu_share": gpu / steps,
+        "mean_tlp": tlp / steps,
+        "steps": steps,
+    }
 
 
 def has_vector_form(env_id: str) -> bool:
@@ -101,13 +109,7 @@ def run_episodes(env_id: str, env_kwargs: dict[str, Any], policy: Any, seeds: li
         gpu += np.where(running, share, 0.0)
         tlp += np.where(running, info["tlp"], 0)
         for i in np.flatnonzero(running & (terminated | truncated)).tolist():
-            k = int(steps[i])
-            episodes[i] = {"score": info["score"].item(i), "time_s": info["episode_time"].item(i),
-                           "energy_j": info["episode_energy"].item(i), "tokens": info["episode_tokens"].item(i),
-                           "tokens_per_s": info["tokens_per_s"].item(i),
-                           "joules_per_token": info["joules_per_token"].item(i),
-                           "misses": info["episode_misses"].item(i) / k, "gpu_share": gpu[i] / k,
-                           "mean_tlp": tlp[i] / k, "steps": k}
+            episodes[i] = episode_totals(scalar_info(info, i), int(steps[i]), float(gpu[i]), float(tlp[i]))
             running[i] = False
     venv.close()
     return episodes
@@ -143,10 +145,12 @@ def evaluate(env_id: str, policy_specs: list[str] | None, episodes: int, seed: i
     if REFERENCE not in [s.partition(":")[0] for s in specs]:
         specs.insert(0, REFERENCE)
     jobs = [(env_id, env_kwargs, spec, seeds, seed) for spec in specs]
-    if parallel:
+    if parallel:  # the slowest policies first (oracles and planners price every action each step)
         from experiments import fanout
 
-        runs = fanout.run_all(policy_episodes, jobs, num_cpus, address)
+        order = sorted(range(len(jobs)), key=lambda j: SLOW_FIRST.get(policy_kind(specs[j]), len(SLOW_FIRST)))
+        done = fanout.run_all(policy_episodes, [jobs[j] for j in order], num_cpus, address)
+        runs = [done[order.index(j)] for j in range(len(jobs))]
     else:
         runs = [policy_episodes(job) for job in jobs]
     per_policy: dict[str, list[dict[str, float]]] = dict(zip(specs, runs, strict=True))
