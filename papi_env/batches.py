@@ -69,37 +69,10 @@ class BatchArrays:
             self.next_output[i] = lout[0]
 
     def load_many(self, envs: np.ndarray, input_lengths: list[np.ndarray], output_lengths: list[np.ndarray]) -> None:
-        """Put a new batch in each of ``envs`` (as ``load`` does, all at once when there are many)."""
-        k, w = len(envs), self.width
-        if k < 4:
-            for i, lin, lout in zip(envs.tolist(), input_lengths, output_lengths, strict=True):
-                self.load(i, lin, lout)
-            return
-        sizes = np.array([len(x) for x in output_lengths], dtype=np.int64)
-        real = np.arange(w)[None, :] < sizes[:, None]
-        lin, lout = np.zeros((k, w), dtype=np.int64), np.full((k, w), PAD_OUTPUT, dtype=np.int64)
-        lin[real] = np.concatenate(input_lengths)
-        lout[real] = np.concatenate(output_lengths)
-        order = np.argsort(lout, axis=1, kind="stable")  # padding sorts last: it is longer than any request
-        rows = np.arange(k)[:, None]
-        lin, lout = lin[rows, order], lout[rows, order]
-        outputs = np.where(real, lout, 0)
-        self.size[envs] = sizes
-        self.total_output[envs] = outputs.sum(axis=1)
-        self.input_lengths[envs] = lin
-        if self.stochastic:
-            self.output_lengths[envs] = outputs
-            self.gen[envs] = 0
-            self.last_request_accepted[envs] = 0
-            self.last_request_rejected[envs] = False
-            self.last_drafted[envs] = self.last_accepted[envs] = 0
-        else:
-            self.output_lengths[envs] = lout
-            self.generated[envs] = self.first[envs] = 0
-            self.suffix_input[envs, :w] = np.cumsum(lin[:, ::-1], axis=1)[:, ::-1]
-            self.suffix_max_input[envs, :w] = np.maximum.accumulate(lin[:, ::-1], axis=1)[:, ::-1]
-            self.prefix_output[envs, 1:] = np.cumsum(outputs, axis=1)
-            self.next_output[envs] = lout[:, 0]
+        """Put a new batch in each of ``envs`` (a reset starts one or two episodes per step, so a
+        loop of ``load`` costs less than padding them into arrays)."""
+        for i, lin, lout in zip(envs.tolist(), input_lengths, output_lengths, strict=True):
+            self.load(i, lin, lout)
 
     # ------------------------------------------------------------------------------ queries
     def live(self) -> np.ndarray:

@@ -246,7 +246,7 @@ class VectorCore:
         if len(envs):
             self._begin_episodes(envs)
             self._per_env.clear()  # the new episodes' cost models
-            if cached is not None and len(envs) < self.num_envs // 4:  # refresh the new episodes' rows only
+            if cached is not None:  # refresh the new episodes' rows only
                 rlp, total, longest = (a.copy() for a in cached)
                 rlp[envs], (total[envs], longest[envs]) = self.batch.live()[envs], self.batch.context(envs)
                 self._context = (rlp, total, longest)
@@ -271,15 +271,13 @@ class VectorCore:
             cms.append(cm)
             dss.append(ds)
         lins, louts = self._lengths(dss, draws)
-        for j, cm in enumerate(cms):
-            model = self.cost_models[cm]
+        for j, c in enumerate(cms):
+            model = self.cost_models[c]
             if self.on_over_capacity == "admit":
                 fits = model.batch_prefix_that_fits(lins[j], louts[j])
                 lins[j], louts[j] = lins[j][:fits], louts[j][:fits]
-        if self.on_over_capacity == "error":
-            for j, c in enumerate(cms):  # the exact check (and its message) only where it may fail
-                if (lins[j].sum() + louts[j].sum()) * self._kv_tokens[c] > 1.0 - 1e-9:
-                    self.cost_models[c].check_batch_fits(lins[j], louts[j])
+            elif (lins[j].sum() + louts[j].sum()) * self._kv_tokens[c] > 1.0 - 1e-9:
+                model.check_batch_fits(lins[j], louts[j])  # the exact check (and its message) only near the limit
         cm = np.array(cms, dtype=np.int64)
         self.cm[envs], self.dataset_index[envs] = cm, dss
         self.tlp_spec_index[envs] = specs
@@ -450,12 +448,11 @@ class VectorCore:
         self.total_energy += cost.energy
         self.tokens += tokens
         self.misses += missed
-        everyone = _everyone(self.num_envs)
         for key, value in zip(STEP_KEYS, cost, strict=True):  # new arrays of this iteration: no copies
-            info[key], info["_" + key] = value, everyone
-        info["tokens"], info["_tokens"] = tokens, everyone
-        info["rlp"], info["_rlp"] = rlp.copy(), everyone
-        info["missed_target"], info["_missed_target"] = missed, everyone
+            put_all(info, key, value, fresh=True)
+        put_all(info, "tokens", tokens, fresh=True)
+        put_all(info, "rlp", rlp)
+        put_all(info, "missed_target", missed, fresh=True)
         terminated = self.rlp() == 0
         truncated = ~terminated & (self.steps >= self.max_steps)
         ended = np.flatnonzero(terminated | truncated)
