@@ -119,14 +119,21 @@ def _paired(eps: list[dict], ref: list[dict]) -> np.ndarray:
     return np.array([e["score"] / r["score"] for e, r in zip(eps, ref, strict=True)])
 
 
+def episodes_of(env: gym.Env, env_id: str, env_kwargs: dict[str, Any], policy: Any, seeds: list[int],
+                batched: bool) -> list[dict[str, float]]:
+    """``run_episode`` on ``env`` for each seed; with ``batched`` (a policy that acts on observation
+    batches: a learned agent) and a native vector form, all at once (run_episodes, the same episodes)."""
+    if batched and has_vector_form(env_id):
+        return run_episodes(env_id, env_kwargs, policy, seeds)
+    return [run_episode(env, policy, s) for s in seeds]
+
+
 def policy_episodes(job: tuple[str, dict[str, Any], str, list[int], int]) -> list[dict[str, float]]:
     """The episodes of one policy: job (env id, env kwargs, policy spec, episode seeds, seed)."""
     env_id, env_kwargs, spec, seeds, seed = job
     env = gym.make(env_id, **env_kwargs)
     policy = make_policy(spec, env=env, seed=seed)
-    if policy_kind(spec) == "learned" and has_vector_form(env_id):  # the same episodes, all at once
-        return run_episodes(env_id, env_kwargs, policy, seeds)
-    return [run_episode(env, policy, s) for s in seeds]
+    return episodes_of(env, env_id, env_kwargs, policy, seeds, batched=policy_kind(spec) == "learned")
 
 
 def evaluate(env_id: str, policy_specs: list[str] | None, episodes: int, seed: int,
@@ -149,8 +156,10 @@ def evaluate(env_id: str, policy_specs: list[str] | None, episodes: int, seed: i
         from experiments import fanout
 
         order = sorted(range(len(jobs)), key=lambda j: SLOW_FIRST.get(policy_kind(specs[j]), len(SLOW_FIRST)))
-        done = fanout.run_all(policy_episodes, [jobs[j] for j in order], num_cpus, address)
-        runs = [done[order.index(j)] for j in range(len(jobs))]
+        runs: list[Any] = [None] * len(jobs)
+        for j, result in zip(order, fanout.run_all(policy_episodes, [jobs[j] for j in order], num_cpus, address),
+                             strict=True):
+            runs[j] = result
     else:
         runs = [policy_episodes(job) for job in jobs]
     per_policy: dict[str, list[dict[str, float]]] = dict(zip(specs, runs, strict=True))

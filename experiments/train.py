@@ -61,7 +61,7 @@ from experiments.checkpoints import (
     save_checkpoint,
 )
 from experiments.cli import check_env_kwargs, parse_env_kwargs, positive
-from experiments.evaluate import has_vector_form, run_episode, run_episodes
+from experiments.evaluate import episodes_of, run_episode
 from experiments.io import atomic_copy, atomic_file, write_json
 from experiments.tensorboard_log import RunBoard
 from experiments.vec_env import VEC_KINDS, NativeVecEnv
@@ -243,10 +243,7 @@ class DomainEvalCallback(BaseCallback):
 
     def evaluate_now(self) -> dict:
         agent = self._agent()
-        if has_vector_form(self.env_id):  # every validation episode at once, one batched predict per step
-            eps = run_episodes(self.env_id, self.env_kwargs, agent, self.seeds)
-        else:
-            eps = [run_episode(self.eval_env, agent, s) for s in self.seeds]
+        eps = episodes_of(self.eval_env, self.env_id, self.env_kwargs, agent, self.seeds, batched=True)
         ratio = np.mean([e["score"] / r["score"] for e, r in zip(eps, self.reference, strict=True)])
         to_oracle = np.mean([e["score"] / o["score"] for e, o in zip(eps, self.oracle, strict=True)])
         entry = {

@@ -22,6 +22,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from papi_env.base import scalar_info
 from papi_env.vector import PapiVectorEnv
+from papi_env.wrappers import unflatten_actions
 
 VEC_KINDS = ("native", "dummy", "subproc")
 
@@ -65,10 +66,7 @@ class NativeVecEnv(VecEnv):
     def step_wait(self):
         actions = self._actions
         if self.nvec is not None:
-            flat = actions.reshape(self.num_envs).astype(np.int64)
-            if ((flat < 0) | (flat >= int(np.prod(self.nvec)))).any():
-                raise ValueError(f"flat actions must be in [0, {int(np.prod(self.nvec))}), got {flat}")
-            actions = np.stack(np.unravel_index(flat, self.nvec), axis=1)
+            actions = unflatten_actions(actions.reshape(self.num_envs), self.nvec)
         everyone = np.ones(self.num_envs, dtype=bool)
         _, rewards, terminated, truncated, info = self.core.step(self.core.check_actions(actions, everyone),
                                                                  observe=False)
