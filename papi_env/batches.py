@@ -27,7 +27,6 @@ class BatchArrays:
     def __init__(self, num_envs: int, width: int, stochastic: bool) -> None:
         n, w = num_envs, width
         self.num_envs, self.width, self.stochastic = n, w, stochastic
-        self.rows = np.arange(n)
         self.size = np.zeros(n, dtype=np.int64)
         self.input_lengths = np.zeros((n, w), dtype=np.int64)
         self.output_lengths = np.zeros((n, w), dtype=np.int64)
@@ -45,6 +44,8 @@ class BatchArrays:
             self.suffix_max_input = np.zeros((n, w + 1), dtype=np.int64)  # max of inputs of slots k..
             self.prefix_output = np.zeros((n, w + 1), dtype=np.int64)  # sum of outputs of slots ..k-1
             self.next_output = np.zeros(n, dtype=np.int64)  # output length of the first live slot
+            self.live_input = np.zeros(n, dtype=np.int64)  # suffix_input at the first live slot
+            self.live_max_input = np.zeros(n, dtype=np.int64)  # suffix_max_input at the first live slot
 
     def load(self, i: int, input_lengths: np.ndarray, output_lengths: np.ndarray) -> None:
         """Put a new batch in environment i (its requests sorted by output length, stable)."""
@@ -67,6 +68,7 @@ class BatchArrays:
             self.prefix_output[i, 1:k + 1] = np.cumsum(lout)
             self.prefix_output[i, k + 1:] = self.prefix_output[i, k]
             self.next_output[i] = lout[0]
+            self.live_input[i], self.live_max_input[i] = self.suffix_input[i, 0], self.suffix_max_input[i, 0]
 
     def load_many(self, envs: np.ndarray, input_lengths: list[np.ndarray], output_lengths: list[np.ndarray]) -> None:
         """Put a new batch in each of ``envs`` (a reset starts one or two episodes per step, so a
@@ -104,11 +106,12 @@ class BatchArrays:
                 self.gen[envs], self.output_lengths[envs], self.input_lengths[envs])
             ctx = np.where(gen < out, lin + gen, 0)
             return ctx.sum(axis=1), ctx.max(axis=1)
-        rows, first, generated, size = (self.rows, self.first, self.generated, self.size) if envs is None else (
-            envs, self.first[envs], self.generated[envs], self.size[envs])
+        first, generated, size, live_input, live_max_input = (
+            (self.first, self.generated, self.size, self.live_input, self.live_max_input) if envs is None else
+            (self.first[envs], self.generated[envs], self.size[envs], self.live_input[envs], self.live_max_input[envs]))
         live = size - first
-        total = self.suffix_input[rows, first] + live * generated
-        longest = np.where(live > 0, self.suffix_max_input[rows, first] + generated, 0)
+        total = live_input + live * generated
+        longest = np.where(live > 0, live_max_input + generated, 0)
         return total, longest
 
     # --------------------------------------------------------------------------------- step
@@ -140,5 +143,7 @@ class BatchArrays:
             # the requests that finish needed fewer than TLP tokens: g1 - output each fewer
             produced[rows] -= (new_first[rows] - first[rows]) * g1[rows] - done
             self.next_output[rows] = self.output_lengths[rows, np.minimum(new_first[rows], self.width - 1)]
+            self.live_input[rows] = self.suffix_input[rows, new_first[rows]]
+            self.live_max_input[rows] = self.suffix_max_input[rows, new_first[rows]]
         self.generated, self.first = g1, new_first
         return produced

@@ -199,6 +199,7 @@ class VectorCore:
         self.targets = np.array([self.latency_target_s or TARGET_IN_TIME_SCALES * t for t in ts])
         self.attention_units = np.array(att, dtype=np.int64)
         self.fc_unit_masks = np.array([[u in cm.fc_units for u in UNITS] for cm in self.cost_models])
+        self.every_fc_unit_everywhere = bool(self.fc_unit_masks.all())  # every action valid on every system
         self._kv_tokens = [cm.model.kv_bytes_per_token / cm.kv_capacity_bytes for cm in self.cost_models]  # 1/tokens
         self.model_names = np.array([cm.model.name for cm in self.cost_models], dtype=object)
         self.system_names = np.array([cm.system.name for cm in self.cost_models], dtype=object)
@@ -294,6 +295,9 @@ class VectorCore:
 
     def _lengths(self, datasets: list[int], draws: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Each batch's (input, output) lengths from its dataset's draws, one call per dataset."""
+        if len(draws) == 1:  # most steps start one episode
+            lin, lout = self.datasets[datasets[0]].lengths_of(draws[0])
+            return [lin], [lout]
         lins: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(draws)
         louts = list(lins)
         for ds in sorted(set(datasets)):
@@ -565,4 +569,4 @@ def _empty_like(values: np.ndarray, n: int | None = None) -> np.ndarray:
     zeros of SyncVectorEnv's dtype, or Nones."""
     n = len(values) if n is None else n
     dtype = {"i": np.int64, "u": np.int64, "f": np.float64, "b": np.bool_}.get(values.dtype.kind, object)
-    return np.zeros((n, *values.shape[1:]), dtype=dtype) if dtype is not object else np.full(n, None, dtype=object)
+    return np.zeros((n, *values.shape[1:]), dtype=dtype) if dtype is not object else np.empty(n, dtype=object)  # Nones

@@ -66,8 +66,9 @@ class ScheduleCore(VectorCore):
 
     def check_actions(self, actions: Any, stepping: np.ndarray) -> np.ndarray:
         a = np.asarray(actions)
-        if (a.dtype.kind in "iu" and a.shape == (self.num_envs,) and self.fc_unit_masks.all()
-                and ((a == 0) | (a == 1)).all()):  # the common case: valid integers, both units everywhere
+        # the common case: valid integers (as uint64, negatives are huge), both units everywhere
+        if (a.dtype.kind in "iu" and a.shape == (self.num_envs,) and self.every_fc_unit_everywhere
+                and (a.astype(np.uint64, copy=False) <= 1).all()):
             return a.astype(np.int64)
         bad_envs = stepping
         if a.shape == (self.num_envs,) and a.dtype.kind in "iubf":

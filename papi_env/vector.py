@@ -88,20 +88,22 @@ def _replace_rows(info: dict[str, np.ndarray], reset_info: dict[str, np.ndarray]
     """Replace rows ``envs`` of the step infos by their reset infos, in place (what SyncVectorEnv
     gives): a key the reset has takes its value there; any other key is absent there, and dropped
     if no environment has it any more (the reset environments' finished-episode garbage)."""
+    rows = int(envs[0]) if len(envs) == 1 else envs  # mostly one reset a step: an int indexes faster
     gained: dict[int, np.ndarray] = {}  # new masks by old mask's id: masks are shared (core.put_all, put_rows)
     lost: dict[int, np.ndarray] = {}
     for key in [k for k in info if k[0] != "_"]:
         old = info["_" + key]
         if key in reset_info:
-            info[key][envs] = reset_info[key][envs]
+            info[key][rows] = reset_info[key][rows]
             masks = gained
         else:
-            info[key][envs] = None if info[key].dtype == object else 0
+            values = info[key]
+            values[rows] = None if values.dtype.hasobject else 0
             masks = lost
         mask = masks.get(id(old))
         if mask is None:
             mask = old.copy()
-            mask[envs] = masks is gained
+            mask[rows] = masks is gained
             mask.flags.writeable = False
             masks[id(old)] = mask = (mask if mask.any() else None)
         if mask is not None:
