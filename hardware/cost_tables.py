@@ -69,8 +69,13 @@ class CostTables:
     def _lookup(table: np.ndarray, index: tuple, compute) -> np.ndarray:
         """``table[index]`` (a tuple of broadcastable index arrays), first filling the entries not
         computed yet (NaN: every cost is a finite number) with ``compute(*entry)`` (seconds,
-        joules, ...), one call per distinct missing entry."""
-        values = table[index]
+        joules, ...), one call per distinct missing entry. The indices must lie inside the table
+        (the callers' ranges: RLP <= MAX_RLP, TLP <= MAX_TLP, ...): they are folded into one flat
+        row index, which np.take gathers in about half the time of a 4-D fancy index."""
+        flat = index[0]
+        for i, size in zip(index[1:], table.shape[1:len(index)], strict=True):
+            flat = flat * size + i
+        values = np.take(table.reshape(-1, *table.shape[len(index):]), flat, axis=0)
         missing = np.isnan(values[..., 0])
         if missing.any():
             columns = np.broadcast_arrays(*index)
