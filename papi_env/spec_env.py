@@ -176,12 +176,11 @@ class SpecCore(VectorCore):
         """(N, width) each request's running acceptance estimate."""
         return estimate(self.req_accepted, self.req_rejected)
 
-    def draft_step(self, rlp: np.ndarray, ctx1: np.ndarray, cm: np.ndarray | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
-        """Seconds and joules of one draft step for ``rlp`` requests whose contexts sum to ``ctx1``
-        tokens (hardware.speculation.DraftCost.step); ``cm``: the cost models (default each env's)."""
-        cm = self.cm if cm is None else cm
-        gpus = self.draft_gpus[cm]
+    def draft_step(self, rlp: np.ndarray, ctx1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N,) seconds and joules of one draft step in every environment, for ``rlp`` (N,) requests
+        whose contexts sum to ``ctx1`` (N,) tokens (hardware.speculation.DraftCost.step)."""
+        cm = self.cm
+        gpus = self.by_env("draft_gpus")
         per_gpu = -(-rlp // gpus)
         c = self.draft_tables.iteration_on(cm, per_gpu, np.ones_like(per_gpu), ctx1 * per_gpu / rlp, GPU, GPU)
         return c.time, c.energy * gpus
@@ -189,12 +188,13 @@ class SpecCore(VectorCore):
     def cost_at(self, tlp: np.ndarray, unit: np.ndarray | int) -> IterationCost:
         """Target iteration plus draft at speculation length ``tlp`` with FC on ``unit``, (N,) or
         (N, K) for K candidates per environment."""
-        rlp = per_env(np.maximum(self.rlp(), 1), tlp)
-        cm = per_env(self.cm, tlp)
-        ctx = per_env(self.context_before_verify(), tlp) + rlp * tlp
-        c = self.tables.iteration_on(cm, rlp, tlp, ctx, unit, self.attention_units[cm])
-        step_time, step_energy = self.draft_step(rlp, ctx - rlp * (tlp - 1), cm)
-        return with_draft(c, Cost(step_time * (tlp - 1), step_energy * (tlp - 1)))
+        live = np.maximum(self.rlp(), 1)
+        before = self.context_before_verify()
+        rlp, cm = per_env(live, tlp), per_env(self.cm, tlp)
+        c = self.tables.iteration_on(cm, rlp, tlp, per_env(before, tlp) + rlp * tlp, unit, self.attention_units[cm])
+        # a draft step sees each context plus one token, whatever the TLP: priced once per environment
+        step_time, step_energy = self.draft_step(live, before + live)
+        return with_draft(c, Cost(per_env(step_time, tlp) * (tlp - 1), per_env(step_energy, tlp) * (tlp - 1)))
 
     def expected_tokens(self, tlp: int | np.ndarray, probs: np.ndarray) -> np.ndarray:
         """(N,) expected tokens of every batch at ``tlp`` if request j accepts with probs[:, j]
@@ -211,12 +211,13 @@ class SpecCore(VectorCore):
         reference = self.cost_at(ones, (rlp > self.alpha_array()).astype(np.int64))
         return -self.objective_reward(reference, ones.astype(np.float64)) / rlp
 
-    def best_token_value(self) -> np.ndarray:
+    def best_token_value(self, probs: np.ndarray | None = None) -> np.ndarray:
         """(N,) reward credit per token for ``token_credit="best"``: the least objective term per
         expected token over every action now, with the requests' true acceptance probabilities
-        (simulator state a runtime cannot see; used in the reward only, never observed)."""
+        ``probs`` (default ``probabilities()``: simulator state a runtime cannot see; used in the
+        reward only, never observed)."""
         rlp = np.maximum(self.rlp(), 1)[:, None]
-        probs = self.probabilities()
+        probs = self.probabilities() if probs is None else probs
         rows, slots = self.live_slots()
         p, left = probs[rows, slots], self.batch.remaining()[rows, slots]
         gains = np.zeros((self.num_envs, self.max_tlp, self.batch.width))  # (env, TLP - 1, slot): 0 off the live slots
@@ -230,9 +231,10 @@ class SpecCore(VectorCore):
             per_token = -self.objective_reward(self.cost_at(tlps, units), k / rlp) / k
         return per_token.min(axis=1)
 
-    def credit_per_token(self) -> np.ndarray:
-        """(N,) the reward's credit per token gained, under ``token_credit``."""
-        return self.best_token_value() if self.token_credit == "best" else self.token_value()
+    def credit_per_token(self, probs: np.ndarray | None = None) -> np.ndarray:
+        """(N,) the reward's credit per token gained, under ``token_credit`` (``probs``: the
+        requests' acceptance probabilities now, if already computed)."""
+        return self.best_token_value(probs) if self.token_credit == "best" else self.token_value()
 
     def action_masks(self) -> np.ndarray:
         """(N, max_tlp + 2) every TLP and unit is always allowed."""
@@ -270,8 +272,8 @@ class SpecCore(VectorCore):
         cost = self.cost_at(tlp, unit)
         rlp = self.rlp()
         safe = np.maximum(rlp, 1)
-        value = self.credit_per_token()
         probs = self.probabilities()
+        value = self.credit_per_token(probs)
         expected = self.expected_tokens(tlp, probs) if self.reward_tokens == "expected" else None
         tokens = self.advance(tlp, probs)
         self._advance_drift()
