@@ -175,7 +175,7 @@ class VectorCore:
         self.last_share = np.zeros(n)
         self._schedule = None
         self._context: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._live_slots: tuple[np.ndarray, np.ndarray] | None = None
+        self._derived: dict[str, Any] = {}  # other values derived from the batches (live_slots, ...), until they change
         self._per_env: dict[str, np.ndarray] = {}
         if isinstance(self.tlp_choices[0], tuple):
             starts, values = zip(*self.tlp_choices[0], strict=True)
@@ -243,7 +243,8 @@ class VectorCore:
         observing (a vector step observes once, after its resets)."""
         envs = np.asarray(envs, dtype=np.int64)
         cached = self._context
-        self._context = self._live_slots = None
+        self._context = None
+        self._derived.clear()
         if len(envs):
             self._begin_episodes(envs)
             self._per_env.clear()  # the new episodes' cost models
@@ -331,9 +332,10 @@ class VectorCore:
     def live_slots(self) -> tuple[np.ndarray, np.ndarray]:
         """(environment, slot) indices of every live request, row by row (np.nonzero of the live
         mask), cached until the batches advance or reset."""
-        if self._live_slots is None:
-            self._live_slots = np.nonzero(self.batch.live_mask())
-        return self._live_slots
+        slots = self._derived.get("live_slots")
+        if slots is None:
+            slots = self._derived["live_slots"] = np.nonzero(self.batch.live_mask())
+        return slots
 
     def rlp(self) -> np.ndarray:
         """(N,) live requests of every batch."""
@@ -494,7 +496,8 @@ class VectorCore:
         else:
             probs = self.acceptance_rate if probs is None else probs
             tokens = self.batch.advance(tlp, self.leading_accepts(tlp, probs))
-        self._context = self._live_slots = None
+        self._context = None
+        self._derived.clear()
         return tokens
 
     def leading_accepts(self, tlp: np.ndarray, probs: np.ndarray | float) -> np.ndarray:

@@ -176,14 +176,19 @@ class SpecCore(VectorCore):
         """(N, width) each request's running acceptance estimate."""
         return estimate(self.req_accepted, self.req_rejected)
 
-    def draft_step(self, rlp: np.ndarray, ctx1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N,) seconds and joules of one draft step in every environment, for ``rlp`` (N,) requests
-        whose contexts sum to ``ctx1`` (N,) tokens (hardware.speculation.DraftCost.step)."""
-        cm = self.cm
-        gpus = self.by_env("draft_gpus")
-        per_gpu = -(-rlp // gpus)
-        c = self.draft_tables.iteration_on(cm, per_gpu, np.ones_like(per_gpu), ctx1 * per_gpu / rlp, GPU, GPU)
-        return c.time, c.energy * gpus
+    def draft_step(self) -> tuple[np.ndarray, np.ndarray]:
+        """(N,) seconds and joules of one draft step in every environment now: its live requests
+        (at least 1), each context one token longer than before the iteration
+        (hardware.speculation.DraftCost.step), whatever the TLP. Cached until the batches change."""
+        cost = self._derived.get("draft_step")
+        if cost is None:
+            rlp = np.maximum(self.rlp(), 1)
+            ctx1 = self.context_before_verify() + rlp
+            gpus = self.by_env("draft_gpus")
+            per_gpu = -(-rlp // gpus)
+            c = self.draft_tables.iteration_on(self.cm, per_gpu, np.ones_like(per_gpu), ctx1 * per_gpu / rlp, GPU, GPU)
+            cost = self._derived["draft_step"] = (c.time, c.energy * gpus)
+        return cost
 
     def cost_at(self, tlp: np.ndarray, unit: np.ndarray | int) -> IterationCost:
         """Target iteration plus draft at speculation length ``tlp`` with FC on ``unit``, (N,) or
@@ -192,8 +197,7 @@ class SpecCore(VectorCore):
         before = self.context_before_verify()
         rlp, cm = per_env(live, tlp), per_env(self.cm, tlp)
         c = self.tables.iteration_on(cm, rlp, tlp, per_env(before, tlp) + rlp * tlp, unit, self.attention_units[cm])
-        # a draft step sees each context plus one token, whatever the TLP: priced once per environment
-        step_time, step_energy = self.draft_step(live, before + live)
+        step_time, step_energy = self.draft_step()
         return with_draft(c, Cost(per_env(step_time, tlp) * (tlp - 1), per_env(step_energy, tlp) * (tlp - 1)))
 
     def expected_tokens(self, tlp: int | np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -317,7 +321,7 @@ class SpecCore(VectorCore):
         rlp = np.maximum(self.rlp(), 1)
         ctx1 = self.context_before_verify() + rlp
         target = self.tables.iteration_on(self.cm, rlp, np.ones_like(rlp), ctx1, 0, self.by_env("attention_units"))
-        return self.draft_step(rlp, ctx1)[0] / target.time
+        return self.draft_step()[0] / target.time
 
     def _extra_features(self, rlp: np.ndarray, sum_ctx: np.ndarray) -> list[np.ndarray]:
         live = self.batch.live_mask()
