@@ -127,6 +127,9 @@ class SpecCore(VectorCore):
         self.token_credit, self.reward_tokens = token_credit, reward_tokens
         self.acceptance_model = AcceptanceModel.from_any(acceptance)
         self.max_tlp = max_tlp
+        # every action as (1, 2 max_tlp) TLPs and units: each TLP on FC-PIM, then each on the GPUs
+        self.every_tlp = np.tile(np.arange(1, max_tlp + 1), 2)[None, :]
+        self.every_unit = np.repeat([0, 1], max_tlp)[None, :]
         self.token_reward = float(token_reward)
         for cm in self.cost_models:
             if set(cm.fc_units) != set(UNITS):
@@ -228,11 +231,10 @@ class SpecCore(VectorCore):
         gains[rows, :, slots] = np.stack([np.minimum(expected_gain(p, t), left) for t in range(1, self.max_tlp + 1)],
                                          axis=1)
         k = gains.sum(axis=2)  # expected_tokens at every TLP (each a sum over a row of slots, as there)
-        k = np.concatenate([k, k], axis=1)  # every TLP on FC-PIM, then every TLP on the GPUs: priced at once
-        tlps = np.broadcast_to(np.tile(np.arange(1, self.max_tlp + 1), 2), k.shape)
-        units = np.repeat([0, 1], self.max_tlp)[None, :]
+        k = np.concatenate([k, k], axis=1)  # every action priced at once
         with np.errstate(divide="ignore", invalid="ignore"):
-            per_token = -self.objective_reward(self.cost_at(tlps, units), k / rlp) / k
+            per_token = -self.objective_reward(self.cost_at(np.broadcast_to(self.every_tlp, k.shape), self.every_unit),
+                                               k / rlp) / k
         return per_token.min(axis=1)
 
     def credit_per_token(self, probs: np.ndarray | None = None) -> np.ndarray:
