@@ -28,6 +28,7 @@ from hardware.systems import FC_KERNELS, SPLIT_STEPS, CostModel, IterationCost
 
 UNITS = ("pim", "gpu")
 MAX_RLP, MAX_TLP = 256, 16
+_FLAT_FROM = 256  # [measured] lookups of this many elements or more gather through a flat index (bench on 2 cores)
 MAX_TOKENS = MAX_RLP * MAX_TLP
 ALL_FC = len(FC_KERNELS)  # kernel index of "every FC kernel" in the fc table
 SHARED_TABLES = 32  # (system, model) lists whose tables a process keeps (~0.7 MB each, +12 MB with splits)
@@ -70,12 +71,16 @@ class CostTables:
         """``table[index]`` (a tuple of broadcastable index arrays), first filling the entries not
         computed yet (NaN: every cost is a finite number) with ``compute(*entry)`` (seconds,
         joules, ...), one call per distinct missing entry. The indices must lie inside the table
-        (the callers' ranges: RLP <= MAX_RLP, TLP <= MAX_TLP, ...): they are folded into one flat
-        row index, which np.take gathers in about half the time of a 4-D fancy index."""
-        flat = index[0]
-        for i, size in zip(index[1:], table.shape[1:len(index)], strict=True):
-            flat = flat * size + i
-        values = np.take(table.reshape(-1, *table.shape[len(index):]), flat, axis=0)
+        (the callers' ranges: RLP <= MAX_RLP, TLP <= MAX_TLP, ...). Past a few hundred elements
+        they are folded into one flat row index, which np.take gathers in about half the time of a
+        4-D fancy index; below, the fancy index's fewer calls cost less."""
+        if np.size(index[-1]) < _FLAT_FROM:
+            values = table[index]
+        else:
+            flat = index[0]
+            for i, size in zip(index[1:], table.shape[1:len(index)], strict=True):
+                flat = flat * size + i
+            values = np.take(table.reshape(-1, *table.shape[len(index):]), flat, axis=0)
         missing = np.isnan(values[..., 0])
         if missing.any():
             columns = np.broadcast_arrays(*index)
