@@ -213,3 +213,33 @@ def test_environments_of_a_process_share_cost_tables():
     for i in range(cost_tables.SHARED_TABLES + 3):
         CostTables.shared([a.cost_models[0]] * (i + 2))
     assert len(cost_tables._SHARED) == cost_tables.SHARED_TABLES
+
+
+def test_pickled_envs_leave_their_cost_tables_out():
+    """A pickled vector env (what a checkpoint's envs.pkl holds) carries its cost models, not its
+    filled tables (a split run's are 12 MB); unpickled in a fresh process's state, it refills them
+    and steps exactly as the original."""
+    import pickle
+
+    from hardware.cost_tables import CostTables
+
+    env = gym.make_vec("papi_env/PapiSplitSchedule-v0", num_envs=4, vectorization_mode="vector_entry_point")
+    env.action_space.seed(0)
+    env.reset(seed=0)
+    for _ in range(50):
+        env.step(env.action_space.sample())
+    assert env.unwrapped.core.tables._split is not None  # filled: 12 MB
+    blob = pickle.dumps(env.unwrapped)
+    assert len(blob) < 1_000_000
+    CostTables.clear_shared()  # as in a new process
+    clone = pickle.loads(blob)
+    assert clone.core.tables is not env.unwrapped.core.tables and clone.core.tables._split is None
+    for _ in range(100):
+        actions = env.action_space.sample()
+        for got, want in zip(clone.step(actions), env.step(actions), strict=True):
+            if isinstance(want, dict):
+                assert want.keys() == got.keys()
+                for key in want:
+                    np.testing.assert_array_equal(got[key], want[key])
+            else:
+                np.testing.assert_array_equal(got, want)
