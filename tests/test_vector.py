@@ -243,3 +243,45 @@ def test_pickled_envs_leave_their_cost_tables_out():
                     np.testing.assert_array_equal(got[key], want[key])
             else:
                 np.testing.assert_array_equal(got, want)
+
+
+def test_cost_tables_equal_the_cost_model_element_by_element():
+    """Array lookups give CostModel.iteration's numbers bit for bit, whether the lookup is small
+    (numpy's fancy index) or large (the flat index past cost_tables._FLAT_FROM elements)."""
+    from hardware import cost_tables
+    from hardware.cost_tables import UNITS, CostTables
+    from hardware.systems import CostModel
+
+    models = [CostModel("papi", "llama-65b"), CostModel("papi", "gpt3-175b")]
+    tables = CostTables(models)
+    rng = np.random.default_rng(0)
+    n = 2 * cost_tables._FLAT_FROM
+    cm, rlp, tlp, unit = (rng.integers(0, 2, n), rng.integers(1, cost_tables.MAX_RLP + 1, n),
+                          rng.integers(1, cost_tables.MAX_TLP + 1, n), rng.integers(0, 2, n))
+    ctx = (rlp * rng.integers(10, 3000, n)).astype(np.float64)
+    attention = np.array([UNITS.index(m.system.attention_unit) for m in models])[cm]
+    cold = tables.iteration_on(cm, rlp, tlp, ctx, unit, attention)  # fills the entries
+    large = tables.iteration_on(cm, rlp, tlp, ctx, unit, attention)  # reads them back
+    assert all(np.array_equal(a, b) for a, b in zip(cold, large, strict=True))
+    for i in range(0, n, 5):
+        one = slice(i, i + 1)
+        small = tables.iteration_on(cm[one], rlp[one], tlp[one], ctx[one], unit[one], attention[one])
+        want = tuple(models[cm[i]].iteration(int(rlp[i]), int(tlp[i]), float(ctx[i]), UNITS[unit[i]]))
+        assert tuple(float(v[i]) for v in large) == tuple(float(v[0]) for v in small) == want
+
+
+def test_table_lookups_read_the_entry_they_index():
+    """CostTables._lookup over a filled table equals numpy's own fancy index, for small and large
+    lookups, with broadcast (N, 1) x (1, K) indices and plain ints among them."""
+    from hardware import cost_tables
+    from hardware.cost_tables import CostTables
+
+    table = np.arange(3 * 4 * 5 * 300 * 2, dtype=np.float64).reshape(3, 4, 5, 300, 2)  # every entry distinct
+    rng = np.random.default_rng(1)
+
+    def never(*entry):
+        raise AssertionError(f"entry {entry} is filled")
+
+    for n in (1, 7, cost_tables._FLAT_FROM, 3 * cost_tables._FLAT_FROM):
+        index = (rng.integers(0, 3, (n, 1)), 2, rng.integers(0, 5, (1, 4)), rng.integers(0, 300, (n, 4)))
+        np.testing.assert_array_equal(CostTables._lookup(table, index, never), table[index])
