@@ -52,6 +52,7 @@ OBS_SIZE = 14
 PLACEMENTS = np.array(["".join("G" if v else "P" for v in a) for a in itertools.product((0, 1), repeat=4)],
                       dtype=object)  # by a[0] * 8 + a[1] * 4 + a[2] * 2 + a[3]
 UNIT_NAMES = np.array(UNITS, dtype=object)
+PLACEMENT_BITS = np.array([8, 4, 2, 1])  # an action's index into PLACEMENTS: a @ PLACEMENT_BITS
 
 
 class KernelCore(VectorCore):
@@ -81,19 +82,21 @@ class KernelCore(VectorCore):
 
     def kv_fill(self, sum_ctx: np.ndarray) -> np.ndarray:
         """(N,) KV cache of the live requests over the GPUs' room for a mirror of it (inf: no room)."""
-        room = self.gpu_room[self.cm]
+        room = self.by_env("gpu_room")
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(room > 0, sum_ctx * self.kv_bytes[self.cm] / room, np.inf)
+            return np.where(room > 0, sum_ctx * self.by_env("kv_bytes") / room, np.inf)
 
     def _extra_features(self, rlp: np.ndarray, sum_ctx: np.ndarray) -> list[np.ndarray]:
-        alphas = [self.alpha_array(k) for k in (None, *FC_KERNELS)]
-        return [*(np.log2(a + 1.0) / LOG_R_SCALE for a in alphas), np.minimum(self.kv_fill(sum_ctx), 1.0),
-                self.last[:, 3].astype(np.float64)]
+        log_alphas = self._per_env.get("log_alphas")  # constant over an episode: made once after a reset
+        if log_alphas is None:
+            log_alphas = self._per_env["log_alphas"] = np.stack([np.log2(self.alpha_array(k) + 1.0) / LOG_R_SCALE
+                                                                 for k in (None, *FC_KERNELS)])
+        return [*log_alphas, np.minimum(self.kv_fill(sum_ctx), 1.0), self.last[:, 3].astype(np.float64)]
 
     def check_actions(self, actions: Any, stepping: np.ndarray) -> np.ndarray:
         a = np.asarray(actions)
         ok = a.shape == (self.num_envs, 4) and a.dtype.kind in "iub"
-        bad = stepping & (~np.isin(a, (0, 1)).all(axis=1) if ok else True)
+        bad = stepping & (~(a.astype(np.uint64, copy=False) <= 1).all(axis=1) if ok else True)  # negatives: huge
         if np.any(bad):
             shown = a[int(np.argmax(bad))] if ok else a
             raise ValueError(f"invalid action {shown!r}: expected 4 values in {{0, 1}} for (QKV, projection, FFN, "
@@ -131,7 +134,7 @@ class KernelCore(VectorCore):
         self.last = a
         self.last_share = a[:, :3].sum(axis=1) / 3
         info: dict[str, np.ndarray] = {}
-        put_all(info, "placement", PLACEMENTS[a @ np.array([8, 4, 2, 1])])
+        put_all(info, "placement", PLACEMENTS[a @ PLACEMENT_BITS])
         put_all(info, "gpu_share", self.last_share)
         put_all(info, "attention", UNIT_NAMES[a[:, 3]])
         put_all(info, "masked", masked)
