@@ -98,13 +98,13 @@ def train_steps_per_second(env_id: str, null: bool = False, warm: bool = True, *
     spaces, but an environment that costs nothing (NullVecEnv): PPO's own speed on that problem.
     ``warm``: after an untimed identical run, so the cost tables are filled (a long run's steady
     state); cold, a short run also pays for filling them."""
-    import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
 
+    from experiments.train import configure_torch
     from experiments.vec_env import NativeVecEnv, NullVecEnv
 
-    torch.set_num_threads(1)
+    configure_torch(1)  # as every training here: one thread, no distribution argument checks
 
     def make():
         if env_id == "CartPole-v1":

@@ -46,9 +46,7 @@ OBJECTIVES = papi_env.REWARDS
 
 def _train_job(args: tuple[str, str, str, int, int, str, bool, dict]) -> str:
     algo, env_id, objective, seed, total, logdir, reuse, extra_kwargs = args
-    import torch
-
-    torch.set_num_threads(1)
+    train.configure_torch(1)
     cfg = train.load_config(algo, env_id)
     cfg["env_kwargs"] = {**cfg["env_kwargs"], **extra_kwargs, "reward": objective}
     name = f"{algo}_{env_id.split('/')[1]}_{objective}_s{seed}"
