@@ -36,7 +36,7 @@ bench: setup
 clean:
 	rm -rf $(VENV) results runs .pytest_cache
 
-# Every variant x objective: rules vs oracle vs PPO over 3 seeds, config step counts (~24 min on 2 cores).
+# Every variant x objective: rules vs oracle vs PPO over 3 seeds, config step counts (11 min on 2 cores at v0.5).
 beyond: setup
 	$(BIN)/python -m experiments.beyond --seeds 3 --episodes 20 --out results/beyond
 
@@ -45,7 +45,7 @@ headroom: setup
 	$(BIN)/python -m experiments.headroom --episodes 20 --out results/headroom
 
 # The issue's 10% cell: GPT-3 175B / EDP, DQN with the expected-token reward, 6 seeds x 300k steps,
-# 100 fresh held-out episodes (32 min on 2 cores at v0.3, ~20 at v0.2; README "Reaching 10%").
+# 100 fresh held-out episodes (8 min on 2 cores at v0.5, 32 at v0.3; README "Reaching 10%").
 reach10: setup
 	$(BIN)/python -m experiments.beyond --algo dqn --variants PapiSpecSchedule --objectives edp \
 		--env-kwargs '{"model":"gpt3-175b","reward_tokens":"expected"}' --total-timesteps 300000 \
