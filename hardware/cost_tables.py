@@ -120,22 +120,16 @@ class CostTables:
     def fc_per_kernel(self, cm: np.ndarray, tokens: np.ndarray, units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Seconds and joules of the three FC kernels, kernel k on ``units[..., k]``, summed in
         FC_KERNELS order from zero (as CostModel.iteration sums them)."""
-        time = energy = 0.0
-        for k in range(ALL_FC):
-            c = self.fc_cost(cm, tokens, units[..., k], k)
-            time, energy = time + c[..., 0], energy + c[..., 1]
-        return time, energy
+        costs = self._lookup(self.fc, (cm[..., None], _KERNELS, units, tokens[..., None]), self._fc_entry)
+        return _sum_kernels(costs)
 
     def fc_split(self, cm: np.ndarray, tokens: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Seconds and joules of the three FC kernels, kernel k with GPU fraction
         ``steps[..., k] / SPLIT_STEPS`` (CostModel.fc_split), summed from zero."""
         if self._split is None:
             self._split = np.full((len(self.cost_models), len(FC_KERNELS), SPLIT_STEPS + 1, MAX_TOKENS + 1, 2), np.nan)
-        time = energy = 0.0
-        for k in range(ALL_FC):
-            c = self._lookup(self._split, (cm, k, steps[..., k], tokens), self._split_entry)
-            time, energy = time + c[..., 0], energy + c[..., 1]
-        return time, energy
+        costs = self._lookup(self._split, (cm[..., None], _KERNELS, steps, tokens[..., None]), self._split_entry)
+        return _sum_kernels(costs)
 
     def iteration(self, cm: np.ndarray, rlp: np.ndarray, tlp: np.ndarray, sum_ctx: np.ndarray,
                   fc_time: np.ndarray, fc_energy: np.ndarray, attention_unit: np.ndarray | int) -> IterationCost:
@@ -152,6 +146,18 @@ class CostTables:
         """CostModel.iteration with every FC kernel on ``fc_unit`` (index into UNITS)."""
         fc = self.fc_cost(cm, rlp * tlp, fc_unit)
         return self.iteration(cm, rlp, tlp, sum_ctx, fc[..., 0], fc[..., 1], attention_unit)
+
+
+_KERNELS = np.arange(ALL_FC)  # the three FC kernels' indices, looked up together
+
+
+def _sum_kernels(costs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Seconds and joules of (..., 3 kernels, 2) costs summed in FC_KERNELS order from zero (the
+    order CostModel.iteration adds them in)."""
+    time = energy = 0.0
+    for k in range(ALL_FC):
+        time, energy = time + costs[..., k, 0], energy + costs[..., k, 1]
+    return time, energy
 
 
 def _shared_tables(cost_models: Sequence[CostModel]) -> CostTables:
