@@ -80,30 +80,36 @@ class KernelCore(VectorCore):
     def _begin_variants(self, envs: np.ndarray) -> None:
         self.last[envs] = 0
 
-    def kv_fill(self, sum_ctx: np.ndarray) -> np.ndarray:
-        """(N,) KV cache of the live requests over the GPUs' room for a mirror of it (inf: no room)."""
+    def kv_fill(self) -> np.ndarray:
+        """(N,) KV cache of the live requests (at the current TLP) over the GPUs' room for a mirror
+        of it (inf: no room); cached until the batches or the TLPs change."""
+        cached = self._derived.get("kv_fill")
+        if cached is not None and cached[0] is self.tlp:
+            return cached[1]
         room = self.by_env("gpu_room")
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(room > 0, sum_ctx * self.by_env("kv_bytes") / room, np.inf)
+            fill = np.where(room > 0, self.context(self.tlp)[1] * self.by_env("kv_bytes") / room, np.inf)
+        self._derived["kv_fill"] = (self.tlp, fill)
+        return fill
 
     def _extra_features(self, rlp: np.ndarray, sum_ctx: np.ndarray) -> list[np.ndarray]:
         log_alphas = self._per_env.get("log_alphas")  # constant over an episode: made once after a reset
         if log_alphas is None:
             log_alphas = self._per_env["log_alphas"] = np.stack([np.log2(self.alpha_array(k) + 1.0) / LOG_R_SCALE
                                                                  for k in (None, *FC_KERNELS)])
-        return [*log_alphas, np.minimum(self.kv_fill(sum_ctx), 1.0), self.last[:, 3].astype(np.float64)]
+        return [*log_alphas, np.minimum(self.kv_fill(), 1.0), self.last[:, 3].astype(np.float64)]
 
     def check_actions(self, actions: Any, stepping: np.ndarray) -> np.ndarray:
         a = np.asarray(actions)
         ok = a.shape == (self.num_envs, 4) and a.dtype.kind in "iub"
         bad = stepping & (~(a.astype(np.uint64, copy=False) <= 1).all(axis=1) if ok else True)  # negatives: huge
-        if np.any(bad):
+        if bad.any():
             shown = a[int(np.argmax(bad))] if ok else a
             raise ValueError(f"invalid action {shown!r}: expected 4 values in {{0, 1}} for (QKV, projection, FFN, "
                              "attention), 0 = PIM, 1 = GPU")
         a = np.where(stepping[:, None], a, 0).astype(np.int64)
         if self.on_masked == "raise":
-            fill = self.kv_fill(self.context(self.tlp)[1])
+            fill = self.kv_fill()
             masked = stepping & (a[:, 3] == 1) & (fill > 1.0)
             if masked.any():
                 raise ValueError(f"attention on the GPU is masked: the live KV cache needs "
@@ -115,13 +121,13 @@ class KernelCore(VectorCore):
         """(N, 8) flat masks over the four sub-actions' values: attention on the GPU only where
         the live KV cache fits the GPUs' room (before the first reset: allowed)."""
         masks = np.ones((self.num_envs, 8), dtype=bool)
-        masks[:, 7] = self.kv_fill(self.context(self.tlp)[1]) <= 1.0
+        masks[:, 7] = self.kv_fill() <= 1.0
         return masks
 
     def _price(self, a: np.ndarray):
         """Attention asked on the GPU where its KV mirror does not fit runs on Attn-PIM (masked)."""
         rlp, sum_ctx, _ = self.context(self.tlp)
-        masked = (a[:, 3] == 1) & (self.kv_fill(sum_ctx) > 1.0)
+        masked = (a[:, 3] == 1) & (self.kv_fill() > 1.0)
         a = a.copy()
         a[masked, 3] = 0
         safe = np.maximum(rlp, 1)
@@ -153,7 +159,7 @@ class PapiKernelScheduleEnv(PapiBaseEnv):
 
     def kv_fill(self) -> float:
         """KV cache of the live requests over the GPUs' room for a mirror of it (inf: no room)."""
-        return float(self.core.kv_fill(self.core.context(self.core.tlp)[1])[0])
+        return float(self.core.kv_fill()[0])
 
     def action_masks(self) -> np.ndarray:
         """Flat mask over the four sub-actions' values (sb3-contrib's MultiDiscrete layout)."""
