@@ -200,7 +200,6 @@ class VectorCore:
         self.attention_units = np.array(att, dtype=np.int64)
         self.fc_unit_masks = np.array([[u in cm.fc_units for u in UNITS] for cm in self.cost_models])
         self.every_fc_unit_everywhere = bool(self.fc_unit_masks.all())  # every action valid on every system
-        self._kv_tokens = [cm.model.kv_bytes_per_token / cm.kv_capacity_bytes for cm in self.cost_models]  # 1/tokens
         self.model_names = np.array([cm.model.name for cm in self.cost_models], dtype=object)
         self.system_names = np.array([cm.system.name for cm in self.cost_models], dtype=object)
 
@@ -278,8 +277,8 @@ class VectorCore:
             if self.on_over_capacity == "admit":
                 fits = model.batch_prefix_that_fits(lins[j], louts[j])
                 lins[j], louts[j] = lins[j][:fits], louts[j][:fits]
-            elif (lins[j].sum() + louts[j].sum()) * self._kv_tokens[c] > 1.0 - 1e-9:
-                model.check_batch_fits(lins[j], louts[j])  # the exact check (and its message) only near the limit
+            else:
+                model.check_batch_fits(lins[j], louts[j])
         cm = np.array(cms, dtype=np.int64)
         self.cm[envs], self.dataset_index[envs] = cm, dss
         self.tlp_spec_index[envs] = specs

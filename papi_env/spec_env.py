@@ -204,11 +204,21 @@ class SpecCore(VectorCore):
         return with_draft(c, Cost(per_env(step_time, tlp) * (tlp - 1), per_env(step_energy, tlp) * (tlp - 1)))
 
     def expected_tokens(self, tlp: int | np.ndarray, probs: np.ndarray) -> np.ndarray:
-        """(N,) expected tokens of every batch at ``tlp`` if request j accepts with probs[:, j]
-        (no request gains more than it has left)."""
-        live = self.batch.live_mask()
-        gains = expected_gain(probs, tlp) if np.isscalar(tlp) else expected_gain_per_env(probs, tlp)
-        return np.where(live, np.minimum(gains, self.batch.remaining()), 0.0).sum(axis=1)
+        """(N,) expected tokens of every batch at ``tlp`` (one, or (N,) per environment) if request
+        j accepts with probs[:, j] (no request gains more than it has left)."""
+        rows, slots = self.live_slots()
+        p = probs[rows, slots]
+        gains = expected_gain(p, tlp) if np.isscalar(tlp) else expected_gain_per_env(p, tlp[rows])
+        return self._sum_over_slots(np.minimum(gains, self.batch.remaining()[rows, slots]))
+
+    def _sum_over_slots(self, live_values: np.ndarray) -> np.ndarray:
+        """Per-environment sums of values given at the live slots (``live_slots`` order): (L,) ->
+        (N,), (L, K) -> (N, K). Each is the sum over a whole row of request slots, zero off the
+        live ones: one summation order for every expected-token count."""
+        rows, slots = self.live_slots()
+        full = np.zeros((self.num_envs, *live_values.shape[1:], self.batch.width))
+        full[rows, ..., slots] = live_values
+        return full.sum(axis=-1)
 
     def token_value(self) -> np.ndarray:
         """(N,) reward credit per accepted token: minus the objective term per token of one TLP-1
@@ -227,10 +237,8 @@ class SpecCore(VectorCore):
         probs = self.probabilities() if probs is None else probs
         rows, slots = self.live_slots()
         p, left = probs[rows, slots], self.batch.remaining()[rows, slots]
-        gains = np.zeros((self.num_envs, self.max_tlp, self.batch.width))  # (env, TLP - 1, slot): 0 off the live slots
-        gains[rows, :, slots] = np.stack([np.minimum(expected_gain(p, t), left) for t in range(1, self.max_tlp + 1)],
-                                         axis=1)
-        k = gains.sum(axis=2)  # expected_tokens at every TLP (each a sum over a row of slots, as there)
+        k = self._sum_over_slots(np.stack([np.minimum(expected_gain(p, t), left) for t in range(1, self.max_tlp + 1)],
+                                          axis=1))  # (N, TLP): expected_tokens at every TLP
         k = np.concatenate([k, k], axis=1)  # every action priced at once
         with np.errstate(divide="ignore", invalid="ignore"):
             per_token = -self.objective_reward(self.cost_at(np.broadcast_to(self.every_tlp, k.shape), self.every_unit),
@@ -336,7 +344,8 @@ class SpecCore(VectorCore):
 
 
 def expected_gain_per_env(probs: np.ndarray, tlp: np.ndarray) -> np.ndarray:
-    """(N, width) expected tokens per request at each environment's own ``tlp`` (N,)."""
+    """Expected tokens per request at its own ``tlp`` (probs and tlp of the same length: one per
+    request)."""
     gains = np.ones_like(probs)
     for t in np.unique(tlp).tolist():  # a scalar exponent: numpy's array-exponent power rounds otherwise
         if t > 1:
@@ -413,9 +422,9 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
         time x energy increase in s x J (edp: (T + t)(E + e) - T E with T, E the totals so far,
         the objective's own marginal), or (time term + miss penalty) per token (latency_target),
         each per expected token. Lower is better. ``known_lengths``: see expected_tokens."""
-        rlp, kind, tlps = self.batch.live, self.reward_kind, np.arange(1, self.max_tlp + 1)
-        k = np.repeat([self.expected_tokens(int(t), p, known_lengths) for t in tlps], 2)[None, :]
-        c = self.core.cost_at(np.repeat(tlps, 2)[None, :], np.tile([0, 1], self.max_tlp)[None, :])  # all at once
+        rlp, kind, core = self.batch.live, self.reward_kind, self.core
+        k = np.tile([self.expected_tokens(t, p, known_lengths) for t in range(1, self.max_tlp + 1)], 2)[None, :]
+        c = core.cost_at(core.every_tlp, core.every_unit)  # every action at once
         if kind == "latency":
             values = c.time / k
         elif kind == "energy":
@@ -424,7 +433,7 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
             values = self.core.edp_increase(c.time, c.energy) / k
         else:
             values = (c.time / self.time_scale + self.miss_penalty * self.core.missed(c.time, k / rlp)) / k
-        return values.reshape(self.max_tlp, 2)
+        return values.reshape(2, self.max_tlp).T  # (TLP - 1, unit)
 
     def greedy_action(self, p: np.ndarray | float, known_lengths: bool = True) -> np.ndarray:
         """The (TLP - 1, unit) with the least objective cost per expected token (action_values)."""
