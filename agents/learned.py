@@ -93,8 +93,8 @@ class LearnedPolicy:
         action, state = self.model.predict(self.normalize(observation), state=state,
                                            episode_start=episode_start, deterministic=deterministic)
         if getattr(self, "nvec", None) is not None:
-            from papi_env.wrappers import unflatten_action, unflatten_actions
+            from papi_env.wrappers import unflatten_actions
 
-            batch = observation.ndim == 2
-            action = unflatten_actions(action, self.nvec) if batch else unflatten_action(action, self.nvec)
+            action = unflatten_actions(action, self.nvec)
+            action = action if observation.ndim == 2 else action[0]
         return action, state

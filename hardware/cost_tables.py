@@ -79,7 +79,8 @@ class CostTables:
         joules, ...), one call per distinct missing entry. The indices must lie inside the table
         (the callers' ranges: RLP <= MAX_RLP, TLP <= MAX_TLP, ...). Past a few hundred elements
         they are folded into one flat row index, which np.take gathers in about half the time of a
-        4-D fancy index; below, the fancy index's fewer calls cost less."""
+        4-D fancy index; below, the fancy index's fewer calls cost less. The size judged is the last
+        index's (tokens or TLP: one per lookup row)."""
         if np.size(index[-1]) < _FLAT_FROM:
             values = table[index]
         else:
@@ -113,9 +114,9 @@ class CostTables:
         other, for every element (CostModel._fixed_parts)."""
         return self._lookup(self.fixed, (cm, attention_unit, rlp, tlp), self._fixed_entry)
 
-    def fc_cost(self, cm: np.ndarray, tokens: np.ndarray, unit: np.ndarray, kernel: int = ALL_FC) -> np.ndarray:
-        """(..., 2): seconds and joules of FC ``kernel`` (default all three) on ``unit``."""
-        return self._lookup(self.fc, (cm, kernel, unit, tokens), self._fc_entry)
+    def fc_cost(self, cm: np.ndarray, tokens: np.ndarray, unit: np.ndarray) -> np.ndarray:
+        """(..., 2): seconds and joules of the three FC kernels together on ``unit``."""
+        return self._lookup(self.fc, (cm, ALL_FC, unit, tokens), self._fc_entry)
 
     def fc_per_kernel(self, cm: np.ndarray, tokens: np.ndarray, units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Seconds and joules of the three FC kernels, kernel k on ``units[..., k]``, summed in
@@ -161,5 +162,6 @@ def _sum_kernels(costs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _shared_tables(cost_models: Sequence[CostModel]) -> CostTables:
-    """CostTables.shared, as a module function (what a pickled CostTables unpickles through)."""
+    """CostTables.shared as a module function: what a pickled CostTables unpickles through
+    (cloudpickle, which checkpoints use, pickles a bound classmethod by value, without _SHARED)."""
     return CostTables.shared(cost_models)

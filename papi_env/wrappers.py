@@ -45,14 +45,11 @@ class FlatDiscreteActions(gym.ActionWrapper):
 
 def unflatten_action(action, nvec: tuple[int, ...]) -> np.ndarray:
     """The MultiDiscrete action of flat index ``action`` (see FlatDiscreteActions)."""
-    k = int(np.asarray(action).reshape(-1)[0])
-    if not 0 <= k < int(np.prod(nvec)):
-        raise ValueError(f"flat action must be in [0, {int(np.prod(nvec))}), got {k}")
-    return np.array(np.unravel_index(k, nvec), dtype=np.int64)
+    return unflatten_actions(np.asarray(action).reshape(-1)[:1], nvec)[0]
 
 
 def unflatten_actions(actions, nvec: tuple[int, ...]) -> np.ndarray:
-    """(N, len(nvec)) MultiDiscrete actions of N flat indices (a batch of unflatten_action)."""
+    """(N, len(nvec)) MultiDiscrete actions of N flat indices (see FlatDiscreteActions)."""
     flat = np.asarray(actions, dtype=np.int64).reshape(-1)
     if ((flat < 0) | (flat >= int(np.prod(nvec)))).any():
         raise ValueError(f"flat actions must be in [0, {int(np.prod(nvec))}), got {flat.tolist()}")
