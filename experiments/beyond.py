@@ -45,8 +45,7 @@ OBJECTIVES = papi_env.REWARDS
 
 
 def _train_job(args: tuple[str, str, str, int, int, str, bool, dict]) -> str:
-    algo, env_id, objective, seed, total, logdir, reuse, extra_kwargs = args
-    train.configure_torch(1)
+    algo, env_id, objective, seed, total, logdir, reuse, extra_kwargs = args  # train() caps torch's threads
     cfg = train.load_config(algo, env_id)
     cfg["env_kwargs"] = {**cfg["env_kwargs"], **extra_kwargs, "reward": objective}
     name = f"{algo}_{env_id.split('/')[1]}_{objective}_s{seed}"

@@ -627,7 +627,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--resume and --overwrite exclude each other")
     try:
         positive(args.torch_threads, "--torch-threads")
-        configure_torch(args.torch_threads)
         cfg = load_config(args.algo, args.env, args.config)
         for key in POSITIVE_INT_KEYS:
             value = getattr(args, key)

@@ -45,6 +45,7 @@ class NativeVecEnv(VecEnv):
         self.render_mode = None
         super().__init__(num_envs, vector.single_observation_space, action_space)
         self._actions: np.ndarray | None = None
+        self._everyone = np.ones(num_envs, dtype=bool)  # every env steps (SB3 resets within the step)
         self._returns = np.zeros(num_envs)
         self._lengths = np.zeros(num_envs, dtype=np.int64)
         self._start = time.time()
@@ -67,8 +68,7 @@ class NativeVecEnv(VecEnv):
         actions = self._actions
         if self.nvec is not None:
             actions = unflatten_actions(actions.reshape(self.num_envs), self.nvec)
-        everyone = np.ones(self.num_envs, dtype=bool)
-        _, rewards, terminated, truncated, info = self.core.step(self.core.check_actions(actions, everyone),
+        _, rewards, terminated, truncated, info = self.core.step(self.core.check_actions(actions, self._everyone),
                                                                  observe=False)
         self._returns += rewards
         self._lengths += 1
