@@ -11,7 +11,7 @@ penalised tokens/s for latency_target; see papi_env.base), time, energy, tokens/
 missed latency targets, the GPU share and mean TLP, and two paired ratios (mean over episodes of
 policy score / other score): to PAPI's threshold rule and to the best rule-based policy of the run
 (the ``rule`` kind of agents.policies with the highest mean score).
-Without ``--policies``, every rule of the variant is run (agents.policies.RULES_BY_ENV).
+Without ``--policies``, every rule of the variant is run (agents.policies.RULES_BY_VARIANT).
 Learned agents: ``ppo:runs/x/best_model.zip`` (see experiments.train).
 """
 
@@ -29,7 +29,7 @@ import numpy as np
 from gymnasium import spaces
 
 import papi_env  # noqa: F401  (registers the environments)
-from agents.policies import RULES_BY_ENV, make_policy, policy_kind
+from agents.policies import RULES_BY_VARIANT, make_policy, policy_kind
 from experiments import stats
 from experiments.cli import check_env_kwargs, check_output_dir, parse_env_kwargs, positive
 from experiments.io import markdown_table, write_results
@@ -147,7 +147,7 @@ def evaluate(env_id: str, policy_specs: list[str] | None, episodes: int, seed: i
     env_kwargs = dict(env_kwargs or {})
     env = gym.make(env_id, **env_kwargs)
     seeds = eval_seeds(episodes, seed)
-    specs = list(dict.fromkeys([*(policy_specs or RULES_BY_ENV[type(env.unwrapped).__name__]),
+    specs = list(dict.fromkeys([*(policy_specs or RULES_BY_VARIANT[env.unwrapped.variant]),
                                 *(extra_policies or [])]))
     if REFERENCE not in [s.partition(":")[0] for s in specs]:
         specs.insert(0, REFERENCE)

@@ -37,6 +37,7 @@ import gymnasium as gym
 import numpy as np
 
 import papi_env
+from agents.planners import Oracle
 from experiments import evaluate, fanout, stats
 from experiments.evaluate import eval_seeds
 from experiments.io import markdown_table, write_json, write_text
@@ -89,7 +90,7 @@ def ragged_cost(env: Any, tlps: np.ndarray, ctx: np.ndarray, unit: str) -> Cost:
     query reuse are per request); the draft model runs max(tlps) - 1 sequential steps, step j
     for the requests with tlps > j. ``ctx`` are the requests' contexts before this iteration.
     """
-    cm, draft = env.cost_model, env.drafts[id(env.cost_model)]
+    cm, draft = env.cost_model, env.draft
     tokens = int(tlps.sum())
     c = cm.fc(tokens, unit) + cm.communication(1, tokens) + cm.other(1, tokens)
     for t in np.unique(tlps):
@@ -127,17 +128,18 @@ def ragged_gain(env_kwargs: dict[str, Any], seeds: list[int]) -> float:
     taken equal to the batch mean (the env tracks their sum)."""
     env = gym.make(SPEC, **{**env_kwargs, "reward": "latency"}).unwrapped
     num = den = 0.0
+    oracle = Oracle(env)
     for seed in seeds:
         env.reset(seed=seed)
         while True:
             p_all = env.acceptance.probabilities()
             mask = env.batch.live_mask()
             p, remaining = p_all[mask], env.batch.remaining()[mask].astype(float)
-            ctx = np.full(int(mask.sum()), env._sum_ctx / env.batch.live - env._tlp)
+            ctx = np.full(int(mask.sum()), env.sum_context / env.batch.live - env.tlp)
             uniform = best_time_per_token(env, p, remaining, ctx, per_request=False)
             ragged = best_time_per_token(env, p, remaining, ctx, per_request=True)
             num, den = num + uniform, den + ragged
-            _, _, terminated, truncated, _ = env.step(env.oracle_action())
+            _, _, terminated, truncated, _ = env.step(oracle.act(env))
             if terminated or truncated:
                 break
     env.close()

@@ -27,13 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
+from agents.rules import static_placement, threshold_placement
 from experiments.io import markdown_table, save_figure, write_json, write_text
 from experiments.plotting import COLORS, pyplot
 from hardware import costs
-from hardware.calibrate import calibrate_alpha
-from hardware.serving import CATEGORIES, BatchResult, run_batch, static_rule, threshold_rule
+from hardware.calibrate import calibrate_alpha, fc_on_gpu
 from hardware.systems import CostModel
 from hardware.workloads import get_dataset
+from sim.static import CATEGORIES, BatchResult, run_batch
 
 MODELS = ("llama-65b", "gpt3-66b", "gpt3-175b")
 BATCHES = (4, 16, 64)
@@ -99,7 +100,7 @@ class Runner:
 
     def alpha(self, model: str) -> int:
         if model not in self._alpha:
-            self._alpha[model] = calibrate_alpha(self.cost_model("papi", model), max_tokens=512)
+            self._alpha[model] = calibrate_alpha(self.cost_model("papi", model))
         return self._alpha[model]
 
     def requests(self, dataset: str, batch: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -113,9 +114,9 @@ class Runner:
             return self._results[key]
         cm = self.cost_model(system, model)
         if len(cm.fc_units) == 2:
-            rule = threshold_rule(self.alpha(model))
+            rule = threshold_placement(self.alpha(model))
         else:
-            rule = static_rule(cm.fc_units[0])
+            rule = static_placement(cm.fc_units[0])
         total = BatchResult()
         for k in range(self.batches_per_config):
             lin, lout = self.requests(dataset, batch, k)
@@ -192,7 +193,7 @@ def breakdown(runner: Runner, model: str = "llama-65b", batch: int = 4, tlp: int
     rows = []
     for system in BREAKDOWN_SYSTEMS:
         cm = runner.cost_model(system, model)
-        unit = "gpu" if len(cm.fc_units) == 2 and batch * tlp > runner.alpha(model) else cm.fc_units[0]
+        unit = "gpu" if len(cm.fc_units) == 2 and fc_on_gpu(batch, tlp, runner.alpha(model)) else cm.fc_units[0]
         full = cm.iteration(batch, tlp, float(np.sum(lin)) + batch * tlp, unit)
         mean = runner.run(system, model, "creative-writing", batch, tlp)
         for label, parts, total in (

@@ -38,7 +38,7 @@ from experiments.cli import UsageError, check_output_dir, positive
 from experiments.evaluate import eval_seeds, run_episode
 from experiments.io import markdown_table, save_figure, write_results
 from experiments.plotting import pyplot
-from hardware.online import summarise
+from sim.online import summarise
 
 SERVE = papi_env.SERVE_ENV_ID
 BASELINES = {  # label: (system, policy spec)

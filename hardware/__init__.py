@@ -6,8 +6,9 @@ Main entry points:
 - :mod:`hardware.specs`: hardware parameters (presets, overrides from files, validation).
 - :mod:`hardware.models`: LLM shapes.
 - :mod:`hardware.systems`: the compared systems and the per-iteration cost model.
-- :mod:`hardware.serving`: static batching of requests (RLP shrinks as requests finish).
-- :mod:`hardware.calibrate`: PAPI's offline alpha calibration.
+- :mod:`hardware.cost_tables`: the cost model's values tabulated for array lookups.
+- :mod:`hardware.speculation`: the draft model's cost.
+- :mod:`hardware.calibrate`: PAPI's offline alpha calibration and its online test (``fc_on_gpu``).
 """
 
 from hardware.models import ModelSpec, get_model

@@ -2,7 +2,8 @@
 parallelism (RLP x TLP) and take the crossover.
 
 alpha is the largest RLP x TLP at which FC-PIM is at least as fast as the GPU; the rule then
-places FC on the GPU when RLP x TLP > alpha.
+places FC on the GPU when RLP x TLP > alpha (:func:`fc_on_gpu`, the one place that test is
+written). Which objective a rule calibrates for is :func:`calibration_objective`'s choice.
 
     python -m hardware.calibrate                       # every preset model on PAPI
     python -m hardware.calibrate --model llama-65b --system my_h100.json
@@ -18,14 +19,30 @@ from hardware.specs import SpecError, load_system, override
 from hardware.systems import CostModel
 
 PAPER_MODELS = ("llama-65b", "gpt3-66b", "gpt3-175b")
+CALIBRATION_MAX_TOKENS = 1024
+"""Largest RLP x TLP the offline sweep tries [D]: 4x the largest static batch the envs allow (256),
+so a crossover within any batch x TLP (up to 64 x 16) is found; the paper gives no range."""
+OBJECTIVES = ("latency", "energy", "edp")
+CALIBRATED_FOR = {"latency_target": "latency", "goodput": "latency"}
+"""Objectives with no crossover of their own: a latency target and goodput are met by speed."""
 
 
-def fc_sweep(cost_model: CostModel, max_tokens: int = 1024) -> list[tuple[int, float, float]]:
+def calibration_objective(reward: str) -> str:
+    """The offline crossover a rule uses for an env's objective (``reward``): its own, or latency's
+    for latency_target and goodput."""
+    return CALIBRATED_FOR.get(reward, reward)
+
+
+def fc_on_gpu(rlp, tlp, alpha):
+    """PAPI's online characterizer [P]: FC on the GPU iff RLP x TLP > alpha, else on FC-PIM.
+    Numbers give a bool, arrays a bool array."""
+    return rlp * tlp > alpha
+
+
+def fc_sweep(cost_model: CostModel, max_tokens: int = CALIBRATION_MAX_TOKENS) -> list[tuple[int, float, float]]:
     """(RLP x TLP, FC seconds on FC-PIM, FC seconds on GPU) for 1..max_tokens."""
     return [(r, cost_model.fc(r, "pim").time, cost_model.fc(r, "gpu").time) for r in range(1, max_tokens + 1)]
 
-
-OBJECTIVES = ("latency", "energy", "edp")
 
 
 def _measure(cost_model: CostModel, tokens: int, unit: str, objective: str, kernel: str | None) -> float:
@@ -33,7 +50,7 @@ def _measure(cost_model: CostModel, tokens: int, unit: str, objective: str, kern
     return {"latency": c.time, "energy": c.energy, "edp": c.time * c.energy}[objective]
 
 
-def calibrate_alpha(cost_model: CostModel, max_tokens: int = 1024, objective: str = "latency",
+def calibrate_alpha(cost_model: CostModel, max_tokens: int = CALIBRATION_MAX_TOKENS, objective: str = "latency",
                     kernel: str | None = None) -> int:
     """The crossover: largest RLP x TLP before the GPU first beats FC-PIM on the FC kernels.
 
@@ -65,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Calibrate PAPI's alpha (FC-PIM/GPU crossover).")
     parser.add_argument("--model", action="append", help="model preset or file (repeatable)")
     parser.add_argument("--system", default="papi", help="system preset or JSON/YAML file")
-    parser.add_argument("--max-tokens", type=int, default=1024)
+    parser.add_argument("--max-tokens", type=int, default=CALIBRATION_MAX_TOKENS)
     args = parser.parse_args(argv)
     if args.max_tokens < 1:
         parser.error("--max-tokens must be a positive integer (the largest RLP x TLP to sweep)")
@@ -91,4 +108,5 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-__all__ = ["MODEL_PRESETS", "OBJECTIVES", "calibrate_alpha", "fc_sweep", "with_power_budget"]
+__all__ = ["CALIBRATION_MAX_TOKENS", "MODEL_PRESETS", "OBJECTIVES", "calibrate_alpha", "calibration_objective",
+           "fc_on_gpu", "fc_sweep", "with_power_budget"]

@@ -41,7 +41,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from hardware.systems import CostModel, IterationCost
+from hardware.systems import CostModel
 from papi_env.core import (
     CTX_SCALE,
     LOG_R_SCALE,
@@ -52,12 +52,11 @@ from papi_env.core import (
     TLP_SCALE,
     VectorCore,
     as_choices,
-    calibration_objective,
     episode_score,
 )
 
 __all__ = ["CTX_SCALE", "LOG_R_SCALE", "OVER_CAPACITY", "REWARDS", "RLP_SCALE", "TARGET_IN_TIME_SCALES",
-           "TLP_SCALE", "BatchView", "PapiBaseEnv", "as_choices", "calibration_objective", "episode_score",
+           "TLP_SCALE", "BatchView", "PapiBaseEnv", "as_choices", "episode_score",
            "merge_env_config", "scalar_info"]
 
 
@@ -123,6 +122,9 @@ class PapiBaseEnv(gym.Env):
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
     core_class: type[VectorCore] = VectorCore
+    variant = ""
+    """Which decision the env offers ('schedule', 'kernel', 'split', 'spec'; 'serve' for PapiServe):
+    what rules in agents/ dispatch on."""
 
     def __init__(self, env_config: Mapping[str, Any] | None = None, *, render_mode: str | None = None,
                  **kwargs: Any) -> None:
@@ -158,20 +160,20 @@ class PapiBaseEnv(gym.Env):
     time_scale = property(lambda self: float(self.core.time_scales[self.core.cm[0]]))
     energy_scale = property(lambda self: float(self.core.energy_scales[self.core.cm[0]]))
     target_s = property(lambda self: float(self.core.targets[self.core.cm[0]]))
-    _tlp = property(lambda self: int(self.core.tlp[0]))
-    _steps = property(lambda self: int(self.core.steps[0]))
-    _total_time = property(lambda self: float(self.core.total_time[0]))
-    _total_energy = property(lambda self: float(self.core.total_energy[0]))
-    _tokens = property(lambda self: int(self.core.tokens[0]))
+    tlp = property(lambda self: int(self.core.tlp[0]), doc="Speculation length of this iteration.")
+    steps = property(lambda self: int(self.core.steps[0]), doc="Iterations run this episode.")
+    total_time = property(lambda self: float(self.core.total_time[0]), doc="Seconds of this episode so far.")
+    total_energy = property(lambda self: float(self.core.total_energy[0]), doc="Joules of this episode so far.")
+    tokens = property(lambda self: int(self.core.tokens[0]), doc="Tokens produced this episode so far.")
 
     @property
-    def _tlp_spec(self) -> Any:
+    def tlp_setting(self) -> Any:
         """This episode's TLP setting: an int or a schedule of (iteration, tlp) pairs."""
         return self.core.tlp_choices[int(self.core.tlp_spec_index[0])]
 
     @property
-    def _sum_ctx(self) -> float:
-        """Context of the live requests at this iteration's TLP, tokens."""
+    def sum_context(self) -> float:
+        """Context of the live requests at this iteration's TLP (prompt + generated + TLP), tokens."""
         return float(self.core.context(self.core.tlp)[1][0])
 
     def alpha(self, kernel: str | None = None) -> int:
@@ -199,42 +201,22 @@ class PapiBaseEnv(gym.Env):
         """The action as the core's checked batch of one; ValueError naming what is allowed."""
         return self.core.check_actions(self.core.batch_action(action), np.ones(1, dtype=bool))
 
-    def _reward(self, c: IterationCost, gain_per_request: float) -> float:
-        """The objective's reward term of an iteration costing ``c`` now (papi_env.core)."""
-        cost = IterationCost(*(np.array([v]) for v in c))
-        return float(self.core.objective_reward(cost, np.array([gain_per_request]))[0])
-
-    def _edp_increase(self, c: IterationCost) -> float:
-        return float(self.core.edp_increase(np.array([c.time]), np.array([c.energy]))[0])
-
-    def _missed(self, seconds: float, gain_per_request: float) -> bool:
-        return bool(self.core.missed(np.array([seconds]), np.array([gain_per_request]))[0])
-
-    # ---------------------------------------------------------------------- oracle support
+    # ------------------------------------------------------------- pricing (for agents/)
     def candidate_actions(self) -> list[Any]:
-        """The actions the greedy oracle compares (subclasses with finite choices list them)."""
+        """The actions a greedy planner compares (variants with finite choices list them)."""
         raise NotImplementedError
 
     def step_objective(self, action: Any) -> float:
-        """The reward ``action`` would earn at the current iteration (used by the oracle)."""
+        """The reward ``action`` would earn at the current iteration, without stepping."""
         return float(self.core.expected_reward(self._checked(action))[0])
-
-    def oracle_action(self) -> Any:
-        """The best action for this iteration by the cost model (greedy)."""
-        best, best_value = None, -np.inf
-        for a in self.candidate_actions():
-            v = self.step_objective(a)
-            if v > best_value:
-                best, best_value = a, v
-        return best
 
     def render(self) -> str | None:
         if self.render_mode != "ansi" or self.batch is None:
             return None
         return (
-            f"iter {self._steps:5d}  RLP {self.batch.live:3d}/{self.batch.size:<3d} TLP {self._tlp}  "
-            f"{self._describe_last_action()}  t {self._total_time * 1e3:9.2f} ms  "
-            f"E {self._total_energy:8.2f} J  tokens {self._tokens}"
+            f"iter {self.steps:5d}  RLP {self.batch.live:3d}/{self.batch.size:<3d} TLP {self.tlp}  "
+            f"{self._describe_last_action()}  t {self.total_time * 1e3:9.2f} ms  "
+            f"E {self.total_energy:8.2f} J  tokens {self.tokens}"
         )
 
     def _describe_last_action(self) -> str:

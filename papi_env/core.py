@@ -13,7 +13,7 @@ and its results are thrown away when it is reset.
 Randomness: environment i has its own seeded ``numpy.random.Generator`` (``rngs[i]``, seeded
 like gymnasium seeds the i-th sub-environment: seed + i), from which each reset draws the
 episode (hardware, dataset, batch size, TLP, requests); draws during an episode come from
-papi_env.random_streams under a key the reset draws, so they do not depend on N.
+sim.random_streams under a key the reset draws, so they do not depend on N.
 
 Infos follow gymnasium's vector layout: ``infos[key]`` an array over environments and
 ``infos["_" + key]`` a mask of the environments that have the key (what
@@ -28,12 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from hardware.calibrate import calibrate_alpha
+from hardware.calibrate import CALIBRATION_MAX_TOKENS, calibrate_alpha, calibration_objective
 from hardware.cost_tables import UNITS, CostTables
 from hardware.systems import CostModel, IterationCost
 from hardware.workloads import get_dataset
-from papi_env import random_streams
-from papi_env.batches import BatchArrays
+from sim import random_streams
+from sim.acceptance import leading_accepts
+from sim.batches import BatchArrays
 
 RLP_SCALE, TLP_SCALE, CTX_SCALE, LOG_R_SCALE = 256.0, 16.0, 4096.0, 12.0
 REWARDS = ("latency", "energy", "edp", "latency_target")
@@ -46,11 +47,6 @@ LOG2 = np.log2(np.maximum(np.arange(int(RLP_SCALE * TLP_SCALE) + 1), 1)) / LOG_R
 STEP_KEYS = ("time_fc", "time_attention", "time_communication", "time_other", "energy_fc", "energy_attention",
              "energy_communication", "energy_other")
 ACCEPT_STREAM = 0  # random_streams stream of the acceptance draws (the drift uses 1 and 2)
-
-
-def calibration_objective(reward: str) -> str:
-    """Which offline crossover a rule should use for an objective (latency for latency_target)."""
-    return {"latency_target": "latency"}.get(reward, reward)
 
 
 def as_choices(name: str, value: Any, low: int, high: int) -> tuple[int, ...]:
@@ -217,7 +213,7 @@ class VectorCore:
         PAPI's calibration gives the runtime (hardware.calibrate). Cached."""
         key = (cm, kernel)
         if key not in self._alphas:
-            self._alphas[key] = calibrate_alpha(self.cost_models[cm], 1024,
+            self._alphas[key] = calibrate_alpha(self.cost_models[cm], CALIBRATION_MAX_TOKENS,
                                                 calibration_objective(self.reward_kind), kernel)
         return self._alphas[key]
 
@@ -506,10 +502,8 @@ class VectorCore:
         rows, slots = self.live_slots()  # finished and empty slots gain nothing: no draw
         u = random_streams.uniform(self.keys[rows], self.steps[rows], slots, ACCEPT_STREAM)
         p = probs[rows, slots] if np.ndim(probs) == 2 else probs
-        with np.errstate(divide="ignore"):
-            leading_live = np.floor(np.log(u) / np.log(p))
         leading = np.zeros((self.num_envs, self.batch.width), dtype=np.int64)
-        leading[rows, slots] = np.minimum(leading_live, tlp[rows] - 1)
+        leading[rows, slots] = leading_accepts(u, p, tlp[rows] - 1)
         return leading
 
 

@@ -151,6 +151,7 @@ class PapiKernelScheduleEnv(PapiBaseEnv):
     """Per-kernel placement of FC kernels and attention. See the module docstring."""
 
     core_class = KernelCore
+    variant = "kernel"
     on_masked = property(lambda self: self.core.on_masked)
 
     def alphas(self) -> tuple[int, int, int, int]:

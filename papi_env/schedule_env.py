@@ -106,6 +106,7 @@ class PapiScheduleEnv(PapiBaseEnv):
     """Gymnasium environment of PAPI's FC placement decision. See the module docstring."""
 
     core_class = ScheduleCore
+    variant = "schedule"
 
     def action_masks(self) -> np.ndarray:
         """Which actions are possible (both on PAPI; one on single-unit systems)."""

@@ -42,8 +42,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from hardware.calibrate import calibrate_alpha
-from hardware.online import (
+from hardware.calibrate import CALIBRATION_MAX_TOKENS, calibrate_alpha, calibration_objective
+from hardware.systems import CostModel
+from hardware.workloads import get_dataset
+from papi_env.base import merge_env_config
+from sim.online import (
     DEFAULT_MAX_BATCH,
     SLO_SCALE,
     OnlineServer,
@@ -53,9 +56,6 @@ from hardware.online import (
     summarise,
     unloaded_targets,
 )
-from hardware.systems import CostModel
-from hardware.workloads import get_dataset
-from papi_env.base import merge_env_config
 
 SERVE_REWARDS = ("latency", "energy", "goodput")
 SHAPINGS = ("none", "remaining")
@@ -75,6 +75,7 @@ class PapiServeEnv(gym.Env):
     """Continuous-batching serving of one model on one system. See the module docstring."""
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    variant = "serve"  # what rules in agents/ dispatch on (papi_env.base.PapiBaseEnv.variant)
 
     def __init__(self, env_config: Mapping[str, Any] | None = None, *, render_mode: str | None = None,
                  **kwargs: Any) -> None:
@@ -129,7 +130,7 @@ class PapiServeEnv(gym.Env):
             raise ValueError("ttft_target_s and tpot_target_s must be > 0 seconds")
         self.token_time_s = self.tpot_target_s / SLO_SCALE  # the unloaded TPOT: the shaping's time per token
         self.unit_mask = np.array([u in self.cost_model.fc_units for u in UNITS])
-        self._alpha = (calibrate_alpha(self.cost_model, 1024, "latency" if reward == "goodput" else reward)
+        self._alpha = (calibrate_alpha(self.cost_model, CALIBRATION_MAX_TOKENS, calibration_objective(reward))
                        if self.unit_mask.all() else math.inf)
         self.action_space = spaces.MultiDiscrete([2, self.max_tlp, self.max_admit + 1])
         self.observation_space = spaces.Box(0.0, 1.0, shape=(OBS_SIZE,), dtype=np.float32)
@@ -285,41 +286,10 @@ class PapiServeEnv(gym.Env):
         unit = self.unit_mask if self.unit_mask.any() else np.ones(2, dtype=bool)
         return np.concatenate([unit, np.ones(self.max_tlp, dtype=bool), admit])
 
-    # ------------------------------------------------------------------------------ rules
+    # ------------------------------------------------------------------------------ for agents/
     def alpha(self) -> float:
         """PAPI's offline crossover for this objective (latency's for goodput); inf without FC-PIM."""
         return self._alpha
-
-    def rule_action(self, fc: str = "threshold", tlp: int = 1) -> np.ndarray:
-        """FCFS continuous batching (admit all that fit, up to max_admit per iteration) with FC by
-        PAPI's threshold on RLP x TLP, or always on 'gpu' / 'pim'; speculation length ``tlp``."""
-        tlp = min(max(int(tlp), 1), self.max_tlp)
-        if fc == "threshold":
-            unit = int(len(self.server.running) * tlp > self._alpha)
-        else:
-            unit = UNITS.index(fc)
-        return np.array([unit, tlp - 1, min(self.server.admissible(), self.max_admit)])
-
-    def oracle_action(self) -> np.ndarray:
-        """A greedy planner with the hidden acceptance rate: admit all that fit, then the (unit, TLP)
-        of least time (latency, goodput) or energy (energy) per expected token this iteration. Not a
-        bound: it looks one iteration ahead."""
-        s = self.server
-        rlp = len(s.running)
-        admit = min(s.admissible(), self.max_admit)
-        if rlp == 0:
-            return np.array([int(not self.unit_mask[0]), 0, max(admit, 1)])
-        p = self.acceptance_rate or 1.0
-        ctx = s.sum_context()
-        best, best_cost = (0, 0), math.inf
-        for unit in (u for u in (0, 1) if self.unit_mask[u]):
-            for tlp in range(1, self.max_tlp + 1):
-                expected = rlp * (tlp if p >= 1.0 else (1 - p**tlp) / (1 - p))
-                t, e = s.decode_cost(rlp, tlp, ctx, UNITS[unit])
-                cost = (e if self.reward_kind == "energy" else t) / expected
-                if cost < best_cost:
-                    best, best_cost = (unit, tlp - 1), cost
-        return np.array([best[0], best[1], admit])
 
     def render(self):
         if self.render_mode == "ansi" and self.server is not None:

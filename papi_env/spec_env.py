@@ -8,7 +8,7 @@ Per iteration at speculation length TLP: the draft model (``draft_model``, defau
 on the GPUs, hardware.speculation.DraftCost) proposes TLP - 1 tokens per live request; the target
 model verifies TLP tokens per request (the iteration's cost at RLP x TLP, FC where the action
 says); request i gains 1 + (leading drafts accepted, each with its own p_i(t)) tokens
-(hardware.speculation.AcceptanceProcess; the mean acceptance of a batch is drawn from
+(sim.acceptance; the mean acceptance of a batch is drawn from
 ``acceptance["mean_range"]``, default 0.4..0.9).
 
 Action: ``MultiDiscrete([max_tlp, 2])``: (TLP - 1, FC unit 0 = FC-PIM, 1 = GPU).
@@ -31,7 +31,7 @@ idx   value                                                       scale
 Draws: the per-request offsets and drifts are drawn at reset from the environment's seeded
 generator; which drafts are accepted (one uniform per request and iteration: the number of
 leading accepted drafts is geometric, P(>= j) = p^j) and the drift's innovations come from
-papi_env.random_streams, so N environments stepped together draw what N stepped apart draw.
+sim.random_streams, so N environments stepped together draw what N stepped apart draw.
 
 Acceptance estimates are what a runtime can count: A drafts accepted and R rejections seen (a
 request's drafts after its first rejection are never verified, so "accepted / drafted" would be
@@ -72,13 +72,15 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from hardware.calibrate import fc_on_gpu
 from hardware.cost_tables import CostTables
 from hardware.costs import Cost
-from hardware.speculation import AcceptanceModel, DraftCost, expected_gain
+from hardware.speculation import DraftCost
 from hardware.systems import IterationCost
-from papi_env import random_streams
 from papi_env.base import PapiBaseEnv
 from papi_env.core import LOG_R_SCALE, TLP_SCALE, VectorCore, per_env, put, put_all
+from sim import acceptance, random_streams
+from sim.acceptance import AcceptanceModel, expected_gain, expected_gain_per_request
 
 OBS_SIZE = 15
 UNITS = ("pim", "gpu")
@@ -141,7 +143,7 @@ class SpecCore(VectorCore):
         n, w = self.num_envs, self.batch.width
         self.mean_acceptance = np.zeros(n)
         self.base, self.drift = np.zeros((n, w)), np.zeros((n, w))
-        self.rho = math.exp(-1.0 / self.acceptance_model.correlation_iters)
+        self.rho = self.acceptance_model.rho
         self.req_accepted, self.req_rejected = np.zeros((n, w)), np.zeros((n, w))
         self.batch_accepted, self.batch_rejected = np.zeros(n), np.zeros(n)
         self.accept_ema = np.full(n, PRIOR_ACCEPT)
@@ -173,7 +175,7 @@ class SpecCore(VectorCore):
     # ------------------------------------------------------------------------------ costs
     def probabilities(self) -> np.ndarray:
         """(N, width) every request's acceptance probability p_i(t) now."""
-        return 1.0 / (1.0 + np.exp(-(self.base + self.drift)))
+        return acceptance.probabilities(self.base + self.drift)
 
     def request_estimates(self) -> np.ndarray:
         """(N, width) each request's running acceptance estimate."""
@@ -208,7 +210,7 @@ class SpecCore(VectorCore):
         j accepts with probs[:, j] (no request gains more than it has left)."""
         rows, slots = self.live_slots()
         p = probs[rows, slots]
-        gains = expected_gain(p, tlp) if np.isscalar(tlp) else expected_gain_per_env(p, tlp[rows])
+        gains = expected_gain(p, tlp) if np.isscalar(tlp) else expected_gain_per_request(p, tlp[rows])
         return self._sum_over_slots(np.minimum(gains, self.batch.remaining()[rows, slots]))
 
     def _sum_over_slots(self, live_values: np.ndarray) -> np.ndarray:
@@ -225,7 +227,7 @@ class SpecCore(VectorCore):
         iteration with PAPI's placement, now."""
         rlp = np.maximum(self.rlp(), 1)
         ones = np.ones_like(rlp)
-        reference = self.cost_at(ones, (rlp > self.alpha_array()).astype(np.int64))
+        reference = self.cost_at(ones, fc_on_gpu(rlp, ones, self.alpha_array()).astype(np.int64))
         return -self.objective_reward(reference, ones.astype(np.float64)) / rlp
 
     def best_token_value(self, probs: np.ndarray | None = None) -> np.ndarray:
@@ -343,19 +345,8 @@ class SpecCore(VectorCore):
                 self.last_gain / TLP_SCALE, np.minimum(self.draft_ratio(), 1.0), mean, np.minimum(2.0 * spread, 1.0)]
 
 
-def expected_gain_per_env(probs: np.ndarray, tlp: np.ndarray) -> np.ndarray:
-    """Expected tokens per request at its own ``tlp`` (probs and tlp of the same length: one per
-    request)."""
-    gains = np.ones_like(probs)
-    for t in np.unique(tlp).tolist():  # a scalar exponent: numpy's array-exponent power rounds otherwise
-        if t > 1:
-            rows = tlp == t
-            gains[rows] = expected_gain(probs[rows], t)
-    return gains
-
-
 class AcceptanceView:
-    """Environment i's acceptance process (what hardware.speculation.AcceptanceProcess offers)."""
+    """Environment i's acceptance process (its per-request acceptance probabilities now)."""
 
     def __init__(self, core: SpecCore, i: int = 0) -> None:
         self._core, self._i = core, i
@@ -373,26 +364,24 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
     """Speculation length and FC placement per iteration. See the module docstring."""
 
     core_class = SpecCore
+    variant = "spec"
     max_tlp = property(lambda self: self.core.max_tlp)
     token_credit = property(lambda self: self.core.token_credit)
     reward_tokens = property(lambda self: self.core.reward_tokens)
     token_reward = property(lambda self: self.core.token_reward)
     acceptance_model = property(lambda self: self.core.acceptance_model)
     accept_ema = property(lambda self: float(self.core.accept_ema[0]))
-    _last_accept = property(lambda self: float(self.core.last_accept[0]))
+    last_accept = property(lambda self: float(self.core.last_accept[0]), doc="Acceptance seen last iteration.")
 
     @property
-    def drafts(self) -> dict[int, DraftCost]:
-        return {id(cm): d for cm, d in zip(self.core.cost_models, self.core.drafts, strict=True)}
+    def draft(self) -> DraftCost:
+        """This episode's draft model cost."""
+        return self.core.drafts[int(self.core.cm[0])]
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         obs, info = super().reset(seed=seed, options=options)
         self.acceptance = AcceptanceView(self.core)
         return obs, info
-
-    def _validate(self, action: Any) -> tuple[int, int]:
-        tlp, unit = self._checked(action)
-        return int(tlp[0]), int(unit[0])
 
     def draft_ratio(self) -> float:
         """One draft step's time over one target iteration at TLP 1 with FC on FC-PIM (runtime timers)."""
@@ -435,43 +424,6 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
             values = (c.time / self.time_scale + self.miss_penalty * self.core.missed(c.time, k / rlp)) / k
         return values.reshape(2, self.max_tlp).T  # (TLP - 1, unit)
 
-    def greedy_action(self, p: np.ndarray | float, known_lengths: bool = True) -> np.ndarray:
-        """The (TLP - 1, unit) with the least objective cost per expected token (action_values)."""
-        values = self.action_values(p, known_lengths)
-        return np.array(np.unravel_index(int(np.argmin(values)), values.shape), dtype=np.int64)
-
-    def time_to_go(self, tlp: int, p: np.ndarray, remaining: np.ndarray) -> float:
-        """Expected seconds to finish the batch if every iteration from now on speculates at
-        ``tlp`` (FC on the faster unit at each RLP, target plus draft), given live request i's
-        acceptance p[i] and remaining tokens remaining[i]: request i finishes after
-        remaining[i] / expected_gain(p[i], tlp) iterations and the batch shrinks as they do.
-        Contexts stay at today's mean (a short-horizon approximation)."""
-        finish = np.sort(remaining / expected_gain(p, tlp))
-        n, ctx, draft = len(finish), self._sum_ctx / self.batch.live, self.drafts[id(self.cost_model)]
-        seconds, before = 0.0, 0.0
-        for j, at in enumerate(finish):
-            if at > before:
-                rlp = n - j
-                target = min(self.cost_model.iteration(rlp, tlp, rlp * ctx, u).time for u in UNITS)
-                seconds += (at - before) * (target + draft.draft(rlp, tlp, rlp * ctx).time)
-                before = at
-        return seconds
-
-    def lookahead_action(self) -> np.ndarray:
-        """With the hidden truth (acceptance probabilities and remaining output lengths): the TLP
-        that finishes the batch soonest if kept (time_to_go), FC on the faster unit now. Latency
-        objective only; a second oracle, since the greedy one ignores which requests are on the
-        batch's critical path."""
-        mask = self.batch.live_mask()
-        p, remaining = self.acceptance.probabilities()[mask], self.batch.remaining()[mask].astype(float)
-        tlp = min(range(1, self.max_tlp + 1), key=lambda t: self.time_to_go(t, p, remaining))
-        unit = min((0, 1), key=lambda u: self.cost_at(tlp, u).time)
-        return np.array([tlp - 1, unit], dtype=np.int64)
-
-    def oracle_action(self) -> np.ndarray:
-        """Greedy with the true per-request acceptance probabilities (hidden from agents)."""
-        return self.greedy_action(self.acceptance.probabilities())
-
     def candidate_actions(self) -> list[tuple[int, int]]:
         return [(t, u) for t in range(self.max_tlp) for u in (0, 1)]
 
@@ -485,7 +437,7 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
         return float(self.core.credit_per_token()[0])
 
     def _describe_last_action(self) -> str:
-        return f"FC on {UNITS[int(self.core.last_unit[0])]:3s} accept {self._last_accept:.2f}"
+        return f"FC on {UNITS[int(self.core.last_unit[0])]:3s} accept {self.last_accept:.2f}"
 
 
 __all__ = ["OBS_SIZE", "PapiSpecScheduleEnv", "SpecCore", "estimate", "with_draft"]

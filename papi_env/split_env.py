@@ -32,22 +32,16 @@ Reward and episode end: as in papi_env.base.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 
-from hardware.systems import FC_KERNELS, SPLIT_STEPS
+from hardware.systems import SPLIT_STEPS
 from papi_env.base import PapiBaseEnv
-from papi_env.core import LOG_R_SCALE, VectorCore, calibration_objective, put_all
+from papi_env.core import LOG_R_SCALE, VectorCore, put_all
 
 OBS_SIZE = 12
-ORACLE_STEPS = 32  # the oracle searches fractions k / 32 per kernel
-
-
-def _measure(cost, objective: str) -> float:
-    return {"latency": cost.time, "energy": cost.energy, "edp": cost.time * cost.energy}[objective]
 
 
 class SplitCore(VectorCore):
@@ -106,54 +100,15 @@ class PapiSplitScheduleEnv(PapiBaseEnv):
     """Continuous GPU/FC-PIM split of every FC kernel. See the module docstring."""
 
     core_class = SplitCore
-
-    def __init__(self, env_config: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
-        super().__init__(env_config, **kwargs)
-        self._tables: dict[tuple[int, int], tuple[float, float, float]] = {}
-
-    def split_table(self, tokens: int) -> tuple[float, float, float]:
-        """Offline-calibrated split: per kernel, the GPU fraction (k / 32) that minimises that
-        kernel's own objective measure (time, energy or time x energy) at RLP x TLP = ``tokens``."""
-        key = (id(self.cost_model), tokens)
-        if key not in self._tables:
-            obj = calibration_objective(self.reward_kind)
-            grid = [k / ORACLE_STEPS for k in range(ORACLE_STEPS + 1)]
-            self._tables[key] = tuple(
-                min(grid, key=lambda f, k=kernel: _measure(self.cost_model.fc_split(k, tokens, f), obj))
-                for kernel in FC_KERNELS)
-        return self._tables[key]
+    variant = "split"
 
     @property
-    def _last(self) -> tuple[float, float, float]:
+    def last_fractions(self) -> tuple[float, float, float]:
+        """The last iteration's GPU fraction of (QKV, projection, FFN)."""
         return tuple(float(v) for v in self.core.last[0])  # type: ignore[return-value]
 
-    def _cost(self, fractions: tuple[float, float, float]):
-        return self.cost_model.iteration_split(self.batch.live, self._tlp, self._sum_ctx, fractions)
-
-    def oracle_action(self) -> np.ndarray:
-        """Per-iteration optimum over fractions k / 32: exact per kernel for latency, energy and
-        latency_target (FC kernels add up; less time never adds a miss); coordinate descent for edp."""
-        tokens = self.batch.live * self._tlp
-        grid = [k / ORACLE_STEPS for k in range(ORACLE_STEPS + 1)]
-        options = {k: [self.cost_model.fc_split(k, tokens, f) for f in grid] for k in FC_KERNELS}
-        measure = "time" if self.reward_kind in ("latency", "latency_target") else "energy"
-        best = [min(range(len(grid)), key=lambda i, k=k: getattr(options[k][i], measure)) for k in FC_KERNELS]
-        if self.reward_kind == "edp":
-            rest = self._cost((0.0, 0.0, 0.0))
-            base_t = self._total_time + rest.time - rest.fc_time
-            base_e = self._total_energy + rest.energy - rest.fc_energy
-            for _ in range(2):
-                for j, k in enumerate(FC_KERNELS):
-                    others = [options[kk][best[jj]] for jj, kk in enumerate(FC_KERNELS) if jj != j]
-                    t0 = base_t + sum(c.time for c in others)
-                    e0 = base_e + sum(c.energy for c in others)
-                    opts = options[k]
-                    best[j] = min(range(len(grid)),
-                                  key=lambda i, o=opts, t0=t0, e0=e0: (t0 + o[i].time) * (e0 + o[i].energy))
-        return np.array([grid[i] for i in best], dtype=np.float32)
-
     def _describe_last_action(self) -> str:
-        return "GPU fractions " + "/".join(f"{v:.2f}" for v in self._last)
+        return "GPU fractions " + "/".join(f"{v:.2f}" for v in self.last_fractions)
 
 
 __all__ = ["OBS_SIZE", "PapiSplitScheduleEnv", "SplitCore"]

@@ -15,11 +15,12 @@ from hypothesis import strategies as st
 
 import papi_env  # noqa: F401
 from agents.policies import make_policy
+from agents.rules import static_placement
 from experiments.io import write_json
-from hardware.serving import run_batch, static_rule
 from hardware.specs import SpecError, load_system
 from hardware.systems import CapacityError, CostModel
 from hardware.workloads import WorkloadError, load_lengths_csv
+from sim.static import run_batch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,7 +29,7 @@ def test_kv_capacity_is_enforced():
     cm = CostModel("papi", "llama-65b")
     lin, lout = [200_000] * 256, [10] * 256
     with pytest.raises(CapacityError, match=r"needs .* GB of KV cache .* holds 960.0 GB"):
-        run_batch(cm, lin, lout, 1, static_rule("pim"))
+        run_batch(cm, lin, lout, 1, static_placement("pim"))
     assert cm.batch_prefix_that_fits(lin, lout) == int(960e9 // (200_010 * cm.model.kv_bytes_per_token))
 
 

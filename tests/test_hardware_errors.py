@@ -5,11 +5,12 @@ import json
 import numpy as np
 import pytest
 
+from agents.rules import static_placement
 from hardware.models import get_model
-from hardware.serving import StaticBatch
 from hardware.specs import SpecError, get_system, load_system
 from hardware.systems import CostModel
 from hardware.workloads import WorkloadError, get_dataset, load_lengths_csv
+from sim.static import load_batch, run_batch
 
 
 def test_unknown_model():
@@ -73,12 +74,13 @@ def test_invalid_unit_and_parallelism():
 
 
 def test_batch_errors():
+    cm = CostModel("papi", "llama-65b")
     with pytest.raises(ValueError, match=">= 1 token"):
-        StaticBatch([1, 0], [3, 3])
+        load_batch([1, 0], [3, 3])
     with pytest.raises(ValueError, match="acceptance_rate"):
-        StaticBatch([1], [3], acceptance_rate=1.5)
+        run_batch(cm, [1], [3], 1, static_placement("pim"), acceptance_rate=1.5)
     with pytest.raises(ValueError, match="tlp must be a positive integer"):
-        StaticBatch([1], [3]).advance(0)
+        run_batch(cm, [1], [3], 0, static_placement("pim"))
 
 
 def test_dataset_errors(tmp_path):

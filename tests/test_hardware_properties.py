@@ -4,8 +4,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hardware.serving import StaticBatch, run_batch, static_rule
+from agents.rules import static_placement
 from hardware.systems import CostModel
+from sim.static import run_batch
 
 MODELS = {name: {s: CostModel(s, name) for s in ("papi", "attacc_only", "gpu_only")}
           for name in ("llama-65b", "gpt3-175b")}
@@ -58,30 +59,30 @@ lengths = st.lists(st.tuples(st.integers(1, 300), st.integers(1, 400)), min_size
 @given(lengths, tlps, st.one_of(st.none(), st.floats(0.05, 1.0)), st.integers(0, 2**31))
 def test_tokens_conserved_and_rlp_shrinks(reqs, tlp, acceptance, seed):
     lin, lout = zip(*reqs, strict=True)
-    batch = StaticBatch(lin, lout, acceptance, np.random.default_rng(seed))
-    produced, live = 0, batch.live
-    while not batch.done:
-        sum_ctx, max_ctx = batch.context_stats(tlp)
-        assert max_ctx <= sum_ctx
-        got = batch.advance(tlp)
-        assert 1 <= got <= live * tlp
-        assert batch.live <= live
-        produced, live = produced + got, batch.live
-    assert produced == sum(lout) == batch.tokens_generated
+    seen = []  # (rlp, tlp, context sum) the placement sees each iteration
+
+    def placement(rlp, t, sum_ctx, it):
+        seen.append((rlp, t, sum_ctx))
+        return "pim"
+
+    r = run_batch(MODELS["llama-65b"]["papi"], lin, lout, tlp, placement, acceptance, seed, include_prefill=False)
+    assert r.tokens == sum(lout)
+    rlps = [s[0] for s in seen]
+    assert rlps[0] == len(lin) and all(b <= a for a, b in zip(rlps, rlps[1:], strict=False))
+    assert all(ctx >= rlp * (1 + t) for rlp, t, ctx in seen)  # every live request: a prompt token and TLP
+    assert r.iterations == len(seen) >= -(-max(lout) // tlp)  # at most TLP tokens per request an iteration
+    if acceptance is None:
+        assert r.iterations == -(-max(lout) // tlp)
 
 
 def test_accept_all_iteration_count():
-    batch = StaticBatch([5, 5, 5], [10, 3, 7])
-    n = 0
-    while not batch.done:
-        batch.advance(4)
-        n += 1
-    assert n == 3  # ceil(max output / TLP)
+    r = run_batch(MODELS["llama-65b"]["papi"], [5, 5, 5], [10, 3, 7], 4, static_placement("pim"))
+    assert r.iterations == 3  # ceil(max output / TLP)
 
 
 def test_batch_result_breakdown_sums_to_total():
     cm = MODELS["llama-65b"]["papi"]
-    r = run_batch(cm, [10, 20, 30, 40], [50, 100, 150, 400], 2, static_rule("pim"))
+    r = run_batch(cm, [10, 20, 30, 40], [50, 100, 150, 400], 2, static_placement("pim"))
     assert r.tokens == 700
     assert sum(r.breakdown_time.values()) == __import__("pytest").approx(r.time)
     assert sum(r.breakdown_energy.values()) == __import__("pytest").approx(r.energy)

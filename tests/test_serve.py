@@ -11,9 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import papi_env
-from hardware.online import OnlineServer, Workload, fcfs_rule, load_trace, sample_workload, serve, summarise
+from agents.policies import make_policy
+from agents.rules import fcfs_rule
 from hardware.systems import CostModel
 from hardware.workloads import WorkloadError
+from sim.online import OnlineServer, Workload, load_trace, sample_workload, serve, summarise
 
 PAPI = CostModel("papi", "llama-65b")
 SERVE = papi_env.SERVE_ENV_ID
@@ -109,13 +111,13 @@ def test_same_seed_same_numbers():
 def test_step_rewards_sum_to_the_episode_objective(reward, shaping):
     env = gym.make(SERVE, requests=96, warmup=16, rate=12.0, reward=reward, acceptance_rate=0.8, shaping=shaping)
     env.reset(seed=2)
-    base = env.unwrapped
+    rule = make_policy("fixed-tlp:2", env).bind(env)
     total, done = 0.0, False
     while not done:
-        _, r, term, trunc, info = env.step(base.rule_action("threshold", 2))
+        _, r, term, trunc, info = env.step(rule.act(env.unwrapped))
         total += r
         done = term or trunc
-    m = base.server.request_metrics()
+    m = env.unwrapped.server.request_metrics()
     scored = slice(16, None)
     if reward == "latency":
         assert total == pytest.approx(-m["latency_s"][scored].mean(), rel=1e-9)
@@ -174,9 +176,9 @@ def test_trace_csv(tmp_path):
     assert w.arrival_s.tolist() == [0.0, 0.5, 0.5] and w.lout.tolist() == [5, 3, 1]
     env = gym.make(SERVE, trace=str(path), warmup=0)
     env.reset(seed=0)
-    done = False
+    done, rule = False, make_policy("threshold", env).bind(env)
     while not done:
-        *_, term, trunc, info = env.step(env.unwrapped.rule_action())
+        *_, term, trunc, info = env.step(rule.act(env.unwrapped))
         done = term or trunc
     assert info["summary"]["requests"] == 3
     for text, message in [("arrival_s,lin\n0,1\n", "header must hold"),
@@ -189,7 +191,7 @@ def test_trace_csv(tmp_path):
 
 
 def test_bursty_arrivals_have_the_asked_variability():
-    from hardware.online import inter_arrival_times
+    from sim.online import inter_arrival_times
 
     gaps = inter_arrival_times(10.0, 200_000, np.random.default_rng(0), "gamma", cv=3.0)
     assert gaps.mean() == pytest.approx(0.1, rel=0.03)

@@ -10,12 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import papi_env
-from agents.policies import RULES_BY_ENV, make_policy
+from agents.planners import Oracle, time_to_go
+from agents.policies import RULES_BY_VARIANT, make_policy
 from experiments import evaluate
 from experiments.evaluate import run_episode
-from hardware.speculation import AcceptanceModel, AcceptanceProcess, DraftCost, expected_gain
+from hardware.speculation import DraftCost
 from hardware.systems import FC_KERNELS, CostModel
 from papi_env import REWARDS, PapiKernelScheduleEnv, PapiScheduleEnv, PapiSpecScheduleEnv
+from sim.acceptance import AcceptanceModel, expected_gain, leading_accepts
 
 SMALL = dict(batch_size=(4, 8), tlp=(1, 2), dataset="general-qa")
 VARIANTS = {
@@ -143,13 +145,25 @@ def test_split_gains_only_when_the_gpu_is_compute_bound():
 
 
 def test_acceptance_process_varies_across_requests_and_time():
-    rng = np.random.default_rng(0)
-    proc = AcceptanceProcess(AcceptanceModel(), 64, rng)
-    p0 = proc.probabilities()
+    env = PapiSpecScheduleEnv(batch_size=64, dataset="general-qa")
+    env.reset(seed=0)
+    p0 = env.acceptance.probabilities()
     assert ((p0 > 0) & (p0 < 1)).all() and p0.std() > 0.05
-    for _ in range(50):
-        proc.advance()
-    assert np.abs(proc.probabilities() - p0).mean() > 0.02
+    for _ in range(20):
+        env.step(np.array([0, 0]))
+    live = env.batch.live_mask()
+    assert np.abs(env.acceptance.probabilities()[live] - p0[live]).mean() > 0.02
+
+
+def test_leading_accepts_is_geometric_and_capped():
+    u = np.random.default_rng(0).uniform(size=200_000)
+    for p in (0.3, 0.8):
+        drafts = leading_accepts(u, p, 3)
+        for j in range(1, 4):
+            assert (drafts >= j).mean() == pytest.approx(p**j, abs=0.005)  # P(>= j) = p^j
+        assert drafts.max() == 3 and drafts.dtype == np.int64
+    assert (leading_accepts(u[:10], 1.0, 5) == 5).all()  # p = 1 accepts every draft
+    assert (leading_accepts(u[:10], np.array([0.5] * 10), np.zeros(10, dtype=np.int64)) == 0).all()
     with pytest.raises(ValueError, match="mean_range"):
         AcceptanceModel(mean_range=(0.9, 0.2))
     with pytest.raises(ValueError, match="unknown acceptance field"):
@@ -184,7 +198,7 @@ def test_spec_best_credit_pays_about_zero_only_for_the_cheapest_action_per_token
     assert values.max() == pytest.approx(0.0, abs=1e-9 * scale)  # the best action breaks even
     assert (values <= 1e-9 * scale).all() and values.min() < -1e-3 * scale
     # the oracle ranks actions by the objective's own marginal cost per token, as the reward does
-    assert tuple(env.oracle_action()) == np.unravel_index(int(values.argmax()), values.shape)
+    assert tuple(Oracle(env).act(env)) == np.unravel_index(int(values.argmax()), values.shape)
     credit = env.best_token_value()
     _, r, _, _, info = env.step(np.array([2, 0]))
     assert r == pytest.approx(info["objective_reward"] + info["tokens"] * credit)
@@ -260,7 +274,7 @@ def test_randomised_models_and_systems_per_episode():
 def test_evaluate_reports_best_rule_per_variant():
     result = evaluate.evaluate("papi_env/PapiSpecSchedule-v0", None, 2, 0, VARIANTS["papi_env/PapiSpecSchedule-v0"])
     names = list(result["policies"])
-    assert names[0] == "threshold" and set(RULES_BY_ENV["PapiSpecScheduleEnv"]) <= set(names)
+    assert names[0] == "threshold" and set(RULES_BY_VARIANT["spec"]) <= set(names)
     assert result["policies"][result["best_rule"]]["kind"] == "rule"
     assert result["policies"][result["best_rule"]]["ratio_vs_best_rule"] == pytest.approx(1.0)
     md = evaluate.to_markdown(result)
@@ -275,7 +289,7 @@ def test_ragged_cost_of_one_tlp_per_batch_is_the_envs_cost():
     for _ in range(3):
         env.step(np.array([2, 0]))
     n = env.batch.live
-    ctx = np.full(n, env._sum_ctx / n - env._tlp)
+    ctx = np.full(n, env.sum_context / n - env.tlp)
     for tlp in (1, 3, 8):
         for unit, name in enumerate(("pim", "gpu")):
             mine, theirs = ragged_cost(env, np.full(n, tlp), ctx, name), env.cost_at(tlp, unit)
@@ -323,7 +337,7 @@ def test_lookahead_oracle_time_to_go():
     env.reset(seed=2)
     remaining = env.batch.remaining()[env.batch.live_mask()].astype(float)
     never, always = np.zeros_like(remaining), np.full_like(remaining, 0.99)
-    ttg = {t: (env.time_to_go(t, never, remaining), env.time_to_go(t, always, remaining)) for t in (1, 4, 8)}
+    ttg = {t: (time_to_go(env, t, never, remaining), time_to_go(env, t, always, remaining)) for t in (1, 4, 8)}
     assert ttg[1][0] < ttg[4][0] < ttg[8][0]  # nothing accepted: drafting only costs
     assert ttg[8][1] < ttg[4][1] < ttg[1][1]  # everything accepted, small batch: speculate
     assert ttg[1][0] == pytest.approx(ttg[1][1])  # TLP 1 does not depend on acceptance

@@ -142,7 +142,7 @@ def test_sb3_native_adapter_equals_dummy_vec_env(env_id, extra):
 def test_counter_draws_of_chosen_requests_equal_the_whole_batch():
     """A request's draw depends on (episode key, iteration, slot, stream) only: drawing the live
     requests alone (as the envs do) gives exactly the whole batch's draws at those slots."""
-    from papi_env import random_streams
+    from sim import random_streams
 
     key = np.array([3, 2**63 + 5, 17], dtype=np.uint64)
     iteration = np.array([0, 7, 4095])
@@ -155,7 +155,7 @@ def test_counter_draws_of_chosen_requests_equal_the_whole_batch():
 
 
 def test_loading_many_batches_equals_loading_each():
-    from papi_env.batches import BatchArrays
+    from sim.batches import BatchArrays
 
     rng = np.random.default_rng(1)
     batches = [(rng.integers(1, 900, size=k), rng.integers(1, 40, size=k)) for k in (5, 1, 16, 16)]

@@ -48,6 +48,7 @@ import numpy as np
 
 from hardware.systems import CapacityError, CostModel
 from hardware.workloads import MAX_TOKENS, LengthDistribution, WorkloadError, get_dataset
+from sim.acceptance import leading_accepts
 
 ARRIVALS = ("poisson", "gamma")
 DEFAULT_MAX_BATCH = 256  # [D] vLLM's default max_num_seqs
@@ -333,9 +334,7 @@ class OnlineServer:
             if self.acceptance_rate is None or tlp == 1:
                 kept = np.full(rlp, int(tlp), dtype=np.int64)
             else:
-                u = self.rng.random(rlp)
-                leading = np.floor(np.log(u) / math.log(self.acceptance_rate))
-                kept = 1 + np.minimum(leading, tlp - 1).astype(np.int64)
+                kept = 1 + leading_accepts(self.rng.random(rlp), self.acceptance_rate, tlp - 1)
             made = np.minimum(kept, remaining)
             self.generated[old] += made
             produced = int(made.sum())
@@ -381,30 +380,9 @@ class OnlineServer:
                 "tokens": self.generated.copy()}
 
 
-def fcfs_rule(cost_model: CostModel, max_batch: int = DEFAULT_MAX_BATCH, tlp: int = 1, fc: str = "threshold",
-              alpha: float | None = None):
-    """vLLM's default policy as a function of the server: admit every queued request that fits (up
-    to ``max_batch`` running), speculate ``tlp``; FC by PAPI's threshold on RLP x TLP
-    (``fc='threshold'``, alpha from hardware.calibrate unless given), or always on 'gpu' / 'pim'."""
-    if fc == "threshold":
-        if alpha is None:
-            from hardware.calibrate import calibrate_alpha
-
-            alpha = calibrate_alpha(cost_model, 1024, "latency")
-    elif fc not in cost_model.fc_units:
-        raise ValueError(f"fc must be 'threshold' or one of {cost_model.fc_units}, got {fc!r}")
-
-    def decide(server: OnlineServer) -> tuple[str, int, int]:
-        admit = server.admissible()
-        rlp = len(server.running)
-        unit = fc if fc != "threshold" else ("gpu" if rlp * tlp > alpha else "pim")
-        return unit, tlp, admit
-
-    return decide
-
-
 def serve(server: OnlineServer, decide, max_iterations: int = 10_000_000) -> list[IterationRecord]:
-    """Run ``decide(server) -> (fc_unit, tlp, admit)`` every iteration until every request is done."""
+    """Run ``decide(server) -> (fc_unit, tlp, admit)`` every iteration until every request is done
+    (agents.rules.fcfs_rule makes one)."""
     records = []
     while not server.done:
         if len(records) >= max_iterations:

@@ -1,0 +1,159 @@
+"""Oracles and planners: decisions that price candidate actions with the cost model every iteration.
+
+An oracle prices with the hidden truth (true acceptance probabilities, remaining output lengths);
+a planner with what a runtime could estimate. Both ask the environment what an action costs now
+(``step_objective(action)``, the spec variant's ``action_values`` and ``cost_at``, the serving
+env's ``server.decode_cost``: the simulation's answer through the env's public view) and decide
+here. None is a proven bound.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from agents.rules import SPLIT_TABLE_STEPS, UNITS, Bound
+from hardware.systems import FC_KERNELS
+from sim.acceptance import expected_gain
+
+
+def greedy_best(env: Any) -> Any:
+    """The candidate action (``env.candidate_actions()``) with the highest reward now."""
+    best, best_value = None, -np.inf
+    for a in env.candidate_actions():
+        v = env.step_objective(a)
+        if v > best_value:
+            best, best_value = a, v
+    return best
+
+
+def least_cost(values: np.ndarray) -> np.ndarray:
+    """The (TLP - 1, unit) of the least value in a spec env's ``action_values`` table."""
+    return np.array(np.unravel_index(int(np.argmin(values)), values.shape), dtype=np.int64)
+
+
+def split_oracle(env: Any) -> np.ndarray:
+    """PapiSplitSchedule: the per-iteration optimum over fractions k / 32: exact per kernel for
+    latency, energy and latency_target (FC kernels add up; less time never adds a miss); coordinate
+    descent for edp."""
+    cm, kind = env.cost_model, env.reward_kind
+    tokens = env.batch.live * env.tlp
+    grid = [k / SPLIT_TABLE_STEPS for k in range(SPLIT_TABLE_STEPS + 1)]
+    options = {k: [cm.fc_split(k, tokens, f) for f in grid] for k in FC_KERNELS}
+    measure = "time" if kind in ("latency", "latency_target") else "energy"
+    best = [min(range(len(grid)), key=lambda i, k=k: getattr(options[k][i], measure)) for k in FC_KERNELS]
+    if kind == "edp":
+        rest = cm.iteration_split(env.batch.live, env.tlp, env.sum_context, (0.0, 0.0, 0.0))
+        base_t = env.total_time + rest.time - rest.fc_time
+        base_e = env.total_energy + rest.energy - rest.fc_energy
+        for _ in range(2):
+            for j, k in enumerate(FC_KERNELS):
+                others = [options[kk][best[jj]] for jj, kk in enumerate(FC_KERNELS) if jj != j]
+                t0 = base_t + sum(c.time for c in others)
+                e0 = base_e + sum(c.energy for c in others)
+                opts = options[k]
+                best[j] = min(range(len(grid)),
+                              key=lambda i, o=opts, t0=t0, e0=e0: (t0 + o[i].time) * (e0 + o[i].energy))
+    return np.array([grid[i] for i in best], dtype=np.float32)
+
+
+def serve_oracle(env: Any) -> np.ndarray:
+    """PapiServe: a greedy planner with the hidden acceptance rate: admit all that fit, then the
+    (unit, TLP) of least time (latency, goodput) or energy (energy) per expected token this
+    iteration. It looks one iteration ahead."""
+    s = env.server
+    rlp = len(s.running)
+    admit = min(s.admissible(), env.max_admit)
+    if rlp == 0:
+        return np.array([int(not env.unit_mask[0]), 0, max(admit, 1)])
+    p = env.acceptance_rate or 1.0
+    ctx = s.sum_context()
+    best, best_cost = (0, 0), math.inf
+    for unit in (u for u in (0, 1) if env.unit_mask[u]):
+        for tlp in range(1, env.max_tlp + 1):
+            expected = rlp * (tlp if p >= 1.0 else (1 - p**tlp) / (1 - p))
+            t, e = s.decode_cost(rlp, tlp, ctx, UNITS[unit])
+            cost = (e if env.reward_kind == "energy" else t) / expected
+            if cost < best_cost:
+                best, best_cost = (unit, tlp - 1), cost
+    return np.array([best[0], best[1], admit])
+
+
+class Oracle(Bound):
+    """The environment's best action each iteration by the cost model.
+
+    PapiSchedule/Kernel: greedy over the candidate actions. Placement does not change which
+    requests are live or their contexts, so for latency, energy and latency_target the
+    per-iteration best is the episode optimum; for edp it is the greedy best. PapiSplit:
+    :func:`split_oracle`. PapiSpecSchedule: greedy on expected cost per token with the true
+    (hidden) acceptance probabilities, a strong reference but not a bound. PapiServe:
+    :func:`serve_oracle`.
+    """
+
+    def __init__(self, env: Any = None) -> None:
+        if env is not None:
+            self.bind(env)
+
+    def act(self, env):
+        variant = env.variant
+        if variant == "spec":
+            return least_cost(env.action_values(env.acceptance.probabilities()))
+        if variant == "split":
+            return split_oracle(env)
+        if variant == "serve":
+            return serve_oracle(env)
+        a = greedy_best(env)
+        return np.int64(a) if np.ndim(a) == 0 else np.asarray(a)
+
+
+def time_to_go(env: Any, tlp: int, p: np.ndarray, remaining: np.ndarray) -> float:
+    """Expected seconds to finish a spec env's batch if every iteration from now on speculates at
+    ``tlp`` (FC on the faster unit at each RLP, target plus draft), given live request i's
+    acceptance p[i] and remaining tokens remaining[i]: request i finishes after
+    remaining[i] / expected_gain(p[i], tlp) iterations and the batch shrinks as they do.
+    Contexts stay at today's mean (a short-horizon approximation)."""
+    finish = np.sort(remaining / expected_gain(p, tlp))
+    cm = env.cost_model
+    n, ctx, draft = len(finish), env.sum_context / env.batch.live, env.draft
+    seconds, before = 0.0, 0.0
+    for j, at in enumerate(finish):
+        if at > before:
+            rlp = n - j
+            target = min(cm.iteration(rlp, tlp, rlp * ctx, u).time for u in UNITS)
+            seconds += (at - before) * (target + draft.draft(rlp, tlp, rlp * ctx).time)
+            before = at
+    return seconds
+
+
+class LookaheadOracle(Bound):
+    """PapiSpecSchedule, latency: with the hidden truth (acceptance probabilities and remaining
+    output lengths), the TLP that would finish the batch soonest if kept (:func:`time_to_go`), FC
+    on the faster unit now. With wide acceptance spread the greedy oracle spends speculation on
+    requests that are not on the batch's critical path; this one does not. Neither is a proven
+    bound."""
+
+    def bind(self, env: Any) -> LookaheadOracle:
+        base = env.unwrapped
+        if getattr(base, "variant", None) != "spec" or base.reward_kind != "latency":
+            raise ValueError("oracle-lookahead is defined for PapiSpecSchedule-v0 with reward='latency' only")
+        return super().bind(env)
+
+    def act(self, env):
+        mask = env.batch.live_mask()
+        p, remaining = env.acceptance.probabilities()[mask], env.batch.remaining()[mask].astype(float)
+        tlp = min(range(1, env.max_tlp + 1), key=lambda t: time_to_go(env, t, p, remaining))
+        unit = min((0, 1), key=lambda u: env.cost_at(tlp, u).time)
+        return np.array([tlp - 1, unit], dtype=np.int64)
+
+
+class GreedyEMA(Bound):
+    """A model-based planner (PapiSpecSchedule): each iteration, evaluate the cost model for
+    every (TLP, unit) and take the least cost per expected token, with expected tokens from each
+    request's own running acceptance estimate (what the oracle does with the true
+    probabilities and the true remaining lengths; the planner does not know when a request will
+    end). Needs an accurate per-iteration cost model, which real deployments lack."""
+
+    def act(self, env):
+        return least_cost(env.action_values(env.request_estimates(), known_lengths=False))
