@@ -128,34 +128,51 @@ def episodes_of(env: gym.Env, env_id: str, env_kwargs: dict[str, Any], policy: A
     return [run_episode(env, policy, s) for s in seeds]
 
 
-def policy_episodes(job: tuple[str, dict[str, Any], str, list[int], int]) -> list[dict[str, float]]:
-    """The episodes of one policy: job (env id, env kwargs, policy spec, episode seeds, seed)."""
+def policy_name(policy: Any) -> str:
+    """A policy's name in results: its spec string, or a policy object's ``name`` (default: its class)."""
+    return policy if isinstance(policy, str) else getattr(policy, "name", type(policy).__name__)
+
+
+def kind_of(policy: Any) -> str:
+    """'rule', 'planner', 'oracle', 'floor' or 'learned': of a name (policy_kind), or a policy object's
+    ``kind`` attribute (default 'rule')."""
+    return policy_kind(policy) if isinstance(policy, str) else getattr(policy, "kind", "rule")
+
+
+def policy_episodes(job: tuple[str, dict[str, Any], Any, list[int], int]) -> list[dict[str, float]]:
+    """The episodes of one policy: job (env id, env kwargs, policy spec or object, episode seeds, seed)."""
     env_id, env_kwargs, spec, seeds, seed = job
     env = gym.make(env_id, **env_kwargs)
-    policy = make_policy(spec, env=env, seed=seed)
-    return episodes_of(env, env_id, env_kwargs, policy, seeds, batched=policy_kind(spec) == "learned")
+    policy = make_policy(spec, env=env, seed=seed) if isinstance(spec, str) else spec
+    return episodes_of(env, env_id, env_kwargs, policy, seeds, batched=kind_of(spec) == "learned")
 
 
-def evaluate(env_id: str, policy_specs: list[str] | None, episodes: int, seed: int,
-             env_kwargs: dict[str, Any] | None = None, extra_policies: list[str] | None = None,
+def evaluate(env_id: str, policy_specs: list[Any] | None, episodes: int, seed: int,
+             env_kwargs: dict[str, Any] | None = None, extra_policies: list[Any] | None = None,
              num_cpus: int | None = None, address: str | None = None, parallel: bool = False) -> dict[str, Any]:
     """Run every policy on the same episodes; return the eval.json structure.
 
     ``policy_specs`` None: every rule of the variant; ``extra_policies`` are added (learned agents).
+    A policy is a name (agents.policies.make_policy) or an object with ``predict`` (and ``bind(env)``
+    if it reads the env; ``name`` and ``kind`` attributes name it in the results, default its class
+    name and 'rule')."
     ``parallel``: the policies as Ray tasks (experiments.fanout; ``num_cpus``, ``address``), the
     same numbers as one after another."""
     env_kwargs = dict(env_kwargs or {})
     env = gym.make(env_id, **env_kwargs)
     seeds = eval_seeds(episodes, seed)
-    specs = list(dict.fromkeys([*(policy_specs or RULES_BY_VARIANT[env.unwrapped.variant]),
-                                *(extra_policies or [])]))
+    policies = list({policy_name(p): p for p in [*(policy_specs or RULES_BY_VARIANT[env.unwrapped.variant]),
+                                                  *(extra_policies or [])]}.values())
+    specs = [policy_name(p) for p in policies]
     if REFERENCE not in [s.partition(":")[0] for s in specs]:
         specs.insert(0, REFERENCE)
-    jobs = [(env_id, env_kwargs, spec, seeds, seed) for spec in specs]
+        policies.insert(0, REFERENCE)
+    kinds = dict(zip(specs, (kind_of(p) for p in policies), strict=True))
+    jobs = [(env_id, env_kwargs, policy, seeds, seed) for policy in policies]
     if parallel:  # the slowest policies first (oracles and planners price every action each step)
         from experiments import fanout
 
-        order = sorted(range(len(jobs)), key=lambda j: SLOW_FIRST.get(policy_kind(specs[j]), len(SLOW_FIRST)))
+        order = sorted(range(len(jobs)), key=lambda j: SLOW_FIRST.get(kinds[specs[j]], len(SLOW_FIRST)))
         runs: list[Any] = [None] * len(jobs)
         for j, result in zip(order, fanout.run_all(policy_episodes, [jobs[j] for j in order], num_cpus, address),
                              strict=True):
@@ -166,13 +183,13 @@ def evaluate(env_id: str, policy_specs: list[str] | None, episodes: int, seed: i
     reward = env.unwrapped.reward_kind
     env.close()
     ref_name = next(s for s in specs if s.partition(":")[0] == REFERENCE)
-    rules = [s for s in specs if policy_kind(s) == "rule"]
+    rules = [s for s in specs if kinds[s] == "rule"]
     best_rule = max(rules, key=lambda s: np.mean([e["score"] for e in per_policy[s]]))
     result: dict[str, Any] = {"env": env_id, "env_kwargs": env_kwargs, "objective": reward, "episodes": episodes,
                               "seed": seed, "eval_seeds": [seeds[0], seeds[-1]], "reference": ref_name,
                               "best_rule": best_rule, "policies": {}}
     for spec, eps in per_policy.items():
-        row: dict[str, Any] = {"kind": policy_kind(spec)}
+        row: dict[str, Any] = {"kind": kinds[spec]}
         for key in ("score", "time_s", "energy_j", "tokens_per_s", "joules_per_token", "misses", "gpu_share",
                     "mean_tlp"):
             vals = np.array([e[key] for e in eps])

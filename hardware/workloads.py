@@ -73,14 +73,6 @@ class LengthDistribution:
             np.maximum(1, np.rint(lout)).astype(np.int64),
         )
 
-    @property
-    def mean_output(self) -> float:
-        if self.rows is not None:
-            return float(self.rows[:, 1].mean())
-        # mean of the piecewise-linear quantile function
-        q, w = self.output_quantiles, np.diff(np.asarray(GRID, dtype=float))
-        return float((((q[:-1] + q[1:]) / 2) * w).sum() / w.sum())
-
 
 MAX_TOKENS = 10_000_000  # [D] longer than any model's context; keeps every count inside int64
 

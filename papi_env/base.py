@@ -86,7 +86,7 @@ def merge_env_config(env_config: Mapping[str, Any] | None, render_mode: str | No
 
 
 class BatchView:
-    """Read-only view of environment i's batch in a core (what hardware.serving.StaticBatch offers)."""
+    """Read-only view of environment i's batch in a core (live requests, remaining tokens)."""
 
     def __init__(self, core: VectorCore, i: int = 0) -> None:
         self._core, self._i = core, i

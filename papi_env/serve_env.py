@@ -1,6 +1,6 @@
 """PapiServe-v0: online serving with continuous batching, arrivals, KV capacity and latency targets.
 
-One step is one iteration of hardware.online.OnlineServer (read its docstring for the serving
+One step is one iteration of sim.online.OnlineServer (read its docstring for the serving
 loop and its assumptions). Requests arrive over time; the scheduler decides, at every iteration
 boundary:
 

@@ -1,9 +1,9 @@
 """N static batches as arrays: who is live, how long each context is, what each iteration produced.
 
-The array form of hardware.serving.StaticBatch, stepped for N environments at once. Requests of
-environment i occupy slots 0..size[i]-1 of a row of ``width`` slots, sorted by output length (as
-StaticBatch sorts them), so with every draft accepted the live requests are always a suffix of the
-row. Two paths, as in StaticBatch:
+The one implementation of static batching: the environments step N rows at once, sim.static runs
+one row to its end. Requests of environment i occupy slots 0..size[i]-1 of a row of ``width``
+slots, sorted by output length (stable), so with every draft accepted the live requests are
+always a suffix of the row. Two paths:
 
 - lock-step (every verified token accepted): every live request has generated the same number of
   tokens ``generated[i]``; the live requests are slots ``first[i]..size[i]-1``; context sums and

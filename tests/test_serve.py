@@ -1,4 +1,4 @@
-"""Online serving (hardware.online, PapiServe-v0): queueing laws, conservation, capacity, rewards."""
+"""Online serving (sim.online, PapiServe-v0): queueing laws, conservation, capacity, rewards."""
 
 from __future__ import annotations
 
