@@ -44,8 +44,8 @@ beyond: setup
 headroom: setup
 	$(BIN)/python -m experiments.headroom --episodes 20 --out results/headroom
 
-# The issue's 10% cell: GPT-3 175B / EDP, DQN with the expected-token reward, 6 seeds x 300k steps,
-# 100 fresh held-out episodes (8 min on 2 cores at v0.5, 32 at v0.3; README "Reaching 10%").
+# The speculation length on GPT-3 175B / EDP (10% over the best rule is the target): DQN with the expected-token reward, 6 seeds x 300k steps,
+# 100 fresh held-out episodes (8 min on 2 cores; docs/RESULTS.md).
 reach10: setup
 	$(BIN)/python -m experiments.beyond --algo dqn --variants PapiSpecSchedule --objectives edp \
 		--env-kwargs '{"model":"gpt3-175b","reward_tokens":"expected"}' --total-timesteps 300000 \

@@ -121,7 +121,7 @@ def _example(value: Any) -> Any:
 
 def tune_space(space: dict[str, Any], algo: str, env_id: str, search: str) -> dict[str, Any]:
     """Tune's param_space from the YAML ``space``; unknown names and bad env kwargs fail here."""
-    allowed = train._hyperparameter_names(algo) | set(RUN_KEYS) | {"env_kwargs"}
+    allowed = train.hyperparameter_names(algo) | set(RUN_KEYS) | {"env_kwargs"}
     unknown = sorted(set(space) - allowed)
     if unknown:
         raise UsageError(f"space: unknown key(s) {unknown}: neither a {algo} hyperparameter nor one of "

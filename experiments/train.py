@@ -140,7 +140,7 @@ def load_config(algo: str, env_id: str, path: str | Path | None = None) -> dict[
         raise ConfigError(f"{path}: {EXTRAS_KEY}.{env_id} may hold {sorted(EXTRA_KEYS)}, got {extras!r}")
     cfg = {k: v for k, v in block.items() if k in ZOO_RUN_KEYS}
     hyperparams = {k: v for k, v in block.items() if k not in ZOO_RUN_KEYS}
-    allowed = _hyperparameter_names(algo)
+    allowed = hyperparameter_names(algo)
     unknown = set(hyperparams) - allowed
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)} for {env_id}: neither a {algo} hyperparameter "
@@ -168,7 +168,7 @@ def load_config(algo: str, env_id: str, path: str | Path | None = None) -> dict[
     return cfg
 
 
-def _hyperparameter_names(algo: str) -> set[str]:
+def hyperparameter_names(algo: str) -> set[str]:
     """The keyword arguments the algorithm's constructor takes (besides policy and env)."""
     import inspect
 
