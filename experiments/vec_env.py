@@ -22,7 +22,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from papi_env.base import scalar_info
 from papi_env.vector import PapiVectorEnv
-from papi_env.wrappers import unflatten_actions
+from papi_env.wrappers import edp_step_scaled, unflatten_actions
 
 VEC_KINDS = ("native", "dummy", "subproc")
 
@@ -73,7 +73,7 @@ class NativeVecEnv(VecEnv):
         self._returns += rewards
         self._lengths += 1
         if self.step_scaling:
-            rewards = rewards / self.core.steps
+            rewards = edp_step_scaled(rewards, self.core.steps)
         done = terminated | truncated
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
         ended = np.flatnonzero(done)

@@ -24,7 +24,13 @@ class EDPStepScale(gym.Wrapper):
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         self._n += 1
-        return obs, reward / self._n, terminated, truncated, info
+        return obs, edp_step_scaled(reward, self._n), terminated, truncated, info
+
+
+def edp_step_scaled(reward, step):
+    """EDPStepScale's reward: step ``step``'s (1-based) reward divided by ``step``; numbers or arrays
+    (experiments.vec_env.NativeVecEnv applies it to a vector step)."""
+    return reward / step
 
 
 class FlatDiscreteActions(gym.ActionWrapper):
