@@ -29,6 +29,7 @@ def _trial_metrics(record: dict) -> list[tuple]:
     return [(t["seed"], *(t[m] for m in METRICS)) for t in record["trials"]]
 
 
+@pytest.mark.slow  # ~20 s; the fan-out tests keep Ray in the fast set
 def test_minimal_sweep(tmp_path, fresh_ray):
     from experiments import sweep
 

@@ -50,8 +50,9 @@ def killed_run(cmd: list[str], where: str) -> None:
 
 # Checkpoints land on rollout boundaries at least every 10% of the 1024 steps: PPO (2 envs x 128
 # steps) at 256, 512, ...; DQN (a rollout every 4 steps) at 104, 208, ..., 520, ...
-@pytest.mark.parametrize("algo, kill, fallback", [("ppo", "after:256", 256), ("ppo", "during:512", 256),
-                                                  ("dqn", "during:520", 416)])
+@pytest.mark.parametrize("algo, kill, fallback", [  # one case fast, the rest with the slow tests (make test-slow)
+    ("ppo", "after:256", 256), pytest.param("ppo", "during:512", 256, marks=pytest.mark.slow),
+    pytest.param("dqn", "during:520", 416, marks=pytest.mark.slow)])
 def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path, algo, kill, fallback):
     config = tiny_yaml(tmp_path, algo)
     assert subprocess.run(cli(algo, config, tmp_path / "a"), cwd=ROOT, capture_output=True).returncode == 0
