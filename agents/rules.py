@@ -20,7 +20,7 @@ import numpy as np
 from hardware.calibrate import CALIBRATION_MAX_TOKENS, calibrate_alpha, calibration_objective, fc_on_gpu
 from hardware.systems import FC_KERNELS, CostModel
 from papi_env.schedule_env import decode_parallelism
-from sim.online import DEFAULT_MAX_BATCH, OnlineServer
+from sim.online import OnlineServer
 from sim.static import Placement
 
 SPLIT_TABLE_STEPS = 32  # [D] the split table's (and the split oracle's) GPU fractions: k / 32 per kernel
@@ -54,15 +54,17 @@ def fcfs_decision(server: OnlineServer, alpha: float, tlp: int = 1, fc: str = "t
     return unit, tlp, admit
 
 
-def fcfs_rule(cost_model: CostModel, max_batch: int = DEFAULT_MAX_BATCH, tlp: int = 1, fc: str = "threshold",
-              alpha: float | None = None):
+def fcfs_rule(cost_model: CostModel, tlp: int = 1, fc: str = "threshold", alpha: float | None = None):
     """:func:`fcfs_decision` as a function of the server (for sim.online.serve); alpha from the
-    latency calibration unless given. ``max_batch`` is the server's own limit (its admissible())."""
+    latency calibration unless given.
+    The batch limit is the server's own (``OnlineServer.admissible``)."""
     if fc == "threshold":
         alpha = calibrate_alpha(cost_model, CALIBRATION_MAX_TOKENS, "latency") if alpha is None else alpha
     elif fc not in cost_model.fc_units:
         raise ValueError(f"fc must be 'threshold' or one of {cost_model.fc_units}, got {fc!r}")
-    return lambda server: fcfs_decision(server, alpha if alpha is not None else 0.0, tlp, fc)
+    else:
+        alpha = 0.0  # not read: the unit is fixed
+    return lambda server: fcfs_decision(server, alpha, tlp, fc)
 
 
 # ------------------------------------------------------------------ observation-only rules
