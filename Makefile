@@ -51,14 +51,10 @@ reach10: setup
 		--env-kwargs '{"model":"gpt3-175b","reward_tokens":"expected"}' --total-timesteps 300000 \
 		--seeds 6 --episodes 100 --eval-seed 2 --out results/reach10_dqn_expected
 
-# Online serving: PPO on PapiServe-v0 (3 seeds, the config's 500k steps, ~3 min each), then latency
+# Online serving: PPO on PapiServe-v0 (3 seeds, the config's 500k steps, as Ray tasks), then latency
 # versus request rate for the baselines, PAPI's rule, the best fixed TLP and the agents (~5 min).
-SERVE_SEEDS := 0 1 2
 serve: setup
-	for s in $(SERVE_SEEDS); do $(BIN)/python -m experiments.train --algo ppo --env papi_env/PapiServe-v0 --seed $$s \
-		--logdir results/serve_runs --run-name ppo_serve_s$$s --no-progress --overwrite || exit 1; done
-	$(BIN)/python -m experiments.serve $(foreach s,$(SERVE_SEEDS),--agent ppo:results/serve_runs/ppo_serve_s$(s)/best_model.zip) \
-		--out results/serve
+	$(BIN)/python -m experiments.serve --train-seeds 3 --out results/serve
 
 lint: setup
 	$(BIN)/ruff check .

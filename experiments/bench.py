@@ -150,16 +150,8 @@ def bench_train() -> None:
               f"the env's share of training time {env_share:.0%}; cold tables {cold:,.0f} steps/s)")
 
 
-def _fanout_job(job: tuple[str, int, int, str]) -> float:
-    """One training run of the fan-out bench (a module-level function for the pool and for Ray)."""
-    from experiments import train
-
-    objective, seed, total, logdir = job
-    cfg = train.load_config("ppo", papi_env.DEFAULT_ENV_ID)
-    cfg["env_kwargs"] = {**cfg["env_kwargs"], "reward": objective}
-    run = train.train("ppo", papi_env.DEFAULT_ENV_ID, cfg, total, seed, Path(logdir),
-                      run_name=f"{objective}_s{seed}", progress_bar=False, verbose=0, overwrite=True)
-    return json.loads((run / "evaluations.json").read_text())[-1]["score_vs_threshold"]
+def _final_score(run_dir: Path) -> float:
+    return json.loads((Path(run_dir) / "evaluations.json").read_text())[-1]["score_vs_threshold"]
 
 
 def bench_fanout(total: int) -> None:
@@ -173,19 +165,20 @@ def bench_fanout(total: int) -> None:
     import ray
 
     from experiments import fanout, sweep
+    from experiments.jobs import TrainJob, run_job, run_jobs
 
     with tempfile.TemporaryDirectory() as tmp:
-        jobs = [(o, s, total, f"{tmp}/{kind}") for kind in ("pool", "ray") for o in ("latency", "energy")
-                for s in (0, 1)]
+        jobs = [TrainJob("ppo", papi_env.DEFAULT_ENV_ID, s, f"{tmp}/{kind}", total, env_kwargs={"reward": o}, label=o)
+                for kind in ("pool", "ray") for o in ("latency", "energy") for s in (0, 1)]
         start = time.perf_counter()
         with ProcessPoolExecutor(max_workers=2) as pool:
-            pool_scores = list(pool.map(_fanout_job, jobs[:4]))
+            pool_scores = [_final_score(run) for run in pool.map(run_job, jobs[:4])]
         pool_s = time.perf_counter() - start
         print(f"fanout process pool (2 workers)   4 runs x {total} steps  {pool_s:8.1f} s")
         start = time.perf_counter()
         fanout.connect(num_cpus=2)
         init_s = time.perf_counter() - start
-        ray_scores = fanout.run_all(_fanout_job, jobs[4:], num_cpus=2)
+        ray_scores = [_final_score(run) for run in run_jobs(jobs[4:], num_cpus=2)]
         ray_s = time.perf_counter() - start
         print(f"fanout ray tasks (2 CPUs)         4 runs x {total} steps  {ray_s:8.1f} s   "
               f"{ray_s / pool_s - 1:+.1%} vs pool (ray.init {init_s:.1f} s of it)")
@@ -202,7 +195,7 @@ def bench_fanout(total: int) -> None:
         print(f"fanout ray tune sweep (2 CPUs)    4 runs x {total} steps  {tune_s:8.1f} s   "
               f"{tune_s / pool_s - 1:+.1%} vs pool")
         tune_scores = {(t["config"]["env_kwargs.reward"], t["seed"]): t["score_vs_threshold"] for t in trials}
-        same = pool_scores == ray_scores == [tune_scores[(o, s)] for o, s, _, _ in jobs[:4]]
+        same = pool_scores == ray_scores == [tune_scores[(j.label, j.seed)] for j in jobs[:4]]
         print(f"fanout same final validation scores in all three: {same}")
 
 

@@ -34,29 +34,16 @@ require_rl(__name__)  # one clear line if the [rl] extra is missing
 import numpy as np
 
 import papi_env
-from experiments import evaluate, fanout, stats, train
-from experiments.checkpoints import latest_intact
-from experiments.cli import check_env_kwargs, check_output_dir, parse_env_kwargs, positive
+from agents.learned import ALGOS
+from experiments import evaluate, fanout, stats
+from experiments.callbacks import history_ratio
+from experiments.cli import check_output_dir, parse_env_kwargs, positive
 from experiments.io import markdown_table, save_figure, write_json, write_text
+from experiments.jobs import TrainJob, check_jobs, run_jobs
 from experiments.plotting import pyplot
 
 VARIANTS = {name.split("/")[1].removesuffix("-v0"): name for name in papi_env.ENV_IDS}
 OBJECTIVES = papi_env.REWARDS
-
-
-def _train_job(args: tuple[str, str, str, int, int, str, bool, dict]) -> str:
-    algo, env_id, objective, seed, total, logdir, reuse, extra_kwargs = args  # train() caps torch's threads
-    cfg = train.load_config(algo, env_id)
-    cfg["env_kwargs"] = {**cfg["env_kwargs"], **extra_kwargs, "reward": objective}
-    name = f"{algo}_{env_id.split('/')[1]}_{objective}_s{seed}"
-    done = Path(logdir) / name
-    if reuse and (done / "final_model.zip").exists() and (done / "evaluations.json").exists():
-        return str(done)
-    # --reuse also continues a run that was killed part-way, from its newest intact checkpoint
-    resume = reuse and latest_intact(done) is not None
-    run = train.train(algo, env_id, cfg, total or cfg["n_timesteps"], seed, Path(logdir), run_name=name,
-                      progress_bar=False, verbose=0, resume=resume, overwrite=not resume)
-    return str(run)
 
 
 def summarise_cell(result: dict[str, Any], learned: list[str]) -> dict[str, Any]:
@@ -125,7 +112,7 @@ def plot_curves(variant: str, curves: dict[str, list[list[dict]]], path: Path, a
     for objective, runs in curves.items():
         steps = [h["timesteps"] for h in runs[0]]
         n = min(len(r) for r in runs)
-        values = np.array([[train.history_ratio(h) for h in r[:n]] for r in runs])
+        values = np.array([[history_ratio(h) for h in r[:n]] for r in runs])
         line = ax.plot(steps[:n], values.mean(axis=0), marker=".", label=f"{objective}: {algo.upper()}")[0]
         ax.fill_between(steps[:n], values.min(axis=0), values.max(axis=0), alpha=0.2, color=line.get_color())
         top = max(top, float(values.max()) * 1.05)
@@ -148,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Rules vs oracle vs learned agents on every variant and objective.")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {list(VARIANTS)}")
     parser.add_argument("--objectives", default=",".join(OBJECTIVES), help=f"comma-separated, of {list(OBJECTIVES)}")
-    parser.add_argument("--algo", default="ppo", choices=train.ALGOS)
+    parser.add_argument("--algo", default="ppo", choices=ALGOS)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--total-timesteps", type=int, default=None, help="default: each config's n_timesteps")
     parser.add_argument("--episodes", type=int, default=20)
@@ -156,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="held-out episode set: seeds 1,000,000 + 1000 x this + i (experiments.evaluate)")
     fanout.add_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("results/beyond"))
-    parser.add_argument("--reuse", action="store_true", help="skip runs whose final model already exists")
+    parser.add_argument("--reuse", action="store_true", help="keep finished runs in --out and continue killed "
+                        "ones from their checkpoints (default: train every run afresh)")
     parser.add_argument("--model", choices=("best", "final"), default="best",
                         help="which model of each run to evaluate: best on the validation episodes, or the last")
     parser.add_argument("--env-kwargs", default="{}", help="JSON dict of env keyword arguments for every cell "
@@ -175,23 +163,21 @@ def main(argv: list[str] | None = None) -> int:
             positive(args.total_timesteps, "--total-timesteps")
         check_output_dir(args.out)
         extra = parse_env_kwargs(args.env_kwargs)
-        for v in variants:
-            for o in objectives:
-                cfg = train.load_config(args.algo, VARIANTS[v])
-                check_env_kwargs(VARIANTS[v], {**cfg["env_kwargs"], **extra, "reward": o})
+        jobs = [TrainJob(args.algo, VARIANTS[v], s, str(args.out / "runs"), args.total_timesteps,
+                         env_kwargs={**extra, "reward": o}, label=o, resume="continue" if args.reuse else "overwrite")
+                for v in variants for o in objectives for s in range(args.seeds)]
+        check_jobs(jobs)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    jobs = [(args.algo, VARIANTS[v], o, s, args.total_timesteps, str(args.out / "runs"), args.reuse, extra)
-            for v in variants for o in objectives for s in range(args.seeds)]
-    runs = fanout.run_all(_train_job, jobs, args.num_cpus, args.address)
-    run_of = {(j[1], j[2], j[3]): r for j, r in zip(jobs, runs, strict=True)}
+    runs = run_jobs(jobs, args.num_cpus, args.address)
+    run_of = {(j.env_id, j.label, j.seed): r for j, r in zip(jobs, runs, strict=True)}
+    config_of = {(j.env_id, j.label): j.config() for j in jobs}
     rows = []
     for v in variants:
         env_id, curves, best_levels = VARIANTS[v], {}, {}
         for o in objectives:
-            cfg = train.load_config(args.algo, env_id)
-            kwargs = {**cfg["env_kwargs"], **extra, "reward": o}
+            kwargs = config_of[(env_id, o)]["env_kwargs"]
             learned = [f"{args.algo}:{run_of[(env_id, o, s)]}/{args.model}_model.zip" for s in range(args.seeds)]
             result = evaluate.evaluate(env_id, None, args.episodes, args.eval_seed, kwargs, extra_policies=learned,
                                        num_cpus=args.num_cpus, address=args.address, parallel=True)
@@ -203,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             curves[o] = [json.loads((Path(run_of[(env_id, o, s)]) / "evaluations.json").read_text())
                          for s in range(args.seeds)]
         for o in OBJECTIVES:  # the variant's other objectives trained earlier into the same --out stay in its plot
-            earlier = [args.out / "runs" / f"{args.algo}_{env_id.split('/')[1]}_{o}_s{s}" / "evaluations.json"
+            earlier = [TrainJob(args.algo, env_id, s, str(args.out / "runs"), label=o).run_dir / "evaluations.json"
                        for s in range(args.seeds)]
             if o not in curves and all(e.exists() for e in earlier):
                 curves[o] = [json.loads(e.read_text()) for e in earlier]

@@ -22,9 +22,11 @@ require_rl(__name__)  # one clear line if the [rl] extra is missing
 
 import papi_env
 from experiments import evaluate, train
+from experiments.callbacks import history_ratio
 from experiments.cli import check_output_dir, positive
 from experiments.io import save_figure, write_results
 from experiments.plotting import pyplot
+from experiments.run_config import load_config
 
 
 def plot(result: dict, history: list[dict], path: Path) -> None:
@@ -42,7 +44,7 @@ def plot(result: dict, history: list[dict], path: Path) -> None:
     ax1.set_ylabel(f"score / best rule ({result['best_rule']})")
     ax1.set_title(f"{result['episodes']} held-out episodes: IQM and 95% bootstrap CI")
     steps = [h["timesteps"] for h in history]
-    ax2.plot(steps, [train.history_ratio(h) for h in history], marker="o", label="PPO (validation episodes)")
+    ax2.plot(steps, [history_ratio(h) for h in history], marker="o", label="PPO (validation episodes)")
     ax2.axhline(1.0, color="#D55E00", ls="--", label="PAPI's threshold rule")
     ax2.set_ylim(0, 1.1)
     ax2.set_xlabel("environment steps")
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    cfg = train.load_config("ppo", env_id)
+    cfg = load_config("ppo", env_id)
     total = args.total_timesteps or cfg["n_timesteps"]
     run_dir = train.train("ppo", env_id, cfg, total, args.seed, args.out / "runs", progress_bar=not args.no_progress,
                           overwrite=True)
@@ -80,12 +82,12 @@ def main(argv: list[str] | None = None) -> int:
                                         f"ppo:{model_path}"], args.episodes, args.seed, cfg["env_kwargs"])
     history = json.loads((run_dir / "evaluations.json").read_text())
     speed = json.loads((run_dir / "train_speed.json").read_text())
-    best = max(history, key=train.history_ratio)
+    best = max(history, key=history_ratio)
     result["training"] = {"run_dir": str(run_dir), "total_timesteps": total, "best_at_timesteps": best["timesteps"],
                           **speed}
     md = evaluate.to_markdown(result) + (
         f"\nPPO: {total} training steps at {speed['train_steps_per_s']:.0f} steps/s; best validation model "
-        f"at {best['timesteps']} steps ({train.history_ratio(best):.4f}x threshold on validation seeds).\n")
+        f"at {best['timesteps']} steps ({history_ratio(best):.4f}x threshold on validation seeds).\n")
     write_results(args.out, {"eval.json": result, "eval.md": md})
     plot(result, history, args.out / "demo.png")
     print(md)

@@ -25,8 +25,9 @@ require_rl(__name__)  # one clear line if the [rl] extra is missing
 
 import numpy as np
 
-from experiments import evaluate, train
+from experiments import evaluate
 from experiments.io import markdown_table, write_json, write_text
+from experiments.jobs import TrainJob, run_jobs
 
 TRAIN_SETTINGS = {
     "fixed": {},
@@ -42,19 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--total-timesteps", type=int, default=40000)
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("results/generalise"))
-    parser.add_argument("--reuse", action="store_true", help="skip runs whose final model already exists")
+    parser.add_argument("--reuse", action="store_true", help="keep finished runs and continue killed ones")
     args = parser.parse_args(argv)
-    base_cfg = train.load_config("ppo", args.env)
-    learned: dict[str, list[str]] = {}
-    for setting, kwargs in TRAIN_SETTINGS.items():
-        cfg = {**base_cfg, "env_kwargs": {**base_cfg["env_kwargs"], **kwargs}}
-        learned[setting] = []
-        for seed in range(args.seeds):
-            run = args.out / "runs" / f"ppo_{setting}_s{seed}"
-            if not (args.reuse and (run / "final_model.zip").exists()):
-                run = train.train("ppo", args.env, cfg, args.total_timesteps, seed, args.out / "runs",
-                                  run_name=run.name, progress_bar=False, verbose=0, overwrite=True)
-            learned[setting].append(f"ppo:{run / 'best_model.zip'}")
+    jobs = {setting: [TrainJob("ppo", args.env, seed, str(args.out / "runs"), args.total_timesteps, env_kwargs=kwargs,
+                               label=setting, resume="continue" if args.reuse else "overwrite")
+                      for seed in range(args.seeds)]
+            for setting, kwargs in TRAIN_SETTINGS.items()}
+    runs = iter(run_jobs([job for setting in jobs.values() for job in setting]))
+    learned = {setting: [f"ppo:{next(runs) / 'best_model.zip'}" for _ in setting_jobs]
+               for setting, setting_jobs in jobs.items()}
+    base_cfg = jobs["fixed"][0].config()
     target = {**base_cfg["env_kwargs"], **TARGET}
     result = evaluate.evaluate(args.env, None, args.episodes, 0, target,
                                extra_policies=[p for runs in learned.values() for p in runs])

@@ -22,21 +22,18 @@ require_rl(__name__)  # one clear line if the [rl] extra is missing
 import numpy as np
 
 import papi_env
-from experiments import evaluate, fanout, stats, train
+from agents.learned import ALGOS
+from experiments import evaluate, fanout, stats
+from experiments.callbacks import history_ratio
 from experiments.cli import check_output_dir, positive
 from experiments.io import markdown_table, save_figure, write_json, write_text
+from experiments.jobs import TrainJob, check_jobs, run_jobs
 from experiments.plotting import pyplot
-
-
-def _train_seed(job: tuple[str, str, dict, int, int, str]) -> Path:
-    """One seed's run (a Ray task); its run directory."""
-    algo, env_id, cfg, total, seed, logdir = job
-    return train.train(algo, env_id, cfg, total, seed, Path(logdir), progress_bar=False, verbose=0, overwrite=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Multi-seed training report.")
-    parser.add_argument("--algo", choices=train.ALGOS, default="ppo")
+    parser.add_argument("--algo", choices=ALGOS, default="ppo")
     parser.add_argument("--env", default=papi_env.DEFAULT_ENV_ID)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--total-timesteps", type=int)
@@ -51,14 +48,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.total_timesteps is not None:
             positive(args.total_timesteps, "--total-timesteps")
         check_output_dir(args.out)
-        cfg = train.load_config(args.algo, args.env)
+        jobs = [TrainJob(args.algo, args.env, seed, str(args.out / "runs"), args.total_timesteps, resume="overwrite")
+                for seed in range(args.seeds)]
+        check_jobs(jobs)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    total = args.total_timesteps or cfg["n_timesteps"]
+    cfg = jobs[0].config()
+    total = cfg["n_timesteps"]
     per_seed, curves, episode_ratios, threshold_scores, agent_scores = [], {}, [], None, []
-    jobs = [(args.algo, args.env, cfg, total, seed, str(args.out / "runs")) for seed in range(args.seeds)]
-    run_dirs = fanout.run_all(_train_seed, jobs, args.num_cpus, args.address)
+    run_dirs = run_jobs(jobs, args.num_cpus, args.address)
     for seed, run_dir in zip(range(args.seeds), run_dirs, strict=True):
         name = f"{args.algo}:{run_dir / 'best_model.zip'}"
         res = evaluate.evaluate(args.env, ["threshold", "oracle", name], args.episodes, 0, cfg["env_kwargs"])
@@ -95,12 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for seed, hist in curves.items():
-        ax.plot([h["timesteps"] for h in hist], [train.history_ratio(h) for h in hist], marker=".",
+        ax.plot([h["timesteps"] for h in hist], [history_ratio(h) for h in hist], marker=".",
                 label=f"seed {seed}")
     ax.axhline(1.0, color="tab:red", ls="--", label="threshold rule (PAPI)")
     ax.set_xlabel("environment steps")
     ax.set_ylabel("validation score / threshold rule's score")
-    ax.set_ylim(0, max(1.1, max(train.history_ratio(h) for hist in curves.values() for h in hist) * 1.05))
+    ax.set_ylim(0, max(1.1, max(history_ratio(h) for hist in curves.values() for h in hist) * 1.05))
     ax.set_title(f"{args.algo.upper()} on {args.env.split('/')[-1]}, one line per seed")
     ax.legend(fontsize=8)
     save_figure(fig, args.out / "curves.png")

@@ -1,6 +1,7 @@
 """The standard serving figure: p50/p99 TTFT and TPOT versus request rate, light load to saturation.
 
-    python -m experiments.serve --agent ppo:results/serve_runs/ppo_serve_s0/best_model.zip --out results/serve
+    python -m experiments.serve --train-seeds 3 --out results/serve          (`make serve`)
+    python -m experiments.serve --agent ppo:results/serve/runs/ppo_PapiServe-v0_s0/best_model.zip --out results/serve
 
 On PapiServe-v0 (LLaMA-65B, creative-writing lengths, Poisson arrivals or, with ``--arrival gamma
 --cv C``, bursts; drafts accepted with probability ``--acceptance-rate``), every policy serves the
@@ -37,6 +38,7 @@ from experiments import fanout, stats
 from experiments.cli import UsageError, check_output_dir, positive
 from experiments.evaluate import eval_seeds, run_episode
 from experiments.io import markdown_table, save_figure, write_results
+from experiments.jobs import TrainJob, check_jobs, run_jobs
 from experiments.plotting import pyplot
 from sim.online import summarise
 
@@ -201,6 +203,13 @@ def plot(record: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Latency versus request rate on PapiServe-v0.")
     parser.add_argument("--agent", action="append", default=[], help="a learned policy ALGO:PATH (repeatable)")
+    parser.add_argument("--train-seeds", type=int, default=0,
+                        help="first train this many PPO seeds on PapiServe-v0 (its config block in "
+                             "experiments/configs/ppo.yaml) into --out/runs, as Ray tasks, and add their best models")
+    parser.add_argument("--total-timesteps", type=int, default=None,
+                        help="steps per trained seed (default: the config's)")
+    parser.add_argument("--reuse", action="store_true", help="keep finished training runs in --out/runs and continue "
+                        "killed ones from their checkpoints")
     parser.add_argument("--rates", default=",".join(f"{r:g}" for r in DEFAULT_RATES),
                         help="requests/s, comma-separated")
     parser.add_argument("--episodes", type=int, default=8)
@@ -231,9 +240,18 @@ def main(argv: list[str] | None = None) -> int:
         papi_env.PapiServeEnv(**kwargs)  # bad settings fail here, before any work
         for agent in args.agent:
             make_policy(agent)
+        if args.train_seeds < 0:
+            raise UsageError(f"--train-seeds must be >= 0, got {args.train_seeds}")
+        if args.total_timesteps is not None:
+            positive(args.total_timesteps, "--total-timesteps")
+        jobs = [TrainJob("ppo", SERVE, seed, str(args.out / "runs"), args.total_timesteps,
+                         resume="continue" if args.reuse else "overwrite") for seed in range(args.train_seeds)]
+        check_jobs(jobs)
     except (UsageError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if jobs:
+        args.agent += [f"ppo:{run / 'best_model.zip'}" for run in run_jobs(jobs, args.num_cpus, args.address)]
     record = run(args.agent, rates, args.episodes, args.eval_seed, kwargs, args.num_cpus, args.address)
     md = to_markdown(record)
     write_results(args.out, {"serve.json": record, "serve.md": md})

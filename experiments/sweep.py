@@ -57,17 +57,18 @@ import numpy as np
 import yaml
 
 import papi_env
-from experiments import evaluate, fanout, stats, train
-from experiments.checkpoints import latest_intact
+from agents.learned import ALGOS
+from experiments import evaluate, fanout, stats
 from experiments.cli import UsageError, check_env_kwargs, check_output_dir, positive
 from experiments.io import markdown_table, write_json, write_text
+from experiments.jobs import TrainJob, run_job
+from experiments.run_config import ConfigError, check_overrides, load_config, with_overrides
 
 METRIC = "score_vs_threshold"  # higher is better; every validation reports it
 REPORTED = ("score_vs_threshold", "gap_to_oracle", "gpu_share", "joules_per_token", "tokens_per_s", "mean_tlp",
             "missed_target_share")
 SPACE_FUNCTIONS = ("grid_search", "choice", "uniform", "quniform", "loguniform", "qloguniform", "randint",
                    "qrandint", "lograndint")
-RUN_KEYS = ("n_envs", "normalize", "eval_freq", "eval_episodes")  # config keys a sweep may set besides hyperparams
 SETTINGS_FILE = "sweep_settings.json"  # what --resume needs to rebuild the same sweep
 TUNE_DIR = "tune"
 
@@ -111,21 +112,28 @@ def _domain(name: str, value: dict[str, Any]) -> Any:
         raise UsageError(f"space.{name}: {function}{tuple(args)} is not valid: {err}") from None
 
 
-def _example(value: Any) -> Any:
-    """One value the domain can take (to build the env once before the sweep)."""
+def _values(name: str, value: Any) -> list[Any]:
+    """The values a space entry can take that can be checked before the sweep: every value of a
+    grid or a choice, both ends of a range; a fixed value itself. A one-key mapping whose key is
+    not a search function but whose value is a list is taken for a misspelt function."""
+    if isinstance(value, dict) and len(value) == 1 and not _is_domain(value):
+        (key, args), = value.items()
+        if isinstance(args, list):
+            raise UsageError(f"space.{name}: {key!r} is not a search-space function; allowed: {list(SPACE_FUNCTIONS)}")
     if not _is_domain(value):
-        return value
+        return [value]
     function, args = next(iter(value.items()))
-    return args[0]
+    if function in ("grid_search", "choice"):
+        return list(args)
+    return [a for a in args[:2]]  # the range's ends (q steps and bases are Tune's to check)
 
 
 def tune_space(space: dict[str, Any], algo: str, env_id: str, search: str) -> dict[str, Any]:
-    """Tune's param_space from the YAML ``space``; unknown names and bad env kwargs fail here."""
-    allowed = train.hyperparameter_names(algo) | set(RUN_KEYS) | {"env_kwargs"}
-    unknown = sorted(set(space) - allowed)
-    if unknown:
-        raise UsageError(f"space: unknown key(s) {unknown}: neither a {algo} hyperparameter nor one of "
-                         f"{sorted(RUN_KEYS) + ['env_kwargs']}")
+    """Tune's param_space from the YAML ``space``. Everything that can fail in a trial fails here,
+    before Ray starts: unknown names, malformed functions, and every grid and choice value (and
+    both ends of every range) laid over the config one at a time through the same checks as
+    experiments.train, env kwargs included (the env is built once per value)."""
+    check_overrides(algo, space, "space")  # a ConfigError is a UsageError
     env_kwargs = space.get("env_kwargs", {})
     if not isinstance(env_kwargs, dict):
         raise UsageError(f"space.env_kwargs must be a mapping of keyword arguments, got {env_kwargs!r}")
@@ -134,29 +142,16 @@ def tune_space(space: dict[str, Any], algo: str, env_id: str, search: str) -> di
     grids = [k for k, v in flat.items() if _is_domain(v) and "grid_search" in v]
     if search == "optuna" and grids:
         raise UsageError(f"--search optuna samples every value; replace grid_search in {grids} by choice")
-    cfg = train.load_config(algo, env_id)
-    check_env_kwargs(env_id, {**cfg["env_kwargs"], **{k: _example(v) for k, v in env_kwargs.items()}},
-                     flag="space.env_kwargs")
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {key: _domain(key, value) if _is_domain(value) else value for key, value in flat.items()}
+    cfg = load_config(algo, env_id)
+    first = {key: _values(key, value)[0] for key, value in flat.items()}
+    check_env_kwargs(env_id, with_overrides(cfg, first, "space")["env_kwargs"], "space.env_kwargs")
     for key, value in flat.items():
-        out[key] = _domain(key, value) if _is_domain(value) else value
+        for v in _values(key, value)[1:]:
+            trial = with_overrides(cfg, {**first, key: v}, "space")
+            if key.startswith("env_kwargs."):
+                check_env_kwargs(env_id, trial["env_kwargs"], f"space.{key}={v!r}")
     return out
-
-
-def apply_trial(cfg: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    """A copy of the config block with a trial's values laid over it (hyperparams, run keys, env_kwargs)."""
-    cfg = {**cfg, "hyperparams": dict(cfg["hyperparams"]), "env_kwargs": dict(cfg["env_kwargs"])}
-    for key, value in config.items():
-        if key == "seed":
-            continue
-        if key.startswith("env_kwargs."):
-            cfg["env_kwargs"][key.removeprefix("env_kwargs.")] = value
-        elif key in RUN_KEYS:
-            cfg[key] = value
-        else:
-            cfg["hyperparams"][key] = value
-    train.validate_config(cfg, "trial")
-    return cfg
 
 
 # ------------------------------------------------------------------------------ one trial
@@ -177,32 +172,31 @@ def config_seed(config: dict[str, Any], base: int) -> int:
     return base + zlib.crc32(json.dumps(_plain(config), sort_keys=True).encode()) % 1_000_000
 
 
-def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
-    """A Tune function trainable: train one agent, reporting every validation.
+def trial_job(config: dict[str, Any], settings: dict[str, Any], trial_id: str) -> TrainJob:
+    """A trial as a training job: the trial's values over the config block, its seed, a run
+    directory named after the trial, and ``continue`` (a trial that a killed sweep left unfinished
+    resumes from its newest intact checkpoint when ``--resume`` restores the sweep)."""
+    seed = int(config["seed"]) if "seed" in config else config_seed(config, settings["seed_base"])
+    return TrainJob(settings["algo"], settings["env"], seed, str(Path(settings["out"]) / "runs"),
+                    settings["total_timesteps"], overrides={k: v for k, v in config.items() if k != "seed"},
+                    label=trial_id, resume="continue")
 
-    The run directory is named after the trial, so a trial that a killed sweep left unfinished
-    resumes from its newest intact checkpoint when ``--resume`` restores the sweep."""
+
+def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
+    """A Tune function trainable: train one agent (experiments.jobs), reporting every validation."""
     import ray
     from ray import tune
 
-    trial_id = tune.get_context().get_trial_id()
-    seed = int(config["seed"]) if "seed" in config else config_seed(config, settings["seed_base"])
-    algo, env_id = settings["algo"], settings["env"]
-    cfg = apply_trial(train.load_config(algo, env_id), config)
-    name = f"{algo}_{env_id.split('/')[-1]}_{trial_id}"
-    runs = Path(settings["out"]) / "runs"
-    resume = latest_intact(runs / name) is not None
+    job = trial_job(config, settings, tune.get_context().get_trial_id())
     node = ray.get_runtime_context().get_node_id()
-
     reported = []
 
     def report(entry: dict) -> None:
         reported.append(entry)
         tune.report({k: entry[k] for k in ("timesteps", *REPORTED) if k in entry}
-                    | {"seed": seed, "node": node, "run_dir": str(runs / name)})
+                    | {"seed": job.seed, "node": node, "run_dir": str(job.run_dir)})
 
-    run_dir = train.train(algo, env_id, cfg, settings["total_timesteps"], seed, runs, resume=resume, run_name=name,
-                          progress_bar=False, verbose=0, overwrite=not resume, on_validation=report)
+    run_dir = run_job(job, on_validation=report)
     if not reported:  # resumed after its last validation: report that one, so the trial has its metrics
         report(json.loads((run_dir / "evaluations.json").read_text())[-1])
 
@@ -279,7 +273,7 @@ def evaluate_best(settings: dict[str, Any], best: list[dict[str, Any]]) -> None:
     on the same held-out episodes (experiments.evaluate), in place."""
     algo, env_id = settings["algo"], settings["env"]
     for entry in best:
-        kwargs = apply_trial(train.load_config(algo, env_id), entry["config"])["env_kwargs"]
+        kwargs = with_overrides(load_config(algo, env_id), entry["config"], "trial")["env_kwargs"]
         learned = [f"{algo}:{run}/best_model.zip" for run in entry["run_dirs"]]
         result = evaluate.evaluate(env_id, None, settings["episodes"], settings["eval_seed"], kwargs,
                                    extra_policies=learned)
@@ -327,7 +321,7 @@ def to_markdown(record: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="A Ray Tune sweep over seeds and hyperparameters.")
     parser.add_argument("--space", type=Path, help="YAML search space (see the module docstring)")
-    parser.add_argument("--algo", choices=train.ALGOS)
+    parser.add_argument("--algo", choices=ALGOS)
     parser.add_argument("--env", help=f"env id, of {list(papi_env.ALL_ENV_IDS)} (default {papi_env.DEFAULT_ENV_ID})")
     parser.add_argument("--seeds", type=int, help="seeds per configuration (default 1)")
     parser.add_argument("--seed-base", type=int, default=0, help="first seed")
@@ -345,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = settings_from_args(args)
-    except (UsageError, train.ConfigError, ValueError) as err:
+    except (UsageError, ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     start = time.perf_counter()
@@ -377,12 +371,12 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"--out {out} already holds a sweep; pass --resume to finish it, or choose another --out")
     data = load_space_file(args.space) if args.space else {}
     algo = args.algo or data.get("algo", "ppo")
-    if algo not in train.ALGOS:
-        raise UsageError(f"algo {algo!r} is unknown; allowed: {list(train.ALGOS)}")
+    if algo not in ALGOS:
+        raise UsageError(f"algo {algo!r} is unknown; allowed: {list(ALGOS)}")
     env_id = args.env or data.get("env", papi_env.DEFAULT_ENV_ID)
     if env_id not in papi_env.ALL_ENV_IDS:
         raise UsageError(f"unknown env {env_id!r}; allowed: {list(papi_env.ALL_ENV_IDS)}")
-    cfg = train.load_config(algo, env_id)
+    cfg = load_config(algo, env_id)
     seeds = args.seeds if args.seeds is not None else data.get("seeds", 1)
     total = args.total_timesteps if args.total_timesteps is not None else data.get("total_timesteps",
                                                                                    cfg["n_timesteps"])

@@ -12,7 +12,7 @@ import yaml
 
 pytest.importorskip("stable_baselines3")
 
-from experiments import checkpoints, train  # noqa: E402
+from experiments import callbacks, checkpoints  # noqa: E402
 
 ENV = "papi_env/PapiSchedule-v0"
 TINY = dict(batch_size=[4, 16], tlp=[1, 4], dataset="general-qa")
@@ -108,8 +108,8 @@ def test_command_line_values_fail_in_one_line(tmp_path, flag, value, message):
 
 
 def test_checkpoints_are_at_least_every_tenth_of_the_run():
-    assert train.effective_checkpoint_freq({"checkpoint_freq": 20_000}, 20_000) == 2_000
-    assert train.effective_checkpoint_freq({"checkpoint_freq": 500}, 20_000) == 500
+    assert callbacks.effective_checkpoint_freq({"checkpoint_freq": 20_000}, 20_000) == 2_000
+    assert callbacks.effective_checkpoint_freq({"checkpoint_freq": 500}, 20_000) == 500
 
 
 def test_damaged_checkpoints_are_reported(tmp_path):

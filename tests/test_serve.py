@@ -218,9 +218,9 @@ def test_ppo_trains_on_papiserve_and_the_figure_script_runs(tmp_path):
     import json
 
     ray = pytest.importorskip("ray")
-    from experiments import serve, train
+    from experiments import run_config, serve, train
 
-    cfg = train.load_config("ppo", SERVE)
+    cfg = run_config.load_config("ppo", SERVE)
     cfg.update(n_envs=2, eval_freq=512, eval_episodes=1, checkpoint_freq=512,
                env_kwargs={**cfg["env_kwargs"], "requests": 16, "warmup": 2, "rate": 8.0})
     cfg["hyperparams"] = {**cfg["hyperparams"], "n_steps": 128, "batch_size": 64, "n_epochs": 1}

@@ -6,13 +6,13 @@ import pytest
 
 pytest.importorskip("stable_baselines3")
 
-from experiments import evaluate, train  # noqa: E402
+from experiments import evaluate, run_config, run_records, train  # noqa: E402
 
 TINY = dict(batch_size=[4, 16], tlp=[1, 4], dataset="general-qa")
 
 
 def tiny_config(algo):
-    cfg = train.load_config(algo, "papi_env/PapiSchedule-v0")
+    cfg = run_config.load_config(algo, "papi_env/PapiSchedule-v0")
     cfg.update(n_envs=1 if algo == "dqn" else 2, eval_freq=256, eval_episodes=2, checkpoint_freq=256, env_kwargs=TINY)
     if algo in ("ppo", "maskable_ppo"):
         cfg["hyperparams"] = {**cfg["hyperparams"], "n_steps": 128, "batch_size": 64, "n_epochs": 2}
@@ -25,37 +25,37 @@ def test_every_shipped_config_loads():
     import yaml
 
     found = 0
-    for path in train.CONFIG_DIR.glob("*.yaml"):
+    for path in run_config.CONFIG_DIR.glob("*.yaml"):
         for env_id in yaml.safe_load(path.read_text()):
-            if env_id == train.EXTRAS_KEY:
+            if env_id == run_config.EXTRAS_KEY:
                 continue
-            cfg = train.load_config(path.stem, env_id)
+            cfg = run_config.load_config(path.stem, env_id)
             assert cfg["n_timesteps"] > 0 and isinstance(cfg["hyperparams"], dict)
             found += 1
     assert found >= 8  # every algorithm on PapiSchedule-v0, PPO on every variant, SAC on the split
 
 
 def test_config_errors(tmp_path):
-    with pytest.raises(train.ConfigError, match="unknown algorithm"):
-        train.load_config("trpo", "papi_env/PapiSchedule-v0")
+    with pytest.raises(run_config.ConfigError, match="unknown algorithm"):
+        run_config.load_config("trpo", "papi_env/PapiSchedule-v0")
     bad = tmp_path / "c.yaml"
     bad.write_text("papi_env/PapiSchedule-v0:\n  n_envz: 2\n")
-    with pytest.raises(train.ConfigError, match=r"unknown key\(s\) \['n_envz'\]"):
-        train.load_config("ppo", "papi_env/PapiSchedule-v0", bad)
+    with pytest.raises(run_config.ConfigError, match=r"unknown key\(s\) \['n_envz'\]"):
+        run_config.load_config("ppo", "papi_env/PapiSchedule-v0", bad)
     bad.write_text("other-env: {}\n")
-    with pytest.raises(train.ConfigError, match="no block for env"):
-        train.load_config("ppo", "papi_env/PapiSchedule-v0", bad)
+    with pytest.raises(run_config.ConfigError, match="no block for env"):
+        run_config.load_config("ppo", "papi_env/PapiSchedule-v0", bad)
     bad.write_text("a: [unclosed\n")
-    with pytest.raises(train.ConfigError, match="not valid YAML"):
-        train.load_config("ppo", "papi_env/PapiSchedule-v0", bad)
+    with pytest.raises(run_config.ConfigError, match="not valid YAML"):
+        run_config.load_config("ppo", "papi_env/PapiSchedule-v0", bad)
     for value in ("fast", "lin_", "lin_-1e-4"):
         bad.write_text(f"papi_env/PapiSchedule-v0:\n  learning_rate: '{value}'\n")
-        with pytest.raises(train.ConfigError, match=r"learning_rate must be .*'lin_<positive number>'"):
-            train.load_config("ppo", "papi_env/PapiSchedule-v0", bad)
+        with pytest.raises(run_config.ConfigError, match=r"learning_rate must be .*'lin_<positive number>'"):
+            run_config.load_config("ppo", "papi_env/PapiSchedule-v0", bad)
 
 
 def test_linear_schedules_decay_to_zero_and_train(tmp_path):
-    params = train.parse_schedules({"learning_rate": "lin_3e-4", "clip_range": 0.2, "n_steps": 128}, "test")
+    params = run_config.parse_schedules({"learning_rate": "lin_3e-4", "clip_range": 0.2, "n_steps": 128}, "test")
     lr = params["learning_rate"]
     assert lr(1.0) == pytest.approx(3e-4) and lr(0.5) == pytest.approx(1.5e-4) and lr(0.0) == 0.0
     assert params["clip_range"] == 0.2 and params["n_steps"] == 128
@@ -92,7 +92,7 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
 
 
 def test_resume_without_checkpoint_fails(tmp_path):
-    with pytest.raises(train.RunDirError, match="nothing to resume"):
+    with pytest.raises(run_records.RunDirError, match="nothing to resume"):
         train.train("ppo", "papi_env/PapiSchedule-v0", tiny_config("ppo"), 256, 0, tmp_path, resume=True,
                     progress_bar=False, verbose=0)
 
@@ -124,7 +124,7 @@ def test_demo_end_to_end(tmp_path):
                                           ("sac", "papi_env/PapiSplitSchedule-v0"),
                                           ("dqn", "papi_env/PapiSpecSchedule-v0")])
 def test_variants_train_and_evaluate(tmp_path, algo, env_id):
-    cfg = train.load_config(algo, env_id)
+    cfg = run_config.load_config(algo, env_id)
     kwargs = dict(batch_size=[4, 8], dataset="general-qa", reward="edp")
     cfg.update(n_envs=1, eval_freq=256, eval_episodes=1, checkpoint_freq=256, env_kwargs=kwargs)
     if algo == "ppo":
