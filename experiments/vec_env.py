@@ -1,12 +1,13 @@
 """stable-baselines3's VecEnv over a native PAPI vector environment (papi_env.vector).
 
 SB3 resets a finished environment within the same step (the new episode's first observation in
-the returned batch, the last one in ``infos[i]["terminal_observation"]``), while gymnasium's
-vector environments reset on the next step. This adapter drives the variant's core directly with
-SB3's convention, records every episode's return and length in ``infos[i]["episode"]`` as SB3's
-Monitor does (before the training aids), and applies the training aids of papi_env.wrappers as arrays: the edp step
-scaling (reward of step n divided by n) and the flat discrete actions for DQN. It is pickled whole
-into checkpoints (its batches, generators and counters), as DummyVecEnv is.
+the returned batch, the last one in ``infos[i]["terminal_observation"]``): gymnasium's SAME_STEP
+autoreset, which the vector env implements (``PapiVectorEnv.step_same_step``); this adapter only
+formats its result as SB3 wants it. It records every episode's return and length in
+``infos[i]["episode"]`` as SB3's Monitor does (before the training aids), and applies the training
+aids of papi_env.wrappers through their array forms (``edp_step_scaled``, ``unflatten_actions``):
+the edp step scaling (reward of step n divided by n) and the flat discrete actions for DQN. It is
+pickled whole into checkpoints (its batches, generators and counters), as DummyVecEnv is.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from papi_env.base import scalar_info
@@ -33,9 +34,10 @@ class NativeVecEnv(VecEnv):
     def __init__(self, env_id: str, num_envs: int, env_kwargs: dict | None = None, edp_step_scaling: bool = False,
                  flat_actions: bool = False) -> None:
         kwargs = {k: v for k, v in (env_kwargs or {}).items() if k != "render_mode"}
-        venv = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
+        venv = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point",
+                            autoreset_mode=AutoresetMode.SAME_STEP, **kwargs)
         vector: PapiVectorEnv = venv.unwrapped
-        self.core = vector.core
+        self.vector, self.core = vector, vector.core
         self.step_scaling = edp_step_scaling
         action_space = vector.single_action_space
         self.nvec: tuple[int, ...] | None = None
@@ -45,17 +47,13 @@ class NativeVecEnv(VecEnv):
         self.render_mode = None
         super().__init__(num_envs, vector.single_observation_space, action_space)
         self._actions: np.ndarray | None = None
-        self._everyone = np.ones(num_envs, dtype=bool)  # every env steps (SB3 resets within the step)
         self._returns = np.zeros(num_envs)
         self._lengths = np.zeros(num_envs, dtype=np.int64)
         self._start = time.time()
 
     # --------------------------------------------------------------------------- VecEnv API
     def reset(self) -> np.ndarray:
-        for i, seed in enumerate(self._seeds):
-            if seed is not None or self.core.rngs[i] is None:
-                self.core.rngs[i] = seeding.np_random(seed)[0]
-        obs, info = self.core.reset_envs(np.arange(self.num_envs))
+        obs, info = self.vector.reset(seed=list(self._seeds))  # None: that generator keeps going
         self.reset_infos = [scalar_info(info, i) for i in range(self.num_envs)]
         self._reset_seeds()
         self._reset_options()
@@ -68,29 +66,22 @@ class NativeVecEnv(VecEnv):
         actions = self._actions
         if self.nvec is not None:
             actions = unflatten_actions(actions.reshape(self.num_envs), self.nvec)
-        _, rewards, terminated, truncated, info = self.core.step(self.core.check_actions(actions, self._everyone),
-                                                                 observe=False)
+        steps = self.core.steps + 1 if self.step_scaling else None  # 1-based step counts (reset zeroes ended ones)
+        obs, rewards, terminated, truncated, info, ended, final_obs = self.vector.step_same_step(actions)
         self._returns += rewards
         self._lengths += 1
         if self.step_scaling:
-            rewards = edp_step_scaled(rewards, self.core.steps)
+            rewards = edp_step_scaled(rewards, steps)
         done = terminated | truncated
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
-        ended = np.flatnonzero(done)
-        if len(ended):
-            # the last observation: zeros where the batch ended, the state itself where time ran out
-            last = self.core.end_observations(terminated) if truncated.any() else None
-            for i in ended.tolist():
-                infos[i] = scalar_info(info, i)
-                infos[i]["terminal_observation"] = (last[i].copy() if last is not None
-                                                    else np.zeros(self.observation_space.shape, dtype=np.float32))
-                infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
-                infos[i]["episode"] = {"r": round(float(self._returns[i]), 6), "l": int(self._lengths[i]),
-                                       "t": round(time.time() - self._start, 6)}
-            self.core.start_episodes(ended)
-            self._returns[ended] = 0.0
-            self._lengths[ended] = 0
-        obs = self.core.observe()  # once, after the resets (no row here has ended: those were reset)
+        for j, i in enumerate(ended.tolist()):
+            infos[i] = scalar_info(info, i)
+            infos[i]["terminal_observation"] = final_obs[j].copy()
+            infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+            infos[i]["episode"] = {"r": round(float(self._returns[i]), 6), "l": int(self._lengths[i]),
+                                   "t": round(time.time() - self._start, 6)}
+        self._returns[ended] = 0.0
+        self._lengths[ended] = 0
         return obs, rewards.astype(np.float32), done, infos
 
     def close(self) -> None:

@@ -6,10 +6,18 @@
 Each class wraps its variant's core (papi_env.core): the same dynamics as the scalar environment,
 which is the core with N = 1, so N environments here give exactly what N scalar environments in a
 ``gymnasium.vector.SyncVectorEnv`` give for the same seeds and actions (observations, rewards,
-terminations, truncations and infos; tests/test_vector.py). Autoreset follows gymnasium 1.x's
-default ``AutoresetMode.NEXT_STEP``: the step after an episode ends resets that environment (its
-action is ignored) and returns the reset observation and info, reward 0. ``reset(seed=s)`` seeds
+terminations, truncations and infos; tests/test_vector.py). ``reset(seed=s)`` seeds
 environment i with s + i, as SyncVectorEnv does.
+
+Autoreset, in the two modes gymnasium defines (``autoreset_mode=``):
+
+- ``AutoresetMode.NEXT_STEP`` (default, as gymnasium 1.x): the step after an episode ends resets
+  that environment (its action is ignored) and returns the reset observation and info, reward 0;
+- ``AutoresetMode.SAME_STEP``: the step that ends an episode resets it at once and returns the new
+  episode's observation and reset info, with the ended episode's last observation and info under
+  ``final_obs`` and ``final_info`` (as SyncVectorEnv does). ``PapiVectorEnv.step_same_step``
+  is this mode without gymnasium's info layout, for adapters (the stable-baselines3 VecEnv in
+  experiments.vec_env) that format the ended episodes' infos their own way.
 """
 
 from __future__ import annotations
@@ -34,14 +42,21 @@ class PapiVectorEnv(VectorEnv):
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
     core_class: type[VectorCore] = ScheduleCore
 
-    def __init__(self, num_envs: int = 1, **kwargs: Any) -> None:
+    def __init__(self, num_envs: int = 1, autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+                 **kwargs: Any) -> None:
         kwargs.pop("render_mode", None)  # text rendering is the scalar envs'; vectors render nothing
+        modes = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP)
+        if autoreset_mode not in modes and autoreset_mode not in [m.value for m in modes]:
+            raise ValueError(f"autoreset_mode must be one of {[m.value for m in modes]}, got {autoreset_mode!r}")
+        self.autoreset_mode = AutoresetMode(autoreset_mode)
+        self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
         self.core = self.core_class(num_envs, **kwargs)
         self.num_envs = self.core.num_envs
         self.single_action_space, self.single_observation_space = self.core.single_spaces()
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
+        self._everyone = np.ones(self.num_envs, dtype=bool)
         self._started = False
 
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None):
@@ -66,6 +81,11 @@ class PapiVectorEnv(VectorEnv):
     def step(self, actions: Any):
         if not self._started:
             raise RuntimeError("call reset() before step()")
+        if self.autoreset_mode == AutoresetMode.SAME_STEP:
+            obs, reward, terminated, truncated, info, ended, final_obs, reset_info = self._step_and_reset(actions)
+            if len(ended):
+                info = _same_step_info(info, reset_info, ended, final_obs, self.num_envs)
+            return obs, reward, terminated, truncated, info
         stepping = ~self._autoreset
         _, reward, terminated, truncated, info = self.core.step(self.core.check_actions(actions, stepping),
                                                                 observe=False)
@@ -78,6 +98,32 @@ class PapiVectorEnv(VectorEnv):
         obs = self.core.end_observations(terminated)  # once, after the resets
         self._autoreset = terminated | truncated
         return obs, reward, terminated, truncated, info
+
+    def step_same_step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                    dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
+        """Step every environment and reset those whose episode ended, in one call (SAME_STEP
+        autoreset without gymnasium's info layout). Returns ``(obs, reward, terminated, truncated,
+        info, ended, final_obs)``: ``obs`` holds the new episodes' first observations in the rows
+        that ended; ``info`` is the step's info (the ended episodes' last info in their rows);
+        ``ended`` the indices that ended; ``final_obs`` (len(ended), obs_size) their last
+        observations (zeros where the batch finished, as everywhere here), or None if none ended."""
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        obs, reward, terminated, truncated, info, ended, final_obs, _ = self._step_and_reset(actions)
+        return obs, reward, terminated, truncated, info, ended, final_obs
+
+    def _step_and_reset(self, actions: Any) -> tuple:
+        _, reward, terminated, truncated, info = self.core.step(self.core.check_actions(actions, self._everyone),
+                                                                observe=False)
+        ended = np.flatnonzero(terminated | truncated)
+        final_obs = reset_info = None
+        if len(ended):
+            if truncated[ended].any():  # the state itself where time ran out
+                final_obs = self.core.end_observations(terminated)[ended]
+            else:  # every ended batch finished: zeros
+                final_obs = np.zeros((len(ended), *self.single_observation_space.shape), dtype=np.float32)
+            reset_info = self.core.start_episodes(ended)
+        return self.core.observe(), reward, terminated, truncated, info, ended, final_obs, reset_info
 
     def action_masks(self) -> np.ndarray:
         """(N, actions) which actions are possible now (as each scalar env's action_masks)."""
@@ -113,6 +159,29 @@ def _replace_rows(info: dict[str, np.ndarray], reset_info: dict[str, np.ndarray]
     for key, values in reset_info.items():
         if key[0] != "_" and key not in info:
             info[key], info["_" + key] = values, reset_info["_" + key]
+
+
+def _same_step_info(info: dict[str, np.ndarray], reset_info: dict[str, np.ndarray], ended: np.ndarray,
+                    final_obs: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    """SyncVectorEnv's SAME_STEP layout: the ended rows' step info moves under ``final_info`` (and
+    their last observations under ``final_obs``); their rows get the reset info."""
+    done = np.zeros(n, dtype=bool)
+    done[ended] = True
+    final_info: dict[str, np.ndarray] = {}
+    for key in [k for k in info if k[0] != "_"]:
+        mask = info["_" + key] & done
+        if mask.any():
+            values = info[key].copy()
+            values[~mask] = None if values.dtype.hasobject else 0
+            final_info[key], final_info["_" + key] = values, mask
+    out = {k: (v.copy() if k[0] != "_" else v) for k, v in info.items()}
+    _replace_rows(out, reset_info, ended)
+    obs_rows = np.empty(n, dtype=object)
+    for row, last in zip(ended.tolist(), final_obs, strict=True):
+        obs_rows[row] = last
+    out["final_obs"], out["_final_obs"] = obs_rows, done
+    out["final_info"], out["_final_info"] = final_info, done.copy()
+    return out
 
 
 class ScheduleVectorEnv(PapiVectorEnv):

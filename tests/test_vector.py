@@ -40,7 +40,9 @@ def _equal(a, b) -> bool:
 def _same_info(vec: dict, sync: dict) -> None:
     assert set(vec) == set(sync), set(vec) ^ set(sync)
     for key in sync:
-        if key.startswith("_"):
+        if isinstance(sync[key], dict):  # SAME_STEP's final_info
+            _same_info(vec[key], sync[key])
+        elif key.startswith("_"):
             assert np.array_equal(vec[key], sync[key]), key
         else:  # compare where present; SyncVectorEnv leaves zeros elsewhere
             mask = sync["_" + key]
@@ -75,6 +77,39 @@ def test_vector_equals_sync_bit_for_bit(env_id, kwargs):
     assert episodes >= 1  # autoreset was exercised
     vec.close()
     sync.close()
+
+
+@pytest.mark.parametrize("env_id", list(papi_env.ENV_IDS))
+def test_same_step_autoreset_equals_sync(env_id):
+    """autoreset_mode=SAME_STEP: the ended episodes' last observations and infos under final_obs
+    and final_info, the new episodes' in the step's rows, as SyncVectorEnv in that mode gives."""
+    from gymnasium.vector import AutoresetMode
+
+    n, kwargs = 4, {"batch_size": 4, "max_steps": 40}
+    vec = gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point",
+                       autoreset_mode=AutoresetMode.SAME_STEP, **kwargs)
+    sync = gym.make_vec(env_id, num_envs=n, vectorization_mode="sync",
+                        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP}, **kwargs)
+    assert vec.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
+    obs_v, _ = vec.reset(seed=2)
+    obs_s, _ = sync.reset(seed=2)
+    assert np.array_equal(obs_v, obs_s)
+    vec.action_space.seed(1)
+    ended = truncated = 0
+    for _ in range(120):
+        a = vec.action_space.sample()
+        if env_id.endswith("PapiSchedule-v0"):
+            masks = vec.unwrapped.action_masks()
+            a = np.where(masks[np.arange(n), a], a, 1 - a)
+        out_v, out_s = vec.step(a), sync.step(a)
+        for x, y in zip(out_v[:4], out_s[:4], strict=True):
+            assert x.dtype == y.dtype and np.array_equal(x, y)
+        _same_info(out_v[4], out_s[4])
+        ended += int(np.sum(out_v[2] | out_v[3]))
+        truncated += int(np.sum(out_v[3]))
+    assert ended >= 1 and truncated >= 1  # both kinds of end were exercised
+    with pytest.raises(ValueError, match="autoreset_mode must be one of"):
+        gym.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point", autoreset_mode="Disabled")
 
 
 @pytest.mark.parametrize("env_id", list(papi_env.ENV_IDS))
