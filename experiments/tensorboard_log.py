@@ -58,6 +58,15 @@ class RunBoard:
         self.writer = _writer(logger)
         self.described: set[str] = set()
 
+    def _file_writer(self) -> Any:
+        """The SummaryWriter's event-file writer (torch's public ``file_writer`` attribute, set when
+        the writer opens), for summaries that SummaryWriter's add_* methods cannot write: scalars
+        with descriptions, and hparams in the run's own directory (``add_hparams`` makes another)."""
+        fw = self.writer.file_writer
+        if fw is None:
+            raise RuntimeError("the run's TensorBoard writer is closed; write eval summaries before the logger closes")
+        return fw
+
     def scalars(self, entry: dict[str, float], step: int, objective: str, varies_tlp: bool) -> None:
         if self.writer is None:
             return
@@ -72,7 +81,7 @@ class RunBoard:
                 value.metadata.CopyFrom(create_summary_metadata(display_name=key, description=DESCRIPTIONS[key]))
                 self.described.add(tag)
             values.append(value)
-        self.writer._get_file_writer().add_summary(Summary(value=values), step)
+        self._file_writer().add_summary(Summary(value=values), step)
         self.writer.flush()
 
     def config(self, record: dict[str, Any]) -> None:
@@ -88,7 +97,7 @@ class RunBoard:
         clean = {k: (v if isinstance(v, (int, float, str, bool)) else json.dumps(v, default=str))
                  for k, v in params.items()}
         exp, ssi, sei = hparams(clean, metrics)
-        fw = self.writer._get_file_writer()
+        fw = self._file_writer()
         for summary in (exp, ssi, sei):
             fw.add_summary(summary)
         for key, value in metrics.items():
