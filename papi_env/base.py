@@ -45,18 +45,16 @@ from hardware.systems import CostModel
 from papi_env.core import (
     CTX_SCALE,
     LOG_R_SCALE,
-    OVER_CAPACITY,
     REWARDS,
     RLP_SCALE,
     TARGET_IN_TIME_SCALES,
     TLP_SCALE,
     VectorCore,
-    as_choices,
     episode_score,
 )
 
-__all__ = ["CTX_SCALE", "LOG_R_SCALE", "OVER_CAPACITY", "REWARDS", "RLP_SCALE", "TARGET_IN_TIME_SCALES",
-           "TLP_SCALE", "BatchView", "PapiBaseEnv", "as_choices", "episode_score",
+__all__ = ["CTX_SCALE", "LOG_R_SCALE", "REWARDS", "RLP_SCALE", "TARGET_IN_TIME_SCALES",
+           "TLP_SCALE", "BatchView", "PapiBaseEnv", "episode_score",
            "merge_env_config", "scalar_info"]
 
 

@@ -1,19 +1,13 @@
-"""The serving loop of N PAPI environments as arrays: the one implementation of the dynamics.
+"""The static-batch MDP of N PAPI environments as arrays: observations, rewards, infos.
 
 Every variant's environment, scalar or vector, runs on a :class:`VectorCore` subclass: the vector
 environments (papi_env.vector) step N of them at once, the scalar ``gymnasium.Env`` classes are
-the case N = 1. The core owns the batches, the episode totals, the objectives' rewards, the
-observations' shared features and the infos; a variant adds its spaces and action checks
-(``single_spaces``, ``batch_action``, ``check_actions``), its cost (``_price``), its infos
-(``_record``) and its own features (``_extra_features``); the speculation variant, whose action
-sets the TLP, has its own ``step``. Everything is computed for all N
-environments at once; an environment whose episode has ended is computed too (on a clamped RLP)
-and its results are thrown away when it is reset.
-
-Randomness: environment i has its own seeded ``numpy.random.Generator`` (``rngs[i]``, seeded
-like gymnasium seeds the i-th sub-environment: seed + i), from which each reset draws the
-episode (hardware, dataset, batch size, TLP, requests); draws during an episode come from
-sim.random_streams under a key the reset draws, so they do not depend on N.
+the case N = 1. The dynamics (episode draws, batches, counters, one iteration) are the
+simulation layer's ``sim.engine.StaticEngine``, which the core extends with the MDP: the
+objectives' rewards, the observations' shared features, episode scores and infos. A variant adds
+its spaces and action checks (``single_spaces``, ``batch_action``, ``check_actions``), its cost
+(``_price``), its infos (``_record``) and its own features (``_extra_features``); the speculation
+variant, whose action sets the TLP, has its own ``step``.
 
 Infos follow gymnasium's vector layout: ``infos[key]`` an array over environments and
 ``infos["_" + key]`` a mask of the environments that have the key (what
@@ -29,60 +23,17 @@ from typing import Any
 import numpy as np
 
 from hardware.calibrate import CALIBRATION_MAX_TOKENS, calibrate_alpha, calibration_objective
-from hardware.cost_tables import UNITS, CostTables
-from hardware.systems import CostModel, IterationCost
-from hardware.workloads import get_dataset
-from sim import random_streams
-from sim.acceptance import leading_accepts
-from sim.batches import BatchArrays
+from hardware.cost_tables import UNITS
+from hardware.systems import IterationCost
+from sim.engine import MAX_BATCH, MAX_TLP, StaticEngine
 
-RLP_SCALE, TLP_SCALE, CTX_SCALE, LOG_R_SCALE = 256.0, 16.0, 4096.0, 12.0
+RLP_SCALE, TLP_SCALE = float(MAX_BATCH), float(MAX_TLP)  # the observation's scales: the engine's bounds
+CTX_SCALE, LOG_R_SCALE = 4096.0, 12.0
 REWARDS = ("latency", "energy", "edp", "latency_target")
-OVER_CAPACITY = ("error", "admit")
-"""What reset does with a drawn batch whose KV cache (every request at its full length) exceeds the
-attention memory: 'error' (default: an experiment never silently runs a smaller batch than it
-asked for) or 'admit' (admit requests in the drawn order while they fit, as a server would)."""
 TARGET_IN_TIME_SCALES = 2.0  # [D] default per-token latency target, in units of time_scale
 LOG2 = np.log2(np.maximum(np.arange(int(RLP_SCALE * TLP_SCALE) + 1), 1)) / LOG_R_SCALE  # log2(r) / 12 by r
 STEP_KEYS = ("time_fc", "time_attention", "time_communication", "time_other", "energy_fc", "energy_attention",
              "energy_communication", "energy_other")
-ACCEPT_STREAM = 0  # random_streams stream of the acceptance draws (the drift uses 1 and 2)
-
-
-def as_choices(name: str, value: Any, low: int, high: int) -> tuple[int, ...]:
-    """An int or a list of ints in [low, high], as a tuple; a clear error otherwise."""
-    if isinstance(value, (int, np.integer)):
-        values = (value,)
-    elif isinstance(value, (list, tuple)):
-        values = tuple(value)
-    else:
-        raise ValueError(f"{name} must be an integer or a list of integers in [{low}, {high}], got {value!r}")
-    if not values or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not low <= v <= high
-                         for v in values):
-        raise ValueError(f"{name} must be an integer or a list of integers in [{low}, {high}], got {value!r}")
-    return tuple(int(v) for v in values)
-
-
-def _as_list(value: Any) -> list:
-    """One value or a list of values (a dict is one value: a system override)."""
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def parse_tlp(tlp: Any) -> tuple:
-    """``tlp``: an int, a list of ints (one drawn per episode), or one schedule [[iteration, tlp],
-    ...] as a 1-tuple holding a tuple of pairs."""
-    if isinstance(tlp, (list, tuple)) and len(tlp) and all(isinstance(item, (list, tuple)) for item in tlp):
-        if any(len(item) != 2 or not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-                                         for x in item) for item in tlp):
-            raise ValueError(f"a TLP schedule is a list of [iteration, tlp] integer pairs, got {tlp!r}")
-        schedule = tuple((int(s), int(v)) for s, v in tlp)
-        if any(b[0] <= a[0] for a, b in zip(schedule[:-1], schedule[1:], strict=True)):
-            raise ValueError(f"a TLP schedule's iterations must increase, got {tlp!r}")
-        as_choices("tlp", [v for _, v in schedule], 1, int(TLP_SCALE))
-        if schedule[0][0] != 0:
-            raise ValueError("a TLP schedule must start at iteration 0")
-        return (schedule,)
-    return as_choices("tlp", tlp, 1, int(TLP_SCALE))
 
 
 def episode_score(reward: str, time: Any, energy: Any, tokens: Any, misses: Any, time_scale: Any,
@@ -99,7 +50,7 @@ def episode_score(reward: str, time: Any, energy: Any, tokens: Any, misses: Any,
     return tokens / (time + miss_penalty * time_scale * misses)
 
 
-class VectorCore:
+class VectorCore(StaticEngine):
     """The dynamics of ``num_envs`` environments of one variant (see the module docstring)."""
 
     obs_size = 8
@@ -120,62 +71,29 @@ class VectorCore:
         miss_penalty: float = 1.0,
         on_over_capacity: str = "error",
     ) -> None:
-        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
         if reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
         if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
             raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
-        for name, value in (("latency_target_s", latency_target_s), ("miss_penalty", miss_penalty),
-                            ("acceptance_rate", acceptance_rate)):
+        for name, value in (("latency_target_s", latency_target_s), ("miss_penalty", miss_penalty)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.number))
                                       or not math.isfinite(value)):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
-        if on_over_capacity not in OVER_CAPACITY:
-            raise ValueError(f"on_over_capacity must be one of {OVER_CAPACITY}, got {on_over_capacity!r}")
-        for name, value in (("model", model), ("dataset", dataset), ("system", system)):
-            if isinstance(value, (list, tuple)) and len(value) == 0:
-                raise ValueError(f"{name} must be one value or a non-empty list, got an empty list")
         if latency_target_s is not None and not latency_target_s > 0:
             raise ValueError(f"latency_target_s must be > 0 seconds, got {latency_target_s!r}")
         if not miss_penalty >= 0:
             raise ValueError(f"miss_penalty must be >= 0, got {miss_penalty!r}")
-        if acceptance_rate is not None and not 0.0 < acceptance_rate <= 1.0:
-            raise ValueError(f"acceptance_rate must be in (0, 1], got {acceptance_rate!r}")
-        self.num_envs = n = int(num_envs)
-        self.cost_models = [CostModel(s, m) for s in _as_list(system) for m in _as_list(model)]
-        self.datasets = [get_dataset(d) for d in _as_list(dataset)]
-        self.batch_sizes = as_choices("batch_size", batch_size, 1, int(RLP_SCALE))
-        self.tlp_choices = parse_tlp(tlp)
+        super().__init__(num_envs, model, dataset, batch_size, tlp, system, acceptance_rate, on_over_capacity)
+        n = self.num_envs
         self.reward_kind = reward
         self.max_steps = int(max_steps)
-        self.acceptance_rate = None if acceptance_rate in (None, 1.0) else float(acceptance_rate)
         self.latency_target_s = latency_target_s
         self.miss_penalty = float(miss_penalty)
-        self.on_over_capacity = on_over_capacity
-        self.tables = CostTables.shared(self.cost_models)
         self._scales()
         self._alphas: dict[tuple[int, str | None], int] = {}
         self._alpha_arrays: dict[str | None, np.ndarray] = {}
-        self.stochastic = self.stochastic_variant or self.acceptance_rate is not None
-        self.batch = BatchArrays(n, max(self.batch_sizes), self.stochastic)
-        self.rngs: list[np.random.Generator | None] = [None] * n
-        self.keys = np.zeros(n, dtype=np.uint64)
-        self.cm = np.zeros(n, dtype=np.int64)
-        self.dataset_index = np.zeros(n, dtype=np.int64)
-        self.tlp_spec_index = np.zeros(n, dtype=np.int64)
-        self.tlp = np.ones(n, dtype=np.int64)
-        self.steps = np.zeros(n, dtype=np.int64)
-        self.total_time, self.total_energy = np.zeros(n), np.zeros(n)
-        self.tokens, self.misses = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        self.misses = np.zeros(n, dtype=np.int64)
         self.last_share = np.zeros(n)
-        self._schedule = None
-        self._context: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._derived: dict[str, Any] = {}  # other values derived from the batches (live_slots, ...), until they change
-        self._per_env: dict[str, np.ndarray] = {}
-        if isinstance(self.tlp_choices[0], tuple):
-            starts, values = zip(*self.tlp_choices[0], strict=True)
-            self._schedule = (np.array(starts), np.array(values, dtype=np.int64))
 
     # ------------------------------------------------------------------------------ settings
     def _scales(self) -> None:
@@ -198,15 +116,6 @@ class VectorCore:
         self.every_fc_unit_everywhere = bool(self.fc_unit_masks.all())  # every action valid on every system
         self.model_names = np.array([cm.model.name for cm in self.cost_models], dtype=object)
         self.system_names = np.array([cm.system.name for cm in self.cost_models], dtype=object)
-
-    def by_env(self, name: str, per_model: np.ndarray | None = None) -> np.ndarray:
-        """``per_model[self.cm]`` for every environment, of a per-cost-model array (default the
-        attribute ``name``), cached under ``name`` until the next reset (episodes draw their cost
-        model at reset)."""
-        values = self._per_env.get(name)
-        if values is None:
-            values = self._per_env[name] = (getattr(self, name) if per_model is None else per_model)[self.cm]
-        return values
 
     def alpha(self, cm: int, kernel: str | None = None) -> int:
         """The objective's offline FC crossover (all kernels, or one) of cost model ``cm``: what
@@ -237,78 +146,10 @@ class VectorCore:
         """Start a new episode in each of ``envs`` (indices) and return their reset infos, without
         observing (a vector step observes once, after its resets)."""
         envs = np.asarray(envs, dtype=np.int64)
-        cached = self._context
-        self._context = None
-        self._derived.clear()
-        if len(envs):
-            self._begin_episodes(envs)
-            self._per_env.clear()  # the new episodes' cost models
-            if cached is not None:  # refresh the new episodes' rows only
-                rlp, total, longest = (a.copy() for a in cached)
-                rlp[envs], (total[envs], longest[envs]) = self.batch.live()[envs], self.batch.context(envs)
-                self._context = (rlp, total, longest)
-        return self._reset_info(envs)
-
-    def _begin_episodes(self, envs: np.ndarray) -> None:
-        """Draw each of ``envs``' hardware, model, dataset, batch and TLP from its own generator
-        (in the order the scalar environments of v0.2 drew them, so the same seed gives the same
-        episodes), then set the episodes up for all of them at once."""
-        n_models, n_datasets, n_sizes, n_tlps = (len(self.cost_models), len(self.datasets), len(self.batch_sizes),
-                                                 len(self.tlp_choices))
-        cms, dss, specs, draws = [], [], [], []
-        for i in envs.tolist():
-            rng = self.rngs[i]
-            if rng is None:
-                rng = self.rngs[i] = np.random.default_rng()
-            cm = int(rng.integers(n_models)) if n_models > 1 else 0
-            ds = int(rng.integers(n_datasets)) if n_datasets > 1 else 0
-            size = self.batch_sizes[rng.integers(n_sizes)]
-            specs.append(int(rng.integers(n_tlps)))
-            draws.append(self.datasets[ds].draw(size, rng))
-            cms.append(cm)
-            dss.append(ds)
-        lins, louts = self._lengths(dss, draws)
-        for j, c in enumerate(cms):
-            model = self.cost_models[c]
-            if self.on_over_capacity == "admit":
-                fits = model.batch_prefix_that_fits(lins[j], louts[j])
-                lins[j], louts[j] = lins[j][:fits], louts[j][:fits]
-            else:
-                model.check_batch_fits(lins[j], louts[j])
-        cm = np.array(cms, dtype=np.int64)
-        self.cm[envs], self.dataset_index[envs] = cm, dss
-        self.tlp_spec_index[envs] = specs
-        self.batch.load_many(envs, lins, louts)
-        self.steps[envs] = 0
-        self.total_time[envs] = self.total_energy[envs] = 0.0
-        self.tokens[envs] = self.misses[envs] = 0
+        self.new_episodes(envs)
+        self.misses[envs] = 0
         self.last_share[envs] = 0.0
-        self.tlp[envs] = self._schedule[1][0] if self._schedule else np.asarray(self.tlp_choices, dtype=np.int64)[specs]
-        self._begin_variants(envs)
-        if self.stochastic:
-            for i in envs.tolist():
-                self.keys[i] = random_streams.episode_keys(self.rngs[i])[0]
-
-    def _lengths(self, datasets: list[int], draws: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Each batch's (input, output) lengths from its dataset's draws, one call per dataset."""
-        if len(draws) == 1:  # most steps start one episode
-            lin, lout = self.datasets[datasets[0]].lengths_of(draws[0])
-            return [lin], [lout]
-        lins: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(draws)
-        louts = list(lins)
-        for ds in sorted(set(datasets)):
-            which = [j for j, d in enumerate(datasets) if d == ds]
-            lin, lout = self.datasets[ds].lengths_of(np.concatenate([draws[j] for j in which], axis=-1))
-            start = 0
-            for j in which:
-                end = start + draws[j].shape[-1]
-                lins[j], louts[j] = lin[start:end], lout[start:end]
-                start = end
-        return lins, louts
-
-    def _begin_variants(self, envs: np.ndarray) -> None:
-        """A variant's own per-episode state for ``envs`` (batches loaded), with any draws from
-        each environment's generator (before its episode key)."""
+        return self._reset_info(envs)
 
     def _reset_info(self, envs: np.ndarray) -> dict[str, np.ndarray]:
         info: dict[str, np.ndarray] = {}
@@ -317,36 +158,6 @@ class VectorCore:
         return info
 
     # ----------------------------------------------------------------------------- features
-    def _batch_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(RLP, context sum, longest context) of the batches, cached until they advance or reset."""
-        if self._context is None:
-            total, longest = self.batch.context()
-            self._context = (self.batch.live(), total, longest)
-        return self._context
-
-    def live_slots(self) -> tuple[np.ndarray, np.ndarray]:
-        """(environment, slot) indices of every live request, row by row (np.nonzero of the live
-        mask), cached until the batches advance or reset."""
-        slots = self._derived.get("live_slots")
-        if slots is None:
-            slots = self._derived["live_slots"] = np.nonzero(self.batch.live_mask())
-        return slots
-
-    def rlp(self) -> np.ndarray:
-        """(N,) live requests of every batch."""
-        return self._batch_state()[0]
-
-    def context_before_verify(self) -> np.ndarray:
-        """(N,) float64 sum of the live requests' prompt + generated tokens (without the TLP
-        tokens an iteration verifies)."""
-        return self._batch_state()[1].astype(np.float64)
-
-    def context(self, tlp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(RLP, sum, max) of the live requests' contexts at speculation length ``tlp`` (N,),
-        the sums as float64 tokens (what CostModel.iteration takes)."""
-        rlp, total, longest = self._batch_state()
-        return rlp, (total + rlp * tlp).astype(np.float64), (longest + tlp * (rlp > 0)).astype(np.float64)
-
     def observe(self) -> np.ndarray:
         """(N, obs_size) float32 observations in [0, 1] of the current state."""
         rlp, sum_ctx, max_ctx = self.context(self.tlp)
@@ -470,42 +281,11 @@ class VectorCore:
                         "model": self.model_names[cm], "system": self.system_names[cm], "score": score},
                  ended, self.num_envs)
 
-    def next_tlp(self, terminated: np.ndarray, truncated: np.ndarray) -> None:
-        """Move the TLP schedule on (episodes that go on; a truncated one keeps its TLP)."""
-        if self._schedule is not None:
-            starts, values = self._schedule
-            on = ~(terminated | truncated)
-            self.tlp = np.where(on, values[np.searchsorted(starts, self.steps, side="right") - 1], self.tlp)
-
     def end_observations(self, terminated: np.ndarray) -> np.ndarray:
         """Observations after a step: zeros where the batch ended."""
         obs = self.observe()
         obs[terminated] = 0.0
         return obs
-
-    def advance(self, tlp: np.ndarray, probs: np.ndarray | float | None = None) -> np.ndarray:
-        """Run the iteration on the batches (tokens produced, (N,)); with per-request acceptance
-        ``probs`` (or the scalar ``acceptance_rate``), drafts are accepted at random."""
-        if not self.stochastic:
-            tokens = self.batch.advance(tlp)
-        else:
-            probs = self.acceptance_rate if probs is None else probs
-            tokens = self.batch.advance(tlp, self.leading_accepts(tlp, probs))
-        self._context = None
-        self._derived.clear()
-        return tokens
-
-    def leading_accepts(self, tlp: np.ndarray, probs: np.ndarray | float) -> np.ndarray:
-        """(N, width) drafts each request has accepted before its first rejection this iteration,
-        each draft accepted with probability ``probs`` (per request, or one for all): geometric,
-        P(leading >= j) = p^j, capped at TLP - 1 (one uniform per request, random_streams)."""
-        rows, slots = self.live_slots()  # finished and empty slots gain nothing: no draw
-        u = random_streams.uniform(self.keys[rows], self.steps[rows], slots, ACCEPT_STREAM)
-        p = probs[rows, slots] if np.ndim(probs) == 2 else probs
-        leading = np.zeros((self.num_envs, self.batch.width), dtype=np.int64)
-        leading[rows, slots] = leading_accepts(u, p, tlp[rows] - 1)
-        return leading
-
 
 def per_env(values: np.ndarray, like: np.ndarray) -> np.ndarray:
     """Per-environment ``values`` (N,) shaped to broadcast against ``like``: (N,) or (N, K)."""

@@ -79,8 +79,7 @@ from hardware.speculation import DraftCost
 from hardware.systems import IterationCost
 from papi_env.base import PapiBaseEnv
 from papi_env.core import LOG_R_SCALE, TLP_SCALE, VectorCore, per_env, put, put_all
-from sim import acceptance, random_streams
-from sim.acceptance import AcceptanceModel, expected_gain, expected_gain_per_request
+from sim.acceptance import AcceptanceModel, DriftingAcceptance, expected_gain, expected_gain_per_request
 
 OBS_SIZE = 15
 UNITS = ("pim", "gpu")
@@ -89,7 +88,6 @@ TOKEN_CREDITS = ("tlp1", "best")
 REWARD_TOKENS = ("drawn", "expected")
 ESTIMATE_DECAY = 0.8  # [D] per-iteration forgetting of acceptance counts (time constant ~5 iterations)
 PRIOR_ACCEPT, PRIOR_COUNT = 0.65, 2.0  # [D] Beta prior: mean 0.65 (middle of 0.4..0.9), worth 2 drafts
-DRIFT_STREAM = 1  # random_streams streams 1 and 2: the drift's innovations
 GPU = 1
 
 
@@ -141,9 +139,7 @@ class SpecCore(VectorCore):
         self.draft_tables = CostTables.shared([d.cost_model for d in self.drafts])
         self.draft_gpus = np.array([d.gpus for d in self.drafts])
         n, w = self.num_envs, self.batch.width
-        self.mean_acceptance = np.zeros(n)
-        self.base, self.drift = np.zeros((n, w)), np.zeros((n, w))
-        self.rho = self.acceptance_model.rho
+        self.acceptance_state = DriftingAcceptance(self.acceptance_model, n, w)
         self.req_accepted, self.req_rejected = np.zeros((n, w)), np.zeros((n, w))
         self.batch_accepted, self.batch_rejected = np.zeros(n), np.zeros(n)
         self.accept_ema = np.full(n, PRIOR_ACCEPT)
@@ -154,14 +150,7 @@ class SpecCore(VectorCore):
         return spaces.MultiDiscrete([self.max_tlp, 2]), spaces.Box(0.0, 1.0, shape=(OBS_SIZE,), dtype=np.float32)
 
     def _begin_variants(self, envs: np.ndarray) -> None:
-        m = self.acceptance_model
-        low, high = m.mean_range
-        self.base[envs] = self.drift[envs] = 0.0
-        for i, size in zip(envs.tolist(), self.batch.size[envs].tolist(), strict=True):
-            rng = self.rngs[i]
-            self.mean_acceptance[i] = mean = float(rng.uniform(low, high))
-            self.base[i, :size] = math.log(mean / (1.0 - mean)) + rng.normal(0.0, m.request_spread, size)
-            self.drift[i, :size] = rng.normal(0.0, m.drift, size)
+        self.acceptance_state.begin(envs, self.batch.size[envs], self.rngs)
         self.req_accepted[envs] = self.req_rejected[envs] = 0.0
         self.batch_accepted[envs] = self.batch_rejected[envs] = 0.0
         self.accept_ema[envs] = PRIOR_ACCEPT
@@ -169,13 +158,13 @@ class SpecCore(VectorCore):
 
     def _reset_info(self, envs: np.ndarray) -> dict[str, np.ndarray]:
         info = super()._reset_info(envs)
-        put(info, "mean_acceptance", self.mean_acceptance, envs)
+        put(info, "mean_acceptance", self.acceptance_state.mean, envs)
         return info
 
     # ------------------------------------------------------------------------------ costs
     def probabilities(self) -> np.ndarray:
         """(N, width) every request's acceptance probability p_i(t) now."""
-        return acceptance.probabilities(self.base + self.drift)
+        return self.acceptance_state.probabilities()
 
     def request_estimates(self) -> np.ndarray:
         """(N, width) each request's running acceptance estimate."""
@@ -292,7 +281,8 @@ class SpecCore(VectorCore):
         value = self.credit_per_token(probs)
         expected = self.expected_tokens(tlp, probs) if self.reward_tokens == "expected" else None
         tokens = self.advance(tlp, probs)
-        self._advance_drift()
+        rows, slots = self.live_slots()  # batches advanced: the requests still live drift on
+        self.acceptance_state.advance(self.keys[rows], self.steps[rows], rows, slots)  # steps not yet counted
         objective = self.objective_reward(cost, tokens / safe)
         if expected is None:
             reward = objective + self.token_reward * tokens * value
@@ -309,13 +299,6 @@ class SpecCore(VectorCore):
         put_all(info, "objective_reward", objective, fresh=True)
         terminated, truncated = self.finish_step(cost, tokens, rlp, info)
         return self.end_observations(terminated) if observe else None, reward, terminated, truncated, info
-
-    def _advance_drift(self) -> None:
-        """Move every live request's AR(1) drift on by one iteration (steps not yet counted)."""
-        rows, slots = self.live_slots()  # a finished request's drift is never used again
-        noise = self.acceptance_model.drift * random_streams.normal(self.keys[rows], self.steps[rows], slots,
-                                                                    DRIFT_STREAM)
-        self.drift[rows, slots] = self.rho * self.drift[rows, slots] + math.sqrt(1.0 - self.rho**2) * noise
 
     def _update_estimates(self) -> None:
         b, d = self.batch, ESTIMATE_DECAY
@@ -353,7 +336,7 @@ class AcceptanceView:
 
     @property
     def mean(self) -> float:
-        return float(self._core.mean_acceptance[self._i])
+        return float(self._core.acceptance_state.mean[self._i])
 
     def probabilities(self) -> np.ndarray:
         """p_i(t) for every request of the batch (finished ones included), sorted by output length."""

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim import random_streams
+
 
 def leading_accepts(u: np.ndarray, p: np.ndarray | float, max_drafts: np.ndarray | int) -> np.ndarray:
     """int64 drafts accepted before the first rejection, per request: geometric with
@@ -106,3 +108,43 @@ class AcceptanceModel:
         if "mean_range" in data:
             data["mean_range"] = tuple(float(v) for v in data["mean_range"])
         return cls(**data)
+
+
+DRIFT_STREAM = 1  # sim.random_streams streams 1 and 2: the drift's innovations (0 is the acceptance draws')
+
+
+class DriftingAcceptance:
+    """The drifting acceptance process of N batches as arrays: p_i(t) of every request slot.
+
+    ``begin`` draws each new batch's mean acceptance, per-request offsets and initial drifts from
+    that environment's generator; ``advance`` moves the live requests' AR(1) drifts on by one
+    iteration with counter-based normal draws (sim.random_streams), so a trajectory does not
+    depend on how many environments step together."""
+
+    def __init__(self, model: AcceptanceModel, num_envs: int, width: int) -> None:
+        self.model, self.rho = model, model.rho
+        self.mean = np.zeros(num_envs)  # each batch's mean acceptance mu
+        self.base, self.drift = np.zeros((num_envs, width)), np.zeros((num_envs, width))  # m + b_i, x_i(t)
+
+    def begin(self, envs: np.ndarray, sizes: np.ndarray, rngs: list) -> None:
+        """New batches in ``envs`` (of ``sizes`` requests): mu ~ U(mean_range), then the offsets,
+        then the drifts, each environment from ``rngs[i]`` in that order."""
+        m = self.model
+        low, high = m.mean_range
+        self.base[envs] = self.drift[envs] = 0.0
+        for i, size in zip(envs.tolist(), sizes.tolist(), strict=True):
+            rng = rngs[i]
+            self.mean[i] = mean = float(rng.uniform(low, high))
+            self.base[i, :size] = math.log(mean / (1.0 - mean)) + rng.normal(0.0, m.request_spread, size)
+            self.drift[i, :size] = rng.normal(0.0, m.drift, size)
+
+    def probabilities(self) -> np.ndarray:
+        """(N, width) every request's acceptance probability p_i(t) now."""
+        return probabilities(self.base + self.drift)
+
+    def advance(self, keys: np.ndarray, steps: np.ndarray, rows: np.ndarray, slots: np.ndarray) -> None:
+        """One iteration of the AR(1) drift at the (environment, slot) pairs ``rows``, ``slots``
+        (the live requests; a finished request's drift is never used again), drawn under the
+        environments' episode ``keys`` at iteration counts ``steps`` (one per pair)."""
+        noise = self.model.drift * random_streams.normal(keys, steps, slots, DRIFT_STREAM)
+        self.drift[rows, slots] = self.rho * self.drift[rows, slots] + math.sqrt(1.0 - self.rho**2) * noise
