@@ -54,23 +54,18 @@ class VectorCore(StaticEngine):
     """The dynamics of ``num_envs`` environments of one variant (see the module docstring)."""
 
     obs_size = 8
-    stochastic_variant = False  # True: per-request acceptance every step (the spec variant)
 
     def __init__(
         self,
         num_envs: int = 1,
-        model: str | Sequence[str] = "llama-65b",
-        dataset: str | Sequence[str] = "creative-writing",
-        batch_size: int | Sequence[int] = (4, 16, 64),
-        tlp: int | Sequence[int] | Sequence[Sequence[int]] = (1, 2, 4),
-        system: Any = "papi",
         reward: str = "latency",
         max_steps: int = 4096,
-        acceptance_rate: float | None = None,
         latency_target_s: float | None = None,
         miss_penalty: float = 1.0,
-        on_over_capacity: str = "error",
+        **engine_kwargs: Any,
     ) -> None:
+        """``engine_kwargs``: the episodes' settings, as sim.engine.StaticEngine takes them (model,
+        dataset, batch_size, tlp, system, acceptance_rate, on_over_capacity)."""
         if reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
         if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
@@ -83,7 +78,7 @@ class VectorCore(StaticEngine):
             raise ValueError(f"latency_target_s must be > 0 seconds, got {latency_target_s!r}")
         if not miss_penalty >= 0:
             raise ValueError(f"miss_penalty must be >= 0, got {miss_penalty!r}")
-        super().__init__(num_envs, model, dataset, batch_size, tlp, system, acceptance_rate, on_over_capacity)
+        super().__init__(num_envs, **engine_kwargs)
         n = self.num_envs
         self.reward_kind = reward
         self.max_steps = int(max_steps)
