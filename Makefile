@@ -13,6 +13,7 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[rl,rllib,test]"
+	$(BIN)/python -m papi_env.precompile
 	touch $@
 
 setup: $(VENV)/.installed

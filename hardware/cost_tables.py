@@ -107,6 +107,25 @@ class CostTables:
     def _split_entry(self, c: int, k: int, s: int, t: int):
         return self.cost_models[c].fc_split(FC_KERNELS[k], t, s / SPLIT_STEPS)
 
+    # ----------------------------------------------------------------------- for compiled kernels
+    @property
+    def split(self) -> np.ndarray:
+        """The split table (allocated on first use: 12 MB per cost model)."""
+        if self._split is None:
+            self._split = np.full((len(self.cost_models), len(FC_KERNELS), SPLIT_STEPS + 1, MAX_TOKENS + 1, 2), np.nan)
+        return self._split
+
+    def fill(self, entries: np.ndarray) -> None:
+        """Compute the listed entries from the cost models: rows of (table, 4 indices), table 0 =
+        ``fc``, 1 = ``fixed``, 2 = ``split`` (what sim.kernels.price_lockstep reports missing)."""
+        for table, a, b, c, d in set(map(tuple, entries.tolist())):
+            if table == 0:
+                self.fc[a, b, c, d] = self._fc_entry(a, b, c, d)
+            elif table == 1:
+                self.fixed[a, b, c, d] = self._fixed_entry(a, b, c, d)
+            else:
+                self.split[a, b, c, d] = self._split_entry(a, b, c, d)
+
     # ------------------------------------------------------------------------------- iteration
     def fixed_parts(self, cm: np.ndarray, rlp: np.ndarray, tlp: np.ndarray,
                     attention_unit: np.ndarray | int) -> np.ndarray:
@@ -127,9 +146,7 @@ class CostTables:
     def fc_split(self, cm: np.ndarray, tokens: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Seconds and joules of the three FC kernels, kernel k with GPU fraction
         ``steps[..., k] / SPLIT_STEPS`` (CostModel.fc_split), summed from zero."""
-        if self._split is None:
-            self._split = np.full((len(self.cost_models), len(FC_KERNELS), SPLIT_STEPS + 1, MAX_TOKENS + 1, 2), np.nan)
-        costs = self._lookup(self._split, (cm[..., None], _KERNELS, steps, tokens[..., None]), self._split_entry)
+        costs = self._lookup(self.split, (cm[..., None], _KERNELS, steps, tokens[..., None]), self._split_entry)
         return _sum_kernels(costs)
 
     def iteration(self, cm: np.ndarray, rlp: np.ndarray, tlp: np.ndarray, sum_ctx: np.ndarray,

@@ -51,6 +51,7 @@ from papi_env.core import (
     TLP_SCALE,
     VectorCore,
     episode_score,
+    scalar_info,
 )
 
 __all__ = ["CTX_SCALE", "LOG_R_SCALE", "REWARDS", "RLP_SCALE", "TARGET_IN_TIME_SCALES",
@@ -58,13 +59,8 @@ __all__ = ["CTX_SCALE", "LOG_R_SCALE", "REWARDS", "RLP_SCALE", "TARGET_IN_TIME_S
            "merge_env_config", "scalar_info"]
 
 
-def scalar_info(info: dict[str, np.ndarray], i: int = 0) -> dict[str, Any]:
-    """Environment i's info as a scalar environment gives it (Python numbers, strings, arrays)."""
-    out = {}
-    for key, values in info.items():
-        if key[0] != "_" and info["_" + key][i]:
-            out[key] = values.item(i) if values.ndim == 1 and values.dtype != object else values[i]
-    return out
+ONE_STEPS = np.ones(1, dtype=bool)  # the one environment of a scalar env steps
+ONE_STEPS.flags.writeable = False
 
 
 def merge_env_config(env_config: Mapping[str, Any] | None, render_mode: str | None,
@@ -192,12 +188,14 @@ class PapiBaseEnv(gym.Env):
             raise RuntimeError("call reset() before step()")
         if self.core.rlp()[0] == 0 or self.core.steps[0] >= self.core.max_steps:
             raise RuntimeError("the episode has ended (terminated or truncated); call reset()")
+        if self.core.compiled:
+            return self.core.step_one(self._checked(action))
         obs, reward, terminated, truncated, info = self.core.step(self._checked(action))
         return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), scalar_info(info)
 
     def _checked(self, action: Any) -> Any:
         """The action as the core's checked batch of one; ValueError naming what is allowed."""
-        return self.core.check_actions(self.core.batch_action(action), np.ones(1, dtype=bool))
+        return self.core.check_actions(self.core.batch_action(action), ONE_STEPS)
 
     # ------------------------------------------------------------- pricing (for agents/)
     def candidate_actions(self) -> list[Any]:

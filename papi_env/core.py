@@ -18,20 +18,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from hardware.calibrate import CALIBRATION_MAX_TOKENS, calibrate_alpha, calibration_objective
 from hardware.cost_tables import UNITS
 from hardware.systems import IterationCost
+from papi_env import kernels
+from papi_env.kernels import REWARD_CODES
 from sim.engine import MAX_BATCH, MAX_TLP, StaticEngine
+from sim.kernels import FC_SPLIT
 
 RLP_SCALE, TLP_SCALE = float(MAX_BATCH), float(MAX_TLP)  # the observation's scales: the engine's bounds
 CTX_SCALE, LOG_R_SCALE = 4096.0, 12.0
 REWARDS = ("latency", "energy", "edp", "latency_target")
 TARGET_IN_TIME_SCALES = 2.0  # [D] default per-token latency target, in units of time_scale
 LOG2 = np.log2(np.maximum(np.arange(int(RLP_SCALE * TLP_SCALE) + 1), 1)) / LOG_R_SCALE  # log2(r) / 12 by r
+SHARED_FEATURES = 8  # observation features every variant has (observe)
+NO_SPLIT_TABLE = np.empty((0, 0, 0, 0, 2))  # the kernels' split table argument for variants that do not split
+NO_SCHEDULE = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))  # a fixed TLP: no schedule
 STEP_KEYS = ("time_fc", "time_attention", "time_communication", "time_other", "energy_fc", "energy_attention",
              "energy_communication", "energy_other")
 
@@ -50,10 +56,33 @@ def episode_score(reward: str, time: Any, energy: Any, tokens: Any, misses: Any,
     return tokens / (time + miss_penalty * time_scale * misses)
 
 
+class StepOutputs(NamedTuple):
+    """What one compiled step writes, per environment: the iteration's cost (8, N: IterationCost's
+    fields by row), reward, live requests before it, tokens produced, live requests and context sum
+    and maximum after it, missed target, terminated, truncated."""
+
+    cost: np.ndarray
+    reward: np.ndarray
+    rlp: np.ndarray
+    produced: np.ndarray
+    live: np.ndarray
+    total: np.ndarray
+    longest: np.ndarray
+    missed: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+
+
+ZERO = np.zeros(1, dtype=np.int64)  # environment 0, as an index array
+
+
 class VectorCore(StaticEngine):
     """The dynamics of ``num_envs`` environments of one variant (see the module docstring)."""
 
-    obs_size = 8
+    obs_size = SHARED_FEATURES
+    fc_mode: int | None = None
+    """How the variant's action places FC (sim.kernels.FC_ALL, FC_PER_KERNEL, FC_SPLIT): lock-step batches of
+    such a variant step through the compiled papi_env.kernels.step_lockstep."""
 
     def __init__(
         self,
@@ -89,6 +118,8 @@ class VectorCore(StaticEngine):
         self._alpha_arrays: dict[str | None, np.ndarray] = {}
         self.misses = np.zeros(n, dtype=np.int64)
         self.last_share = np.zeros(n)
+        self._missing = np.zeros((4 * n, 5), dtype=np.int64)  # cost-table entries a kernel found missing
+        self._outputs_one: StepOutputs | None = None  # step_one's outputs, reused
 
     # ------------------------------------------------------------------------------ settings
     def _scales(self) -> None:
@@ -154,25 +185,19 @@ class VectorCore(StaticEngine):
 
     # ----------------------------------------------------------------------------- features
     def observe(self) -> np.ndarray:
-        """(N, obs_size) float32 observations in [0, 1] of the current state."""
-        rlp, sum_ctx, max_ctx = self.context(self.tlp)
-        r = rlp * self.tlp
-        safe = np.maximum(rlp, 1)
-        feats = [
-            rlp / RLP_SCALE,
-            self.tlp / TLP_SCALE,
-            LOG2[np.minimum(r, len(LOG2) - 1)],
-            rlp / self.batch.size,
-            sum_ctx / safe / CTX_SCALE,
-            max_ctx / CTX_SCALE,
-            self.last_share,
-            self.steps / self.max_steps,
-        ]
-        feats += self._extra_features(rlp, sum_ctx)
-        obs = np.empty((self.num_envs, len(feats)), dtype=np.float32)
-        for column, values in enumerate(feats):  # float64 features rounded to float32 once, as np.stack + astype did
-            obs[:, column] = values
-        return np.clip(obs, 0.0, 1.0, out=obs)
+        """(N, obs_size) float32 observations in [0, 1] of the current state: the eight shared
+        features (papi_env.kernels.observe_shared), then the variant's own."""
+        rlp, total, longest = self._batch_state()
+        obs = np.empty((self.num_envs, self.obs_size), dtype=np.float32)
+        kernels.observe_shared(obs, rlp, total, longest, self.tlp, self.batch.size, LOG2, self.last_share, self.steps,
+                               self.max_steps, RLP_SCALE, TLP_SCALE, CTX_SCALE)
+        if self.obs_size > SHARED_FEATURES:
+            rlp, sum_ctx, _ = self.context(self.tlp)
+            extra = obs[:, SHARED_FEATURES:]
+            for column, values in enumerate(self._extra_features(rlp, sum_ctx)):  # float64 rounded to float32 once
+                extra[:, column] = values
+            np.clip(extra, 0.0, 1.0, out=extra)
+        return obs
 
     def _extra_features(self, rlp: np.ndarray, sum_ctx: np.ndarray) -> list[np.ndarray]:
         """A variant's features after the eight shared ones."""
@@ -210,6 +235,8 @@ class VectorCore(StaticEngine):
         ``check_actions``): (observations, rewards, terminated, truncated, infos); with
         ``observe=False`` the observations are None (the caller resets some environments first and
         observes once: ``end_observations``)."""
+        if self.compiled:
+            return self._step_compiled(actions, observe)
         rlp, cost, reward, placed = self._price(actions)
         tlp = self.tlp
         tokens = self.advance(tlp)
@@ -219,9 +246,104 @@ class VectorCore(StaticEngine):
         self.next_tlp(terminated, truncated)
         return self.end_observations(terminated) if observe else None, reward, terminated, truncated, info
 
+    @property
+    def compiled(self) -> bool:
+        """Whether steps run the compiled lock-step kernel (a variant with ``fc_mode``, every draft
+        accepted); stochastic batches step through the array code of ``_price`` and ``advance``."""
+        return self.fc_mode is not None and not self.stochastic
+
+    def _kernel_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        split = self.tables.split if self.fc_mode == FC_SPLIT else NO_SPLIT_TABLE
+        return self.tables.fc, split, self.tables.fixed
+
+    def _run(self, kernel: Any, *args: Any) -> None:
+        """Call a pricing kernel, filling the cost-table entries it reports missing until it has
+        none (it changes nothing while it reports some)."""
+        missing = self._missing
+        while True:
+            n_missing = kernel(*args, missing)
+            if not n_missing:
+                return
+            self.tables.fill(missing[:n_missing])
+
+    def _new_outputs(self) -> StepOutputs:
+        n = self.num_envs
+        return StepOutputs(np.empty((8, n)), np.empty(n), *(np.empty(n, dtype=np.int64) for _ in range(5)),
+                           *(np.empty(n, dtype=bool) for _ in range(3)))
+
+    def _kernel_step(self, actions: Any, out: StepOutputs) -> tuple[np.ndarray, Any]:
+        """Run the compiled step into ``out``; (the iteration's TLP, what was placed)."""
+        fc_actions, attention, placed = self._placement(actions)
+        b = self.batch
+        tlp = self.tlp.copy()  # the iteration's TLP (a schedule moves self.tlp on)
+        fc, split, fixed = self._kernel_tables()
+        starts, values = self._schedule if self._schedule is not None else NO_SCHEDULE
+        self._run(kernels.step_lockstep, self.fc_mode, fc_actions, attention, self.cm, self.tlp, b.size, b.first,
+                  b.generated, b.next_output, b.live_input, b.live_max_input, b.output_lengths, b.prefix_output,
+                  b.suffix_input, b.suffix_max_input, fc, split, fixed, REWARD_CODES[self.reward_kind],
+                  self.time_scales, self.energy_scales, self.targets, self.miss_penalty, self.max_steps,
+                  self.total_time, self.total_energy, self.tokens, self.misses, self.steps, starts, values, out.cost,
+                  out.rlp, out.produced, out.missed, out.reward, out.terminated, out.truncated, out.live, out.total,
+                  out.longest)
+        self._context = (out.live, out.total, out.longest)
+        self._derived.clear()
+        return tlp, placed
+
+    def _step_compiled(self, actions: Any, observe: bool):
+        out = self._new_outputs()  # fresh arrays: the infos keep them
+        tlp, placed = self._kernel_step(actions, out)
+        info = self._record(placed)
+        put_all(info, "tlp", tlp, fresh=True)
+        for key, row in zip(STEP_KEYS, out.cost, strict=True):
+            put_all(info, key, row, fresh=True)
+        put_all(info, "tokens", out.produced, fresh=True)
+        put_all(info, "rlp", out.rlp, fresh=True)
+        put_all(info, "missed_target", out.missed, fresh=True)
+        ended = np.flatnonzero(out.terminated | out.truncated)
+        if len(ended):
+            self._episode_info(info, ended)
+        obs = self.end_observations(out.terminated) if observe else None
+        return obs, out.reward, out.terminated, out.truncated, info
+
+    def step_one(self, actions: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """The scalar environments' step (N = 1, compiled variants): the same kernel as ``step``,
+        its results as Python values and the info as a scalar environment gives it."""
+        out = self._outputs_one
+        if out is None:
+            out = self._outputs_one = self._new_outputs()  # reused: the infos copy their values out
+        tlp, placed = self._kernel_step(actions, out)
+        info = scalar_info(self._record(placed))
+        info["tlp"] = int(tlp[0])
+        info.update(zip(STEP_KEYS, out.cost[:, 0].tolist(), strict=True))
+        info["tokens"], info["rlp"], info["missed_target"] = int(out.produced[0]), int(out.rlp[0]), bool(out.missed[0])
+        terminated, truncated = bool(out.terminated[0]), bool(out.truncated[0])
+        if terminated or truncated:
+            episode: dict[str, np.ndarray] = {}
+            self._episode_info(episode, ZERO)
+            info.update(scalar_info(episode))
+        obs = self.observe()[0]
+        if terminated:
+            obs[:] = 0.0
+        return obs, float(out.reward[0]), terminated, truncated, info
+
     def expected_reward(self, actions: Any) -> np.ndarray:
         """(N,) the reward the (checked) actions would earn now, without stepping."""
-        return self._price(actions)[2]
+        if not self.compiled:
+            return self._price(actions)[2]
+        fc_actions, attention, _ = self._placement(actions)
+        n, b = self.num_envs, self.batch
+        cost, reward, rlp = np.empty((8, n)), np.empty(n), np.empty(n, dtype=np.int64)
+        fc, split, fixed = self._kernel_tables()
+        self._run(kernels.price_and_reward, self.fc_mode, fc_actions, attention, self.cm, self.tlp, b.size, b.first,
+                  b.generated, b.live_input, b.live_max_input, fc, split, fixed, REWARD_CODES[self.reward_kind],
+                  self.time_scales, self.energy_scales, self.targets, self.miss_penalty, self.total_time,
+                  self.total_energy, cost, rlp, reward)
+        return reward
+
+    def _placement(self, actions: Any) -> tuple[np.ndarray, np.ndarray, Any]:
+        """A compiled variant's checked actions as (FC actions (N, 3) int64 for ``fc_mode``,
+        attention units (N,) int64, what ``_record`` is given)."""
+        raise NotImplementedError
 
     def _price(self, actions: Any) -> tuple[np.ndarray, IterationCost, np.ndarray, Any]:
         """(RLP, cost, reward, what was placed) of the actions now; no state changes."""
@@ -297,6 +419,15 @@ def _everyone(n: int) -> np.ndarray:
         mask = _EVERYONE[n] = np.ones(n, dtype=bool)
         mask.flags.writeable = False
     return mask
+
+
+def scalar_info(info: dict[str, np.ndarray], i: int = 0) -> dict[str, Any]:
+    """Environment i's info as a scalar environment gives it (Python numbers, strings, arrays)."""
+    out = {}
+    for key, values in info.items():
+        if key[0] != "_" and info["_" + key][i]:
+            out[key] = values.item(i) if values.ndim == 1 and values.dtype != object else values[i]
+    return out
 
 
 def put_all(info: dict[str, np.ndarray], key: str, values: np.ndarray, fresh: bool = False) -> None:

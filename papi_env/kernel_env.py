@@ -46,6 +46,7 @@ from gymnasium import spaces
 from hardware.systems import FC_KERNELS
 from papi_env.base import PapiBaseEnv
 from papi_env.core import LOG_R_SCALE, VectorCore, put_all
+from sim.kernels import FC_PER_KERNEL
 
 UNITS = ("pim", "gpu")
 OBS_SIZE = 14
@@ -59,6 +60,7 @@ class KernelCore(VectorCore):
     """PapiKernelSchedule-v0's dynamics for N environments: a unit per FC kernel and for attention."""
 
     obs_size = OBS_SIZE
+    fc_mode = FC_PER_KERNEL
 
     def __init__(self, num_envs: int = 1, on_masked: str = "fallback", **kwargs: Any) -> None:
         if on_masked not in ("fallback", "raise"):
@@ -134,6 +136,13 @@ class KernelCore(VectorCore):
         fc_time, fc_energy = self.tables.fc_per_kernel(self.cm, safe * self.tlp, a[:, :3])
         cost = self.tables.iteration(self.cm, safe, self.tlp, sum_ctx, fc_time, fc_energy, a[:, 3])
         return rlp, cost, self.objective_reward(cost, self.tlp), (a, masked)
+
+    def _placement(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """Attention asked on the GPU where its KV mirror does not fit runs on Attn-PIM (masked)."""
+        masked = (a[:, 3] == 1) & (self.kv_fill() > 1.0)
+        a = a.copy()
+        a[masked, 3] = 0
+        return np.ascontiguousarray(a[:, :3]), np.ascontiguousarray(a[:, 3]), (a, masked)
 
     def _record(self, placed: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
         a, masked = placed

@@ -36,6 +36,7 @@ from gymnasium import spaces
 
 from papi_env.base import PapiBaseEnv
 from papi_env.core import CTX_SCALE, LOG_R_SCALE, RLP_SCALE, TLP_SCALE, VectorCore, put_all
+from sim.kernels import FC_ALL
 
 ACTIONS = ("pim", "gpu")  # action index -> FC unit
 OBS_SIZE = 8
@@ -54,6 +55,7 @@ class ScheduleCore(VectorCore):
     """PapiSchedule-v0's dynamics for N environments: the FC unit per iteration."""
 
     obs_size = OBS_SIZE
+    fc_mode = FC_ALL
 
     def single_spaces(self) -> tuple[spaces.Space, spaces.Space]:
         return spaces.Discrete(2), spaces.Box(0.0, 1.0, shape=(OBS_SIZE,), dtype=np.float32)
@@ -94,6 +96,9 @@ class ScheduleCore(VectorCore):
         cost = self.tables.iteration_on(self.cm, np.maximum(rlp, 1), self.tlp, sum_ctx, a,
                                         self.by_env("attention_units"))
         return rlp, cost, self.objective_reward(cost, self.tlp), a
+
+    def _placement(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return a.reshape(-1, 1), self.by_env("attention_units"), a
 
     def _record(self, a: np.ndarray) -> dict[str, np.ndarray]:
         self.last_share = a.astype(np.float64)

@@ -40,6 +40,7 @@ from gymnasium import spaces
 from hardware.systems import SPLIT_STEPS
 from papi_env.base import PapiBaseEnv
 from papi_env.core import LOG_R_SCALE, VectorCore, put_all
+from sim.kernels import FC_SPLIT
 
 OBS_SIZE = 12
 
@@ -48,6 +49,7 @@ class SplitCore(VectorCore):
     """PapiSplitSchedule-v0's dynamics for N environments: the GPU fraction of every FC kernel."""
 
     obs_size = OBS_SIZE
+    fc_mode = FC_SPLIT
 
     def __init__(self, num_envs: int = 1, **kwargs: Any) -> None:
         super().__init__(num_envs, **kwargs)
@@ -86,6 +88,9 @@ class SplitCore(VectorCore):
         cost = self.tables.iteration(self.cm, safe, self.tlp, sum_ctx, fc_time, fc_energy,
                                      self.by_env("attention_units"))
         return rlp, cost, self.objective_reward(cost, self.tlp), steps
+
+    def _placement(self, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return np.ascontiguousarray(steps, dtype=np.int64), self.by_env("attention_units"), steps
 
     def _record(self, steps: np.ndarray) -> dict[str, np.ndarray]:
         self.last = steps / SPLIT_STEPS

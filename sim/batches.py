@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sim.kernels import advance_lockstep
+
 PAD_OUTPUT = np.iinfo(np.int64).max // 4  # lock-step padding: a slot that never finishes, never live
 
 
@@ -130,20 +132,8 @@ class BatchArrays:
             self.last_drafted = live.sum(axis=1) * (tlp - 1)
             self.last_accepted = accepted.sum(axis=1)
             return gained.sum(axis=1)
-        g0, first = self.generated, self.first
-        g1 = g0 + tlp
-        live = self.size - first
-        produced = live * tlp
-        finishing = g1 >= self.next_output
-        new_first = first.copy()
-        if finishing.any():
-            rows = np.flatnonzero(finishing)
-            new_first[rows] = (self.output_lengths[rows] <= g1[rows, None]).sum(axis=1)
-            done = self.prefix_output[rows, new_first[rows]] - self.prefix_output[rows, first[rows]]
-            # the requests that finish needed fewer than TLP tokens: g1 - output each fewer
-            produced[rows] -= (new_first[rows] - first[rows]) * g1[rows] - done
-            self.next_output[rows] = self.output_lengths[rows, np.minimum(new_first[rows], self.width - 1)]
-            self.live_input[rows] = self.suffix_input[rows, new_first[rows]]
-            self.live_max_input[rows] = self.suffix_max_input[rows, new_first[rows]]
-        self.generated, self.first = g1, new_first
+        produced = np.empty(self.num_envs, dtype=np.int64)
+        advance_lockstep(np.asarray(tlp, dtype=np.int64), self.size, self.first, self.generated, self.next_output,
+                         self.live_input, self.live_max_input, self.output_lengths, self.prefix_output,
+                         self.suffix_input, self.suffix_max_input, produced)
         return produced
