@@ -81,6 +81,7 @@ class VectorCore(StaticEngine):
 
     obs_size = SHARED_FEATURES
     fc_mode: int | None = None
+    missing_per_env = 4  # cost-table lookups a kernel makes per environment at most (its missing list's rows)
     """How the variant's action places FC (sim.kernels.FC_ALL, FC_PER_KERNEL, FC_SPLIT): lock-step batches of
     such a variant step through the compiled papi_env.kernels.step_lockstep."""
 
@@ -118,7 +119,7 @@ class VectorCore(StaticEngine):
         self._alpha_arrays: dict[str | None, np.ndarray] = {}
         self.misses = np.zeros(n, dtype=np.int64)
         self.last_share = np.zeros(n)
-        self._missing = np.zeros((4 * n, 5), dtype=np.int64)  # cost-table entries a kernel found missing
+        self._missing = np.zeros((self.missing_per_env * n, 5), dtype=np.int64)  # table entries a kernel found missing
         self._outputs_one: StepOutputs | None = None  # step_one's outputs, reused
 
     # ------------------------------------------------------------------------------ settings
@@ -264,7 +265,11 @@ class VectorCore(StaticEngine):
             n_missing = kernel(*args, missing)
             if not n_missing:
                 return
-            self.tables.fill(missing[:n_missing])
+            self._fill(missing[:n_missing])
+
+    def _fill(self, entries: np.ndarray) -> None:
+        """Compute the cost-table entries a kernel reported missing."""
+        self.tables.fill(entries)
 
     def _new_outputs(self) -> StepOutputs:
         n = self.num_envs

@@ -14,7 +14,16 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from sim.kernels import advance_lockstep, lockstep_live_context, price_lockstep
+from sim.kernels import (
+    ALL_FC,
+    advance_drift,
+    advance_lockstep,
+    advance_stochastic,
+    expected_gain,
+    lockstep_live_context,
+    price_lockstep,
+    row_sum,
+)
 
 REWARD_CODES = {"latency": 0, "energy": 1, "edp": 2, "latency_target": 3}
 
@@ -130,3 +139,238 @@ def step_lockstep(fc_mode: int, actions: np.ndarray, attention_units: np.ndarray
             k = np.searchsorted(schedule_starts, steps[i], side="right") - 1
             tlp[i] = schedule_values[k]
     return 0
+
+
+# ------------------------------------------------------------------------ speculation variant
+TABLE_DRAFT = 3  # missing entries of the draft model's tables: table ids 3 (fc) and 4 (fixed)
+GPU = 1
+PRIOR_ACCEPT, PRIOR_COUNT = 0.65, 2.0  # papi_env.spec_env's Beta prior of the acceptance estimates
+
+
+@nb.njit(cache=True, error_model="numpy")
+def iteration_on(fc_table: np.ndarray, fixed_table: np.ndarray, table_base: int, c: int, rlp: int, tlp: int,
+                 sum_ctx: float, fc_unit: int, attention_unit: int, costs: np.ndarray, missing: np.ndarray,
+                 n_missing: int) -> int:
+    """CostTables.iteration_on for one element into ``costs`` (8,); missing entries are listed
+    (table ids ``table_base`` for fc, ``table_base + 1`` for fixed) and counted."""
+    tokens = rlp * tlp
+    costs[0] = fc_table[c, ALL_FC, fc_unit, tokens, 0]
+    costs[4] = fc_table[c, ALL_FC, fc_unit, tokens, 1]
+    if np.isnan(costs[0]):
+        missing[n_missing, 0], missing[n_missing, 1], missing[n_missing, 2] = table_base, c, ALL_FC
+        missing[n_missing, 3], missing[n_missing, 4] = fc_unit, tokens
+        n_missing += 1
+    p = fixed_table[c, attention_unit, rlp, tlp]
+    if np.isnan(p[0]):
+        missing[n_missing, 0], missing[n_missing, 1], missing[n_missing, 2] = table_base + 1, c, attention_unit
+        missing[n_missing, 3], missing[n_missing, 4] = rlp, tlp
+        n_missing += 1
+    costs[1] = p[0] + p[2] * sum_ctx
+    costs[2] = p[4]
+    costs[3] = p[6]
+    costs[5] = p[1] + p[3] * sum_ctx
+    costs[6] = p[5]
+    costs[7] = p[7]
+    return n_missing
+
+
+@nb.njit(cache=True)
+def stochastic_live(i: int, input_lengths: np.ndarray, output_lengths: np.ndarray, gen: np.ndarray
+                    ) -> tuple[int, int, int]:
+    """Environment i's (RLP, context sum, longest context) of a stochastic batch."""
+    live = total = longest = 0
+    for j in range(gen.shape[1]):
+        if gen[i, j] < output_lengths[i, j]:
+            live += 1
+            ctx = input_lengths[i, j] + gen[i, j]
+            total += ctx
+            longest = max(longest, ctx)
+    return live, total, longest
+
+
+@nb.njit(cache=True, error_model="numpy")
+def draft_step(c: int, safe: int, before: float, draft_gpus: np.ndarray, draft_fc: np.ndarray,
+               draft_fixed: np.ndarray, scratch: np.ndarray, missing: np.ndarray, n_missing: int
+               ) -> tuple[float, float, int]:
+    """SpecCore.draft_step for one environment: (seconds, joules, missing count)."""
+    gpus = draft_gpus[c]
+    per_gpu = -(-safe // gpus)
+    ctx1 = before + safe
+    n_missing = iteration_on(draft_fc, draft_fixed, TABLE_DRAFT, c, per_gpu, 1, ctx1 * per_gpu / safe, GPU, GPU,
+                             scratch, missing, n_missing)
+    seconds = scratch[0] + scratch[1] + scratch[2] + scratch[3]
+    joules = (scratch[4] + scratch[5] + scratch[6] + scratch[7]) * gpus
+    return seconds, joules, n_missing
+
+
+@nb.njit(cache=True, error_model="numpy")
+def spec_cost(c: int, safe: int, before: float, tlp: int, unit: int, attention_units: np.ndarray,
+              fc_table: np.ndarray, fixed_table: np.ndarray, step_time: float, step_energy: float,
+              costs: np.ndarray, missing: np.ndarray, n_missing: int) -> int:
+    """SpecCore.cost_at for one environment and action into ``costs`` (the draft under 'other')."""
+    n_missing = iteration_on(fc_table, fixed_table, 0, c, safe, tlp, before + safe * tlp, unit, attention_units[c],
+                             costs, missing, n_missing)
+    costs[3] = costs[3] + step_time * (tlp - 1)
+    costs[7] = costs[7] + step_energy * (tlp - 1)
+    return n_missing
+
+
+@nb.njit(cache=True, error_model="numpy")
+def step_spec(tlp: np.ndarray, unit: np.ndarray, cm: np.ndarray, keys: np.ndarray, steps: np.ndarray,
+              input_lengths: np.ndarray, output_lengths: np.ndarray, gen: np.ndarray,
+              last_request_accepted: np.ndarray, last_request_rejected: np.ndarray, last_drafted: np.ndarray,
+              last_accepted: np.ndarray, base: np.ndarray, drift: np.ndarray, rho: float, drift_std: float,
+              fc_table: np.ndarray, fixed_table: np.ndarray, draft_fc: np.ndarray, draft_fixed: np.ndarray,
+              draft_gpus: np.ndarray, attention_units: np.ndarray, alphas: np.ndarray, max_tlp: int,
+              best_credit: bool, expected_tokens: bool, token_reward: float, reward_kind: int,
+              time_scales: np.ndarray, energy_scales: np.ndarray, targets: np.ndarray, miss_penalty: float,
+              max_steps: int, total_time: np.ndarray, total_energy: np.ndarray, tokens: np.ndarray,
+              misses: np.ndarray, req_accepted: np.ndarray, req_rejected: np.ndarray, batch_accepted: np.ndarray,
+              batch_rejected: np.ndarray, accept_ema: np.ndarray, last_accept: np.ndarray, last_gain: np.ndarray,
+              last_unit: np.ndarray, last_share: np.ndarray, estimate_decay: float, cost: np.ndarray,
+              rlp: np.ndarray, produced: np.ndarray, missed: np.ndarray, reward: np.ndarray,
+              objective: np.ndarray, terminated: np.ndarray, truncated: np.ndarray, live_after: np.ndarray,
+              total_after: np.ndarray, longest_after: np.ndarray, missing: np.ndarray) -> int:
+    """One iteration of PapiSpecSchedule-v0 in every environment (papi_env.spec_env: draft and
+    target cost, the token credit, drafts accepted per request, the acceptance drift, estimates,
+    totals, episode ends), observations aside. First every environment is priced; if a cost table
+    entry is missing, returns how many (listed in ``missing``) with nothing changed."""
+    n, width = len(cm), gen.shape[1]
+    costs = np.empty(8)
+    probs, row = np.empty(width), np.empty(width)
+    value = np.empty(n)
+    expected = np.empty(n)
+    n_missing = 0
+    for i in range(n):  # pricing: no state changes
+        c = cm[i]
+        live, total, _ = stochastic_live(i, input_lengths, output_lengths, gen)
+        safe = max(live, 1)
+        before = float(total)
+        step_time, step_energy, n_missing = draft_step(c, safe, before, draft_gpus, draft_fc, draft_fixed, costs,
+                                                       missing, n_missing)
+        n_missing = spec_cost(c, safe, before, tlp[i], unit[i], attention_units, fc_table, fixed_table, step_time,
+                              step_energy, costs, missing, n_missing)
+        cost[:, i] = costs
+        for j in range(width):
+            probs[j] = 1.0 / (1.0 + np.exp(-(base[i, j] + drift[i, j])))
+        ts, es, target = time_scales[c], energy_scales[c], targets[c]
+        if best_credit:  # the least objective term per expected token over every action now
+            best = np.inf
+            for t in range(1, max_tlp + 1):
+                for j in range(width):
+                    row[j] = (min(expected_gain(probs[j], t), float(output_lengths[i, j] - gen[i, j]))
+                              if gen[i, j] < output_lengths[i, j] else 0.0)
+                k = row_sum(row)  # numpy's summation over the slot row
+                for u in range(2):
+                    n_missing = spec_cost(c, safe, before, t, u, attention_units, fc_table, fixed_table, step_time,
+                                          step_energy, costs, missing, n_missing)
+                    if k == 0.0:  # no live request (an episode awaiting reset): nothing to credit
+                        per_token = np.nan
+                    else:
+                        per_token = -objective_reward(reward_kind, costs[0] + costs[1] + costs[2] + costs[3],
+                                                      costs[4] + costs[5] + costs[6] + costs[7], ts, es, target,
+                                                      k / safe, total_time[i], total_energy[i], miss_penalty) / k
+                    if per_token < best or np.isnan(per_token):
+                        best = per_token
+            value[i] = best
+        else:  # minus the objective term per token of one TLP-1 iteration with PAPI's placement
+            ref_unit = 1 if safe > alphas[i] else 0
+            n_missing = spec_cost(c, safe, before, 1, ref_unit, attention_units, fc_table, fixed_table, step_time,
+                                  step_energy, costs, missing, n_missing)
+            value[i] = -objective_reward(reward_kind, costs[0] + costs[1] + costs[2] + costs[3],
+                                         costs[4] + costs[5] + costs[6] + costs[7], ts, es, target, 1.0,
+                                         total_time[i], total_energy[i], miss_penalty) / safe
+        if expected_tokens:
+            for j in range(width):
+                row[j] = (min(expected_gain(probs[j], tlp[i]), float(output_lengths[i, j] - gen[i, j]))
+                          if gen[i, j] < output_lengths[i, j] else 0.0)
+            expected[i] = row_sum(row)
+        rlp[i] = live
+    if n_missing:
+        return n_missing
+    for i in range(n):  # the iteration
+        c, t = cm[i], tlp[i]
+        safe = max(rlp[i], 1)
+        for j in range(width):
+            probs[j] = 1.0 / (1.0 + np.exp(-(base[i, j] + drift[i, j])))
+        made = advance_stochastic(i, t, keys[i], steps[i], probs, output_lengths, gen, last_request_accepted,
+                                  last_request_rejected, last_drafted, last_accepted)
+        advance_drift(i, keys[i], steps[i], output_lengths, gen, drift, rho, drift_std)
+        seconds = iteration_time(cost, i)
+        joules = iteration_energy(cost, i)
+        ts, es, target = time_scales[c], energy_scales[c], targets[c]
+        objective[i] = objective_reward(reward_kind, seconds, joules, ts, es, target, made / safe, total_time[i],
+                                        total_energy[i], miss_penalty)
+        if expected_tokens:
+            reward[i] = (objective_reward(reward_kind, seconds, joules, ts, es, target, expected[i] / safe,
+                                          total_time[i], total_energy[i], miss_penalty)
+                         + token_reward * expected[i] * value[i])
+        else:
+            reward[i] = objective[i] + token_reward * made * value[i]
+        rejected = 0.0
+        for j in range(width):
+            req_accepted[i, j] = estimate_decay * req_accepted[i, j] + last_request_accepted[i, j]
+            req_rejected[i, j] = estimate_decay * req_rejected[i, j] + last_request_rejected[i, j]
+            rejected += last_request_rejected[i, j]
+        a = last_accepted[i]
+        batch_accepted[i] = estimate_decay * batch_accepted[i] + a
+        batch_rejected[i] = estimate_decay * batch_rejected[i] + rejected
+        accept_ema[i] = (batch_accepted[i] + PRIOR_ACCEPT * PRIOR_COUNT) / (
+            batch_accepted[i] + batch_rejected[i] + PRIOR_COUNT)
+        last_accept[i] = a / max(a + rejected, 1.0) if last_drafted[i] > 0 else 0.0
+        last_unit[i], last_gain[i], last_share[i] = unit[i], made / safe, float(unit[i])
+        steps[i] += 1
+        produced[i] = made
+        missed[i] = seconds > target * (made / safe)
+        total_time[i] += seconds
+        total_energy[i] += joules
+        tokens[i] += made
+        misses[i] += missed[i]
+        live_after[i], total_after[i], longest_after[i] = stochastic_live(i, input_lengths, output_lengths, gen)
+        terminated[i] = live_after[i] == 0
+        truncated[i] = not terminated[i] and steps[i] >= max_steps
+    return 0
+
+
+@nb.njit(cache=True, error_model="numpy")
+def spec_features(obs: np.ndarray, cm: np.ndarray, input_lengths: np.ndarray, output_lengths: np.ndarray,
+                  gen: np.ndarray, log_alphas: np.ndarray, last_accept: np.ndarray, accept_ema: np.ndarray,
+                  last_gain: np.ndarray, tlp_scale: float, fc_table: np.ndarray, fixed_table: np.ndarray,
+                  draft_fc: np.ndarray, draft_fixed: np.ndarray, draft_gpus: np.ndarray,
+                  attention_units: np.ndarray, req_accepted: np.ndarray, req_rejected: np.ndarray,
+                  missing: np.ndarray) -> int:
+    """PapiSpecSchedule-v0's seven own features in obs[:, 8:15] (papi_env.spec_env's table), float32
+    in [0, 1]; the number of missing cost-table entries (then obs is incomplete)."""
+    width = gen.shape[1]
+    costs, row = np.empty(8), np.empty(width)
+    n_missing = 0
+    for i in range(len(cm)):
+        c = cm[i]
+        live, total, _ = stochastic_live(i, input_lengths, output_lengths, gen)
+        safe = max(live, 1)
+        before = float(total)
+        step_time, _, n_missing = draft_step(c, safe, before, draft_gpus, draft_fc, draft_fixed, costs, missing,
+                                             n_missing)
+        n_missing = iteration_on(fc_table, fixed_table, 0, c, safe, 1, before + safe, 0, attention_units[c], costs,
+                                 missing, n_missing)
+        ratio = step_time / (costs[0] + costs[1] + costs[2] + costs[3])
+        count = 0
+        for j in range(width):
+            live_j = gen[i, j] < output_lengths[i, j]
+            count += live_j
+            row[j] = (req_accepted[i, j] + PRIOR_ACCEPT * PRIOR_COUNT) / (
+                req_accepted[i, j] + req_rejected[i, j] + PRIOR_COUNT) if live_j else 0.0
+        mean = row_sum(row) / max(count, 1) if count > 0 else PRIOR_ACCEPT
+        for j in range(width):
+            if gen[i, j] < output_lengths[i, j]:
+                own = (req_accepted[i, j] + PRIOR_ACCEPT * PRIOR_COUNT) / (
+                    req_accepted[i, j] + req_rejected[i, j] + PRIOR_COUNT)
+                row[j] = (own - mean) ** 2
+        square = row_sum(row)
+        spread = np.sqrt(square / max(count, 1))
+        values = (log_alphas[i], last_accept[i], accept_ema[i], last_gain[i] / tlp_scale, min(ratio, 1.0), mean,
+                  min(2.0 * spread, 1.0))
+        for column in range(7):
+            v = np.float32(values[column])
+            obs[i, 8 + column] = min(max(v, np.float32(0.0)), np.float32(1.0))
+    return n_missing

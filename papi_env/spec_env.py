@@ -77,8 +77,21 @@ from hardware.cost_tables import CostTables
 from hardware.costs import Cost
 from hardware.speculation import DraftCost
 from hardware.systems import IterationCost
+from papi_env import kernels
 from papi_env.base import PapiBaseEnv
-from papi_env.core import LOG_R_SCALE, TLP_SCALE, VectorCore, per_env, put, put_all
+from papi_env.core import (
+    CTX_SCALE,
+    LOG2,
+    LOG_R_SCALE,
+    RLP_SCALE,
+    STEP_KEYS,
+    TLP_SCALE,
+    VectorCore,
+    per_env,
+    put,
+    put_all,
+)
+from papi_env.kernels import REWARD_CODES
 from sim.acceptance import AcceptanceModel, DriftingAcceptance, expected_gain, expected_gain_per_request
 
 OBS_SIZE = 15
@@ -127,6 +140,8 @@ class SpecCore(VectorCore):
         self.token_credit, self.reward_tokens = token_credit, reward_tokens
         self.acceptance_model = AcceptanceModel.from_any(acceptance)
         self.max_tlp = max_tlp
+        # table lookups per environment in a step at most: draft, action, TLP-1 reference, every action (best credit)
+        self._missing = np.zeros(((4 * max_tlp + 8) * self.num_envs, 5), dtype=np.int64)
         # every action as (1, 2 max_tlp) TLPs and units: each TLP on FC-PIM, then each on the GPUs
         self.every_tlp = np.tile(np.arange(1, max_tlp + 1), 2)[None, :]
         self.every_unit = np.repeat([0, 1], max_tlp)[None, :]
@@ -269,46 +284,69 @@ class SpecCore(VectorCore):
                 + self.token_reward * k * self.credit_per_token())
 
     def step(self, action: tuple[np.ndarray, np.ndarray], observe: bool = True):
-        with np.errstate(divide="ignore", invalid="ignore"):  # environments awaiting reset: no live request
-            return self._step(action, observe)
-
-    def _step(self, action: tuple[np.ndarray, np.ndarray], observe: bool):
-        tlp, unit = action
-        cost = self.cost_at(tlp, unit)
-        rlp = self.rlp()
-        safe = np.maximum(rlp, 1)
-        probs = self.probabilities()
-        value = self.credit_per_token(probs)
-        expected = self.expected_tokens(tlp, probs) if self.reward_tokens == "expected" else None
-        tokens = self.advance(tlp, probs)
-        rows, slots = self.live_slots()  # batches advanced: the requests still live drift on
-        self.acceptance_state.advance(self.keys[rows], self.steps[rows], rows, slots)  # steps not yet counted
-        objective = self.objective_reward(cost, tokens / safe)
-        if expected is None:
-            reward = objective + self.token_reward * tokens * value
-        else:  # the action's expected reward instead of the drawn one
-            reward = self.objective_reward(cost, expected / safe) + self.token_reward * expected * value
-        self._update_estimates()
-        self.last_unit, self.last_gain, self.tlp = unit, tokens / safe, tlp
-        self.last_share = unit.astype(np.float64)
+        """One iteration in every environment, compiled (papi_env.kernels.step_spec)."""
+        tlp, unit = (np.ascontiguousarray(x, dtype=np.int64) for x in action)
+        n, b, acc = self.num_envs, self.batch, self.acceptance_state
+        cost, reward, objective = np.empty((8, n)), np.empty(n), np.empty(n)
+        rlp, produced, live, total, longest = (np.empty(n, dtype=np.int64) for _ in range(5))
+        missed, terminated, truncated = (np.empty(n, dtype=bool) for _ in range(3))
+        self._run(kernels.step_spec, tlp, unit, self.cm, self.keys, self.steps, b.input_lengths, b.output_lengths,
+                  b.gen, b.last_request_accepted, b.last_request_rejected, b.last_drafted, b.last_accepted, acc.base,
+                  acc.drift, acc.rho, self.acceptance_model.drift, self.tables.fc, self.tables.fixed,
+                  self.draft_tables.fc, self.draft_tables.fixed, self.draft_gpus, self.attention_units,
+                  self.alpha_array().astype(np.float64), self.max_tlp, self.token_credit == "best",
+                  self.reward_tokens == "expected", self.token_reward, REWARD_CODES[self.reward_kind],
+                  self.time_scales, self.energy_scales, self.targets, self.miss_penalty, self.max_steps,
+                  self.total_time, self.total_energy, self.tokens, self.misses, self.req_accepted,
+                  self.req_rejected, self.batch_accepted, self.batch_rejected, self.accept_ema, self.last_accept,
+                  self.last_gain, self.last_unit, self.last_share, ESTIMATE_DECAY, cost, rlp, produced, missed,
+                  reward, objective, terminated, truncated, live, total, longest)
+        self.tlp = tlp
+        self._context = (live, total, longest)
+        self._derived.clear()
         info: dict[str, np.ndarray] = {}
         put_all(info, "placement", UNIT_NAMES[unit], fresh=True)
         put_all(info, "tlp", tlp)  # copies of state arrays
-        put_all(info, "drafted", self.batch.last_drafted)
-        put_all(info, "accepted", self.batch.last_accepted)
+        put_all(info, "drafted", b.last_drafted)
+        put_all(info, "accepted", b.last_accepted)
         put_all(info, "objective_reward", objective, fresh=True)
-        terminated, truncated = self.finish_step(cost, tokens, rlp, info)
+        for key, row in zip(STEP_KEYS, cost, strict=True):
+            put_all(info, key, row, fresh=True)
+        put_all(info, "tokens", produced, fresh=True)
+        put_all(info, "rlp", rlp, fresh=True)
+        put_all(info, "missed_target", missed, fresh=True)
+        ended = np.flatnonzero(terminated | truncated)
+        if len(ended):
+            self._episode_info(info, ended)
         return self.end_observations(terminated) if observe else None, reward, terminated, truncated, info
 
-    def _update_estimates(self) -> None:
-        b, d = self.batch, ESTIMATE_DECAY
-        self.req_accepted = d * self.req_accepted + b.last_request_accepted
-        self.req_rejected = d * self.req_rejected + b.last_request_rejected
-        a, r = b.last_accepted, b.last_request_rejected.sum(axis=1)
-        self.batch_accepted = d * self.batch_accepted + a
-        self.batch_rejected = d * self.batch_rejected + r
-        self.accept_ema = estimate(self.batch_accepted, self.batch_rejected)
-        self.last_accept = np.where(b.last_drafted > 0, a / np.maximum(a + r, 1), 0.0)
+    def _fill(self, entries: np.ndarray) -> None:
+        """Missing entries of the target's tables (ids 0, 1) and of the draft model's (3, 4)."""
+        draft = entries[:, 0] >= kernels.TABLE_DRAFT
+        if (~draft).any():
+            self.tables.fill(entries[~draft])
+        if draft.any():
+            rows = entries[draft].copy()
+            rows[:, 0] -= kernels.TABLE_DRAFT
+            self.draft_tables.fill(rows)
+
+    def observe(self) -> np.ndarray:
+        """(N, 15) float32 observations: the eight shared features, then the variant's seven
+        (papi_env.kernels.spec_features)."""
+        rlp, total, longest = self._batch_state()
+        obs = np.empty((self.num_envs, OBS_SIZE), dtype=np.float32)
+        kernels.observe_shared(obs, rlp, total, longest, self.tlp, self.batch.size, LOG2, self.last_share, self.steps,
+                               self.max_steps, RLP_SCALE, TLP_SCALE, CTX_SCALE)
+        b = self.batch
+        log_alphas = self._per_env.get("log_alphas")  # constant over an episode: made once after a reset
+        if log_alphas is None:
+            log_alphas = self._per_env["log_alphas"] = np.log2(self.alpha_array() + 1.0) / LOG_R_SCALE
+        self._run(kernels.spec_features, obs, self.cm, b.input_lengths, b.output_lengths, b.gen, log_alphas,
+                  self.last_accept,
+                  self.accept_ema, self.last_gain, TLP_SCALE, self.tables.fc, self.tables.fixed,
+                  self.draft_tables.fc, self.draft_tables.fixed, self.draft_gpus, self.attention_units,
+                  self.req_accepted, self.req_rejected)
+        return obs
 
     # -------------------------------------------------------------------------- features
     def draft_ratio(self) -> np.ndarray:
@@ -317,15 +355,6 @@ class SpecCore(VectorCore):
         ctx1 = self.context_before_verify() + rlp
         target = self.tables.iteration_on(self.cm, rlp, np.ones_like(rlp), ctx1, 0, self.by_env("attention_units"))
         return self.draft_step()[0] / target.time
-
-    def _extra_features(self, rlp: np.ndarray, sum_ctx: np.ndarray) -> list[np.ndarray]:
-        live = self.batch.live_mask()
-        count = live.sum(axis=1)
-        own = self.request_estimates()
-        mean = np.where(count > 0, np.where(live, own, 0.0).sum(axis=1) / np.maximum(count, 1), PRIOR_ACCEPT)
-        spread = np.sqrt(np.where(live, (own - mean[:, None]) ** 2, 0.0).sum(axis=1) / np.maximum(count, 1))
-        return [np.log2(self.alpha_array() + 1.0) / LOG_R_SCALE, self.last_accept, self.accept_ema,
-                self.last_gain / TLP_SCALE, np.minimum(self.draft_ratio(), 1.0), mean, np.minimum(2.0 * spread, 1.0)]
 
 
 class AcceptanceView:

@@ -116,3 +116,149 @@ def advance_lockstep(tlp: np.ndarray, size: np.ndarray, first: np.ndarray, gener
             first[i] = f1
         generated[i] = g1
         produced[i] = made
+
+
+# ------------------------------------------------------------------------- stochastic batches
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # sim.random_streams' constants (SplitMix64)
+MIX1, MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+SLOT_SHIFT, STREAM_SHIFT = np.uint64(20), np.uint64(4)  # random_streams.SLOT_BITS + STREAM_BITS, STREAM_BITS
+UNIT = 2.0**-53
+ACCEPT_STREAM, DRIFT_STREAM = 0, 1  # sim.engine.ACCEPT_STREAM, sim.acceptance.DRIFT_STREAM
+
+
+@nb.njit(cache=True)
+def uniform_at(key: np.uint64, iteration: int, slot: int, stream: int) -> float:
+    """sim.random_streams.uniform for one (key, iteration, slot, stream): the same 53-bit draw."""
+    counter = (np.uint64(iteration) << SLOT_SHIFT) | (np.uint64(slot) << STREAM_SHIFT) | np.uint64(stream)
+    x = key + (counter + np.uint64(1)) * GOLDEN
+    x = (x ^ (x >> np.uint64(30))) * MIX1
+    x = (x ^ (x >> np.uint64(27))) * MIX2
+    x = x ^ (x >> np.uint64(31))
+    return float((x >> np.uint64(11)) + np.uint64(1)) * UNIT
+
+
+@nb.njit(cache=True)
+def normal_at(key: np.uint64, iteration: int, slot: int, stream: int) -> float:
+    """sim.random_streams.normal for one draw (Box-Muller on ``stream`` and ``stream + 1``)."""
+    u1 = uniform_at(key, iteration, slot, stream)
+    u2 = uniform_at(key, iteration, slot, stream + 1)
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+
+
+@nb.njit(cache=True)
+def expected_gain(p: float, tlp: int) -> float:
+    """sim.acceptance.expected_gain for one request: sum_{j<tlp} p^j (p to a float power: the C
+    library's pow, as numpy's)."""
+    if tlp == 1:
+        return 1.0
+    return (1.0 - p ** float(tlp)) / max(1.0 - p, 1e-12)
+
+
+@nb.njit(cache=True)
+def block_sum(a: np.ndarray, start: int, n: int) -> float:
+    """numpy's pairwise summation of a[start:start + n] for n <= 128: eight running sums, combined
+    pairwise, then the remainder (numpy's pairwise_sum)."""
+    if n < 8:
+        res = 0.0
+        for i in range(start, start + n):
+            res += a[i]
+        return res
+    r0, r1, r2, r3 = a[start], a[start + 1], a[start + 2], a[start + 3]
+    r4, r5, r6, r7 = a[start + 4], a[start + 5], a[start + 6], a[start + 7]
+    i = 8
+    while i < n - (n % 8):
+        k = start + i
+        r0, r1, r2, r3 = r0 + a[k], r1 + a[k + 1], r2 + a[k + 2], r3 + a[k + 3]
+        r4, r5, r6, r7 = r4 + a[k + 4], r5 + a[k + 5], r6 + a[k + 6], r7 + a[k + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[start + i]
+        i += 1
+    return res
+
+
+@nb.njit(cache=True)
+def _halves(n: int) -> int:
+    half = n // 2
+    return half - half % 8
+
+
+@nb.njit(cache=True)
+def _pairwise1(a: np.ndarray, start: int, n: int) -> float:
+    if n <= 128:
+        return block_sum(a, start, n)
+    half = _halves(n)
+    return block_sum(a, start, half) + block_sum(a, start + half, n - half)
+
+
+@nb.njit(cache=True)
+def _pairwise2(a: np.ndarray, start: int, n: int) -> float:
+    if n <= 128:
+        return block_sum(a, start, n)
+    half = _halves(n)
+    return _pairwise1(a, start, half) + _pairwise1(a, start + half, n - half)
+
+
+@nb.njit(cache=True)
+def pairwise_sum(a: np.ndarray, start: int, n: int) -> float:
+    """numpy's pairwise summation of a[start:start + n] (blocks of up to 128, halves beyond; three
+    levels written out, as numba caches no recursion: rows of up to 512)."""
+    if n > 512:
+        raise ValueError("pairwise_sum: rows of at most 512 elements")
+    if n <= 128:
+        return block_sum(a, start, n)
+    half = _halves(n)
+    return _pairwise2(a, start, half) + _pairwise2(a, start + half, n - half)
+
+
+@nb.njit(cache=True)
+def row_sum(a: np.ndarray) -> float:
+    """``a.sum()`` of a float64 row as numpy computes it (0 plus its pairwise sum), so sums over
+    request slots give numpy's bits."""
+    return 0.0 + pairwise_sum(a, 0, len(a))
+
+
+@nb.njit(cache=True)
+def advance_stochastic(i: int, tlp: int, key: np.uint64, iteration: int, probs: np.ndarray,
+                       output_lengths: np.ndarray, gen: np.ndarray, last_request_accepted: np.ndarray,
+                       last_request_rejected: np.ndarray, last_drafted: np.ndarray,
+                       last_accepted: np.ndarray) -> int:
+    """One iteration of environment i's stochastic batch at speculation length ``tlp`` (BatchArrays.
+    advance with sim.acceptance.leading_accepts on random_streams' acceptance draws): each live
+    request j accepts its leading drafts with probability probs[j] each; returns the tokens gained."""
+    gained_total = 0
+    live_count = 0
+    accepted_total = 0
+    for j in range(output_lengths.shape[1]):
+        if gen[i, j] < output_lengths[i, j]:
+            live_count += 1
+            u = uniform_at(key, iteration, j, ACCEPT_STREAM)
+            log_p = np.log(probs[j])
+            drafts = np.floor(np.log(u) / log_p) if log_p < 0 else np.inf
+            leading = int(min(drafts, tlp - 1))
+            gained = min(1 + leading, output_lengths[i, j] - gen[i, j])
+            gen[i, j] += gained
+            gained_total += gained
+            accepted = leading if tlp > 1 else 0
+            last_request_accepted[i, j] = accepted
+            last_request_rejected[i, j] = tlp > 1 and leading < tlp - 1
+            accepted_total += accepted
+        else:
+            last_request_accepted[i, j] = 0
+            last_request_rejected[i, j] = False
+    last_drafted[i] = live_count * (tlp - 1)
+    last_accepted[i] = accepted_total
+    return gained_total
+
+
+@nb.njit(cache=True)
+def advance_drift(i: int, key: np.uint64, iteration: int, output_lengths: np.ndarray, gen: np.ndarray,
+                  drift: np.ndarray, rho: float, drift_std: float) -> None:
+    """One iteration of the AR(1) acceptance drift of environment i's live requests
+    (sim.acceptance.DriftingAcceptance.advance)."""
+    keep = np.sqrt(1.0 - rho**2)
+    for j in range(output_lengths.shape[1]):
+        if gen[i, j] < output_lengths[i, j]:
+            noise = drift_std * normal_at(key, iteration, j, DRIFT_STREAM)
+            drift[i, j] = rho * drift[i, j] + keep * noise
