@@ -106,9 +106,13 @@ def policy_kind(spec: str) -> str:
     return POLICY_KINDS.get(name, "learned" if arg else "rule")
 
 
-def make_policy(spec: str, env: Any = None, model: str = "llama-65b", system: Any = "papi", seed: int = 0):
+def make_policy(spec: str, env: Any = None, model: str | None = None, system: Any = None, seed: int = 0):
     """A policy from a name: a rule in RULES (``threshold:ALPHA``, ``fixed-tlp:K``), or
-    ``ALGO:PATH`` for a learned one. With ``env``, rules fit that environment's variant."""
+    ``ALGO:PATH`` for a learned one. With ``env``, rules fit that environment's variant.
+
+    ``threshold`` calibrates its alpha offline for a system and model: the env's, or ``model`` and
+    ``system`` given here; without either it is an error (a default system would silently give
+    another system's alpha). ``threshold:ALPHA`` takes the alpha as given."""
     name, _, arg = spec.partition(":")
     base = None if env is None else env.unwrapped
     simple = base is None or base.variant == "schedule"
@@ -126,8 +130,11 @@ def make_policy(spec: str, env: Any = None, model: str = "llama-65b", system: An
                 alpha = math.nan
             if not (math.isfinite(alpha) and alpha >= 0):
                 raise ValueError(f"threshold:ALPHA needs a finite alpha >= 0 (RLP x TLP), got {spec!r}")
-            return ThresholdCharacterizer(alpha, model=model, system=system)
+            return ThresholdCharacterizer(alpha, model=model or "llama-65b", system=system or "papi")
         if simple:
+            if base is None and (model is None or system is None):
+                raise ValueError("make_policy('threshold') calibrates alpha for a system and model: pass env= (its "
+                                 "own), or model= and system=, or give the alpha as 'threshold:ALPHA'")
             objective = "latency" if base is None else base.reward_kind
             cm = None if base is None else base.cost_model
             return ThresholdCharacterizer(None, model=cm.model if cm else model, system=cm.system if cm else system,

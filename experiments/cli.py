@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +44,8 @@ def check_env_kwargs(env_id: str, kwargs: dict[str, Any], flag: str = "--env-kwa
 
 
 def check_output_dir(path: Path, flag: str = "--out") -> Path:
-    """An output directory that exists or can be made (not a file), checked before the work."""
+    """An output directory that exists or can be made (not a file) and can be written to (a probe
+    file is created and removed), checked before the work."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UsageError(f"{flag} {path} is a file; give a directory")
@@ -50,7 +53,20 @@ def check_output_dir(path: Path, flag: str = "--out") -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UsageError(f"{flag} {path}: cannot create it ({err.strerror})") from None
+    try:
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-"):
+            pass
+    except OSError as err:
+        raise UsageError(f"{flag} {path}: cannot write there ({err.strerror})") from None
     return path
+
+
+def finite(value: float, flag: str) -> float:
+    """``value`` if it is a finite number, else a UsageError naming ``flag`` (inf and nan pass
+    argparse's float())."""
+    if not math.isfinite(value):
+        raise UsageError(f"{flag} must be a finite number, got {value!r}")
+    return value
 
 
 def positive(value: int, flag: str) -> int:

@@ -26,6 +26,7 @@ require_rl(__name__)  # one clear line if the [rl] extra is missing
 import numpy as np
 
 from experiments import evaluate
+from experiments.cli import UsageError, check_output_dir, positive
 from experiments.io import markdown_table, write_json, write_text
 from experiments.jobs import TrainJob, run_jobs
 
@@ -45,6 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/generalise"))
     parser.add_argument("--reuse", action="store_true", help="keep finished runs and continue killed ones")
     args = parser.parse_args(argv)
+    try:
+        for flag, value in (("--seeds", args.seeds), ("--total-timesteps", args.total_timesteps),
+                            ("--episodes", args.episodes)):
+            positive(value, flag)
+        check_output_dir(args.out)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     jobs = {setting: [TrainJob("ppo", args.env, seed, str(args.out / "runs"), args.total_timesteps, env_kwargs=kwargs,
                                label=setting, resume="continue" if args.reuse else "overwrite")
                       for seed in range(args.seeds)]

@@ -39,6 +39,7 @@ import numpy as np
 import papi_env
 from agents.planners import Oracle
 from experiments import evaluate, fanout, stats
+from experiments.cli import UsageError, check_output_dir
 from experiments.evaluate import eval_seeds
 from experiments.io import markdown_table, write_json, write_text
 from hardware.costs import Cost
@@ -226,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     if bad or args.episodes < 1 or (args.num_cpus is not None and args.num_cpus < 1):
         parser.error(f"unknown {bad}; variants {list(names)}, objectives {list(papi_env.REWARDS)}, scenarios "
                      f"{sorted(known)}; --episodes and --num-cpus must be >= 1")
+    try:
+        check_output_dir(args.out)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     jobs = [(names[v], s, o, args.episodes, not args.no_ragged)
             for v in variants for s in SCENARIOS[names[v]] if s in chosen for o in objectives]
     if not jobs:

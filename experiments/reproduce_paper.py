@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.rules import static_placement, threshold_placement
+from experiments.cli import UsageError, check_output_dir
 from experiments.io import markdown_table, save_figure, write_json, write_text
 from experiments.plotting import COLORS, pyplot
 from hardware import costs
@@ -327,6 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.batches < 1:
         parser.error("--batches must be >= 1")
+    try:
+        check_output_dir(args.out)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     start = time.perf_counter()
     runner = Runner(args.batches, args.seed)
     rows = compute_rows(runner)

@@ -25,6 +25,7 @@ Writes serve.json, serve.md and serve.png (and .pdf) under ``--out``; cells run 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ import numpy as np
 import papi_env
 from agents.policies import make_policy
 from experiments import fanout, stats
-from experiments.cli import UsageError, check_output_dir, positive
+from experiments.cli import UsageError, check_output_dir, finite, positive
 from experiments.evaluate import eval_seeds, run_episode
 from experiments.io import markdown_table, save_figure, write_results
 from experiments.jobs import TrainJob, check_jobs, run_jobs
@@ -225,9 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     fanout.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        rates = [float(r) for r in args.rates.split(",") if r.strip()]
-        if not rates or any(not r > 0 for r in rates):
-            raise UsageError(f"--rates must be positive numbers of requests/s, got {args.rates!r}")
+        try:
+            rates = [float(r) for r in args.rates.split(",") if r.strip()]
+        except ValueError:
+            rates = []
+        if not rates or any(not (r > 0 and math.isfinite(r)) for r in rates):
+            raise UsageError(f"--rates must be positive, finite numbers of requests/s, got {args.rates!r}")
+        finite(args.acceptance_rate, "--acceptance-rate")
+        finite(args.cv, "--cv")
         for flag, value in (("--episodes", args.episodes), ("--requests", args.requests), ("--max-tlp", args.max_tlp)):
             positive(value, flag)
         if not 0 <= args.warmup < args.requests:

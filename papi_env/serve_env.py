@@ -65,6 +65,11 @@ RATE_TAU_S = 1.0  # [D] time constant of the arrival-rate estimate, s
 ACCEPT_EMA = 0.1  # [D] weight of the newest iteration in the acceptance estimate
 
 
+MAX_REQUESTS = 1_000_000
+"""[D] Requests per episode at most: an episode keeps about a hundred bytes of arrays per request
+(arrival, lengths, progress, timings), so this bound keeps one under ~100 MB."""
+
+
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -106,6 +111,9 @@ class PapiServeEnv(gym.Env):
         self.arrival, self.cv = arrival, float(cv)
         self.trace = None if trace is None else load_trace(trace)
         self.requests = _positive_int("requests", requests)
+        if self.requests > MAX_REQUESTS:
+            raise ValueError(f"requests must be at most {MAX_REQUESTS:,} per episode (an episode holds every "
+                             f"request's arrays), got {self.requests:,}")
         if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or not 0 <= warmup < self.requests:
             raise ValueError(f"warmup must be an integer in [0, requests), got {warmup!r}")
         if self.trace is not None and not warmup < self.trace.size:
@@ -183,8 +191,8 @@ class PapiServeEnv(gym.Env):
         return unit, tlp_index + 1, admit
 
     def step(self, action: Any):
-        if self.server is None or self.server.done:
-            raise RuntimeError("call reset() before step() (the episode has ended)")
+        if self.server is None or self.server.done or self.steps >= self.max_steps:
+            raise RuntimeError("call reset() before step() (the episode has ended: terminated or truncated)")
         unit, tlp, admit = self._check_action(action)
         s, w = self.server, self.server.w
         fallback = not self.unit_mask[unit]

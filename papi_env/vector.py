@@ -57,11 +57,13 @@ class PapiVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
         self._everyone = np.ones(self.num_envs, dtype=bool)
-        self._started = False
+        self._started = self._closed = False
 
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None):
         """Reset every environment; ``seed``: one int (environment i gets seed + i), a list of
         one seed (or None) per environment, or None (unseeded generators keep going)."""
+        if self._closed:
+            raise RuntimeError("the vector env is closed")
         if seed is None:
             seeds: list[int | None] = [None] * self.num_envs
         elif isinstance(seed, (int, np.integer)):
@@ -80,7 +82,7 @@ class PapiVectorEnv(VectorEnv):
 
     def step(self, actions: Any):
         if not self._started:
-            raise RuntimeError("call reset() before step()")
+            raise RuntimeError("call reset() before step()" if not self._closed else "the vector env is closed")
         if self.autoreset_mode == AutoresetMode.SAME_STEP:
             obs, reward, terminated, truncated, info, ended, final_obs, reset_info = self._step_and_reset(actions)
             if len(ended):
@@ -108,7 +110,7 @@ class PapiVectorEnv(VectorEnv):
         ``ended`` the indices that ended; ``final_obs`` (len(ended), obs_size) their last
         observations (zeros where the batch finished, as everywhere here), or None if none ended."""
         if not self._started:
-            raise RuntimeError("call reset() before step()")
+            raise RuntimeError("call reset() before step()" if not self._closed else "the vector env is closed")
         obs, reward, terminated, truncated, info, ended, final_obs, _ = self._step_and_reset(actions)
         return obs, reward, terminated, truncated, info, ended, final_obs
 
@@ -124,6 +126,10 @@ class PapiVectorEnv(VectorEnv):
                 final_obs = np.zeros((len(ended), *self.single_observation_space.shape), dtype=np.float32)
             reset_info = self.core.start_episodes(ended)
         return self.core.observe(), reward, terminated, truncated, info, ended, final_obs, reset_info
+
+    def close_extras(self, **kwargs: Any) -> None:
+        """Closing ends stepping: step() and reset() after close() raise."""
+        self._started, self._closed = False, True
 
     def action_masks(self) -> np.ndarray:
         """(N, actions) which actions are possible now (as each scalar env's action_masks)."""

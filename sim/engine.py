@@ -35,6 +35,9 @@ from sim.batches import BatchArrays
 
 MAX_BATCH = 256  # requests in a batch at most (the observation's RLP scale, papi_env.core.RLP_SCALE)
 MAX_TLP = 16  # speculation length at most (papi_env.core.TLP_SCALE)
+MAX_ENVS = 65_536
+"""[measured] Environments of one engine at most: each new episode is drawn from its environment's own
+generator in Python (~50 us each on a 2-core machine), so a reset of all of them takes ~3 s here."""
 OVER_CAPACITY = ("error", "admit")
 """What a new episode does with a drawn batch whose KV cache (every request at its full length)
 exceeds the attention memory: 'error' (default: an experiment never silently runs a smaller batch
@@ -95,8 +98,8 @@ class StaticEngine:
         acceptance_rate: float | None = None,
         on_over_capacity: str = "error",
     ) -> None:
-        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or not 1 <= num_envs <= MAX_ENVS:
+            raise ValueError(f"num_envs must be an integer in [1, {MAX_ENVS:,}], got {num_envs!r}")
         if acceptance_rate is not None and (isinstance(acceptance_rate, bool) or not isinstance(
                 acceptance_rate, (int, float, np.number)) or not math.isfinite(acceptance_rate)):
             raise ValueError(f"acceptance_rate must be a finite number, got {acceptance_rate!r}")

@@ -113,7 +113,7 @@ def load_trace(path: str | Path) -> Workload:
     if not path.is_file():
         raise WorkloadError(f"trace file not found: {path}")
     rows = []
-    with path.open(newline="") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:  # utf-8-sig: accept a byte-order mark
         reader = csv.DictReader(fh)
         need = {"arrival_s", "lin", "lout"}
         if reader.fieldnames is None or not need <= set(reader.fieldnames):

@@ -193,3 +193,59 @@ def test_missing_rl_extra_is_one_line(script):
 def test_license_matches_pyproject():
     assert "MIT License" in (ROOT / "LICENSE").read_text()
     assert 'license = { text = "MIT" }' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_threshold_without_a_system_to_calibrate_for_is_an_error():
+    """make_policy('threshold') used to calibrate for the default system silently (alpha 32 where
+    an H100 x4 GPT-3 175B env needs 48)."""
+    with pytest.raises(ValueError, match=r"pass env= .*or model= and system=.*threshold:ALPHA"):
+        make_policy("threshold")
+    h100 = gym.make("papi_env/PapiSchedule-v0", model="gpt3-175b",
+                    system={"base": "papi", "gpu": "H100", "num_gpus": 4})
+    assert make_policy("threshold", env=h100).alpha != make_policy("threshold", model="llama-65b", system="papi").alpha
+    assert make_policy("threshold:48").alpha == 48
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs a directory nobody can write: Linux's /proc")
+def test_output_directories_are_checked_for_writability_before_any_work():
+    from experiments.cli import UsageError, check_output_dir
+
+    with pytest.raises(UsageError, match="cannot write there"):
+        check_output_dir(Path("/proc"))
+    out = subprocess.run([sys.executable, "-m", "experiments.evaluate", "--episodes", "1", "--out", "/proc"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 2 and "cannot write there" in out.stderr
+
+
+@pytest.mark.parametrize("flags", [["--rates", "inf"], ["--rates", "1,nan"], ["--cv", "inf"],
+                                   ["--acceptance-rate", "nan"]])
+def test_serve_rejects_non_finite_numbers(flags, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "experiments.serve", *flags, "--out", str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "finite" in out.stderr, out.stderr
+
+
+def test_serving_env_bounds_requests_and_refuses_steps_after_truncation(tmp_path):
+    with pytest.raises(ValueError, match="requests must be at most 1,000,000"):
+        gym.make("papi_env/PapiServe-v0", requests=10**9)
+    env = gym.make("papi_env/PapiServe-v0", max_steps=3, requests=64, warmup=0).unwrapped
+    env.reset(seed=0)
+    for _ in range(3):
+        *_, truncated, _ = env.step(np.array([1, 0, 4]))
+    assert truncated
+    with pytest.raises(RuntimeError, match="episode has ended"):
+        env.step(np.array([1, 0, 4]))
+    trace = tmp_path / "bom.csv"  # a trace saved by a spreadsheet starts with a byte-order mark
+    trace.write_text("arrival_s,lin,lout\n0.0,10,5\n0.1,12,7\n", encoding="utf-8-sig")
+    served = gym.make("papi_env/PapiServe-v0", trace=str(trace), requests=2, warmup=0)
+    served.reset(seed=0)
+
+
+def test_vector_envs_refuse_steps_after_close_and_absurd_sizes():
+    vec = gym.make_vec("papi_env/PapiSchedule-v0", num_envs=2, vectorization_mode="vector_entry_point")
+    vec.reset(seed=0)
+    vec.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        vec.step(np.array([1, 1]))
+    with pytest.raises(ValueError, match=r"num_envs must be an integer in \[1, 65,536\]"):
+        gym.make_vec("papi_env/PapiSchedule-v0", num_envs=10**6, vectorization_mode="vector_entry_point")
