@@ -149,7 +149,8 @@ def policy_episodes(job: tuple[str, dict[str, Any], Any, list[int], int]) -> lis
 
 def evaluate(env_id: str, policy_specs: list[Any] | None, episodes: int, seed: int,
              env_kwargs: dict[str, Any] | None = None, extra_policies: list[Any] | None = None,
-             num_cpus: int | None = None, address: str | None = None, parallel: bool = False) -> dict[str, Any]:
+             num_cpus: int | None = None, address: str | None = None, parallel: bool = False,
+             intervals: bool = True) -> dict[str, Any]:
     """Run every policy on the same episodes; return the eval.json structure.
 
     ``policy_specs`` None: every rule of the variant; ``extra_policies`` are added (learned agents).
@@ -157,7 +158,9 @@ def evaluate(env_id: str, policy_specs: list[Any] | None, episodes: int, seed: i
     if it reads the env; ``name`` and ``kind`` attributes name it in the results, default its class
     name and 'rule')."
     ``parallel``: the policies as Ray tasks (experiments.fanout; ``num_cpus``, ``address``), the
-    same numbers as one after another."""
+    same numbers as one after another. ``intervals=False`` skips the bootstrap statistics
+    (``iqm_vs_best_rule`` and ``p_improvement_vs_best_rule`` are None), most of a small evaluation's
+    time, for callers that need the means only; every other number is the same."""
     env_kwargs = dict(env_kwargs or {})
     env = gym.make(env_id, **env_kwargs)
     seeds = eval_seeds(episodes, seed)
@@ -202,9 +205,9 @@ def evaluate(env_id: str, policy_specs: list[Any] | None, episodes: int, seed: i
         best = _paired(eps, per_policy[best_rule])
         row["ratio_vs_best_rule"] = float(best.mean())
         row["ratio_vs_best_rule_std"] = float(best.std())
-        row["iqm_vs_best_rule"] = stats.iqm_ci(best)
+        row["iqm_vs_best_rule"] = stats.iqm_ci(best) if intervals else None
         row["p_improvement_vs_best_rule"] = stats.probability_of_improvement(
-            [e["score"] for e in eps], [e["score"] for e in per_policy[best_rule]])
+            [e["score"] for e in eps], [e["score"] for e in per_policy[best_rule]]) if intervals else None
         row["episode_scores"] = [float(e["score"]) for e in eps]
         row["energy_eff_vs_threshold"] = float(np.mean([r["joules_per_token"] / e["joules_per_token"]
                                                         for e, r in zip(eps, per_policy[ref_name], strict=True)]))
@@ -237,7 +240,10 @@ def to_markdown(result: dict[str, Any]) -> str:
                 f"{r['ratio_vs_threshold']:.4f} ± {r['ratio_vs_threshold_std']:.4f}"]
         if best != ref:
             row.append(f"{r['ratio_vs_best_rule']:.4f} ± {r['ratio_vs_best_rule_std']:.4f}")
-        row += [stats.fmt_ci(r["iqm_vs_best_rule"], digits=4), f"{r['p_improvement_vs_best_rule']['p']:.2f}"]
+        if r["iqm_vs_best_rule"] is not None:
+            row += [stats.fmt_ci(r["iqm_vs_best_rule"], digits=4), f"{r['p_improvement_vs_best_rule']['p']:.2f}"]
+        else:  # evaluated without intervals
+            row += ["-", "-"]
         rows.append(row)
     unit = SCORE_UNITS.get(objective, "score")
     header = ["policy", "kind", f"score ({unit})", "tokens/s", "J/token"]
@@ -266,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--env-kwargs", default="{}", help="JSON dict of environment keyword arguments")
     parser.add_argument("--out", type=Path, default=Path("results/eval"))
+    parser.add_argument("--no-intervals", action="store_true",
+                        help="skip the bootstrap IQM intervals and P(improvement) (means only; faster)")
     args = parser.parse_args(argv)
     try:
         positive(args.episodes, "--episodes")
@@ -273,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         env_kwargs = parse_env_kwargs(args.env_kwargs)
         check_env_kwargs(args.env, env_kwargs)
         specs = [p.strip() for p in args.policies.split(",") if p.strip()] if args.policies else None
-        result = evaluate(args.env, specs, args.episodes, args.seed, env_kwargs)
+        result = evaluate(args.env, specs, args.episodes, args.seed, env_kwargs, intervals=not args.no_intervals)
         md = to_markdown(result)
         write_results(args.out, {"eval.json": result, "eval.md": md})
     except (ValueError, FileNotFoundError, gym.error.Error) as err:

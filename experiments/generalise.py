@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     base_cfg = jobs["fixed"][0].config()
     target = {**base_cfg["env_kwargs"], **TARGET}
     result = evaluate.evaluate(args.env, None, args.episodes, 0, target,
-                               extra_policies=[p for runs in learned.values() for p in runs])
+                               extra_policies=[p for runs in learned.values() for p in runs], intervals=False)
     write_json(args.out / "eval.json", result)
     write_text(args.out / "eval.md", evaluate.to_markdown(result))
     rows = []

@@ -276,7 +276,7 @@ def evaluate_best(settings: dict[str, Any], best: list[dict[str, Any]]) -> None:
         kwargs = with_overrides(load_config(algo, env_id), entry["config"], "trial")["env_kwargs"]
         learned = [f"{algo}:{run}/best_model.zip" for run in entry["run_dirs"]]
         result = evaluate.evaluate(env_id, None, settings["episodes"], settings["eval_seed"], kwargs,
-                                   extra_policies=learned)
+                                   extra_policies=learned, intervals=False)  # its own IQM below
         p = result["policies"]
         per_episode = np.array([p[n]["episode_scores"] for n in learned]) / np.array(
             p[result["best_rule"]]["episode_scores"])

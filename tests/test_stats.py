@@ -90,3 +90,17 @@ def test_compare_two_runs_cell_by_cell(tmp_path):
     with pytest.raises(ValueError, match="different episodes"):
         compare.compare(tmp_path / "a", tmp_path / "d")
     assert compare.main([str(tmp_path / "a"), str(tmp_path / "nowhere")]) == 2
+
+
+def test_evaluate_without_intervals_gives_the_same_means_without_the_bootstrap():
+    from experiments.evaluate import evaluate, to_markdown
+
+    full = evaluate("papi_env/PapiSpecSchedule-v0", ["threshold", "leviathan"], 3, 0, {"batch_size": 8})
+    means = evaluate("papi_env/PapiSpecSchedule-v0", ["threshold", "leviathan"], 3, 0, {"batch_size": 8},
+                     intervals=False)
+    for name, row in full["policies"].items():
+        other = means["policies"][name]
+        assert other["iqm_vs_best_rule"] is None and other["p_improvement_vs_best_rule"] is None
+        assert {k: v for k, v in row.items() if "iqm" not in k and "p_improvement" not in k} == {
+            k: v for k, v in other.items() if "iqm" not in k and "p_improvement" not in k}
+    assert "| - | - |" in to_markdown(means)
