@@ -46,7 +46,7 @@ import papi_env  # noqa: F401  (registers the environments)
 from agents.learned import ALGOS, algo_class
 from experiments.callbacks import DomainEvalCallback, RolloutProgressBar, RunCheckpoint, effective_checkpoint_freq
 from experiments.checkpoints import CHECKPOINT_DIR, discard_after, latest_intact, restore_rng_state
-from experiments.cli import parse_env_kwargs, positive
+from experiments.cli import UsageError, parse_env_kwargs, positive
 from experiments.io import write_json
 from experiments.run_config import POSITIVE_INT_KEYS, ConfigError, parse_schedules, resolve_config, validate_config
 from experiments.run_records import (
@@ -103,6 +103,21 @@ def normalized(venv: Any, cfg: dict) -> Any:
     return venv
 
 
+def check_device(device: str) -> str:
+    """``device`` if torch can use it here; a UsageError naming what is allowed otherwise."""
+    import torch
+
+    try:
+        found = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    if found.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: this torch build or machine has no CUDA device; use cpu")
+    if found.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {device!r}: use cpu, cuda or cuda:N")
+    return device
+
+
 def configure_torch(threads: int | None = 1) -> None:
     """Torch as every training here runs it: ``threads`` intra-op threads (None: torch's default;
     on 2 cores, one per process keeps training beside the environments fast) and no argument
@@ -120,11 +135,12 @@ def configure_torch(threads: int | None = 1) -> None:
 def train(algo: str, env_id: str, cfg: dict, total_timesteps: int, seed: int, logdir: Path,
           resume: bool = False, run_name: str | None = None, progress_bar: bool = True, verbose: int = 1,
           overwrite: bool = False, command: list[str] | None = None, torch_threads: int | None = 1,
-          on_validation: Callable[[dict], None] | None = None) -> Path:
+          on_validation: Callable[[dict], None] | None = None, device: str = "cpu") -> Path:
     """Train (or resume) one agent; return its run directory.
 
     ``on_validation(entry)`` is called after every validation with its evaluations.json entry (a
-    sweep reports it to Ray Tune).
+    sweep reports it to Ray Tune). ``device``: torch's device for the networks, 'cpu' by default
+    (these MLPs are small: a GPU's transfers cost more than it saves), 'cuda' or 'cuda:N'.
 
     A fresh run refuses a non-empty run directory unless ``overwrite``; ``resume`` continues from
     the newest intact checkpoint, refusing a run whose recorded settings differ, and first
@@ -155,7 +171,7 @@ def train(algo: str, env_id: str, cfg: dict, total_timesteps: int, seed: int, lo
             venv = VecNormalize.load(str(stats), base_venv)
         discard_after(run_dir, steps)
         truncate_history(run_dir, steps, ckpt)
-        model = cls.load(ckpt / "model.zip", env=venv, device="cpu", force_reset=False)
+        model = cls.load(ckpt / "model.zip", env=venv, device=device, force_reset=False)
         if off_policy:
             model.load_replay_buffer(ckpt / "replay_buffer.pkl")
         with open(ckpt / "rng.pkl", "rb") as fh:
@@ -168,7 +184,7 @@ def train(algo: str, env_id: str, cfg: dict, total_timesteps: int, seed: int, lo
         write_json(run_dir / "run.json", run_record(algo, env_id, cfg, seed, total_timesteps, command))
         base_venv = make_env(env_id, cfg, seed)
         venv = normalized(base_venv, cfg)
-        model = cls(cfg["policy"], venv, seed=seed, device="cpu", verbose=0,
+        model = cls(cfg["policy"], venv, seed=seed, device=device, verbose=0,
                     **parse_schedules(cfg["hyperparams"], f"{env_id}.hyperparams"))
         model.set_logger(tensorboard_logger(run_dir, purge_step=None))
     callbacks = CallbackList([
@@ -223,11 +239,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch CPU threads (default 1: the policy networks are small and more threads contend "
                              "with the environments; two runs side by side on 2 cores went from ~70 steps/s "
                              "each with torch's default to ~900 with one)")
+    parser.add_argument("--device", default="cpu",
+                        help="torch device of the networks: cpu (default; these MLPs are small), cuda or cuda:N")
     args = parser.parse_args(argv)
     if args.resume and args.overwrite:
         parser.error("--resume and --overwrite exclude each other")
     try:
         positive(args.torch_threads, "--torch-threads")
+        check_device(args.device)
         overrides = {key: positive(getattr(args, key), "--" + key.replace("_", "-"))
                      for key in POSITIVE_INT_KEYS if getattr(args, key) is not None}
         if args.total_timesteps is not None:
@@ -239,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         command = [sys.executable, "-m", "experiments.train", *(sys.argv[1:] if argv is None else argv)]
         train(args.algo, args.env, cfg, total, args.seed, args.logdir, args.resume, args.run_name,
               progress_bar=not args.no_progress, overwrite=args.overwrite, command=command,
-              torch_threads=args.torch_threads)
+              torch_threads=args.torch_threads, device=args.device)
     except (ConfigError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

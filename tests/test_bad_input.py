@@ -249,3 +249,15 @@ def test_vector_envs_refuse_steps_after_close_and_absurd_sizes():
         vec.step(np.array([1, 1]))
     with pytest.raises(ValueError, match=r"num_envs must be an integer in \[1, 65,536\]"):
         gym.make_vec("papi_env/PapiSchedule-v0", num_envs=10**6, vectorization_mode="vector_entry_point")
+
+
+def test_train_device_flag_is_checked(tmp_path):
+    pytest.importorskip("torch")
+    import torch
+
+    bad = ["tpu"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for device in bad:
+        out = subprocess.run([sys.executable, "-m", "experiments.train", "--device", device, "--total-timesteps", "64",
+                              "--logdir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+        assert out.returncode == 2 and "--device" in out.stderr, out.stderr
+    assert not any(tmp_path.iterdir())  # nothing half-written
