@@ -198,8 +198,9 @@ def train(algo: str, env_id: str, cfg: dict, total_timesteps: int, seed: int, lo
     ])
     remaining = total_timesteps - model.num_timesteps
     start = time.perf_counter()
-    if remaining > 0:
-        model.learn(remaining, callback=callbacks, reset_num_timesteps=not resume)
+    # even with no steps left (a run killed after its last checkpoint): the end-of-training
+    # callbacks write what that run never wrote (its final evaluation, best model, hparams)
+    model.learn(max(remaining, 0), callback=callbacks, reset_num_timesteps=not resume)
     seconds = time.perf_counter() - start
     save_agent(model, run_dir / "final_model.zip")
     taken = model.num_timesteps - (total_timesteps - remaining)

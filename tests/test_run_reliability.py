@@ -77,6 +77,24 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path, algo, kill, fallb
         assert (run_b / name).read_bytes() != b""
 
 
+def test_a_run_killed_after_its_last_checkpoint_is_completed_by_resume(tmp_path):
+    """Killed after the final checkpoint, before the end-of-training evaluation (validations only
+    at the end here): --resume trains nothing and writes the results the run never wrote."""
+    config = tiny_yaml(tmp_path, "ppo")
+    data = yaml.safe_load(config.read_text())
+    data["papi-gym"][ENV]["eval_freq"] = 4096  # beyond the run: the only validation is the final one
+    config.write_text(yaml.safe_dump(data))
+    assert subprocess.run(cli("ppo", config, tmp_path / "a"), cwd=ROOT, capture_output=True).returncode == 0
+    killed_run(cli("ppo", config, tmp_path / "b"), "after:1024")
+    run_a, run_b = (tmp_path / d / "ppo_PapiSchedule-v0_s3" for d in ("a", "b"))
+    assert not (run_b / "evaluations.json").exists()
+    done = subprocess.run(cli("ppo", config, tmp_path / "b", "--resume"), cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert history(run_b) == history(run_a) and [e["timesteps"] for e in history(run_b)] == [1024]
+    for name in ("best_model.zip", "final_model.zip", "train_speed.json"):
+        assert (run_b / name).is_file()
+
+
 def test_fresh_run_refuses_a_used_directory_and_resume_refuses_other_settings(tmp_path):
     config = tiny_yaml(tmp_path, "ppo")
     first = cli("ppo", config, tmp_path, "--total-timesteps", "256")
