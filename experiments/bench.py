@@ -4,6 +4,7 @@
     python -m experiments.bench --vector     # native vector envs at N = 1, 64, 1024 vs CartPoleVectorEnv
     python -m experiments.bench --train      # PPO training steps/s per variant vs PPO on CartPole-v1
     python -m experiments.bench --fanout     # 2 seeds x 2 objectives: process pool vs Ray tasks vs Tune
+    python -m experiments.bench --startup    # a fresh process's first step: numba cache warm, cold, Ray workers
 
 Prints steps per second for every PAPI environment (through gymnasium.make, with its wrappers,
 a fixed sensible action) and for CartPole-v1 in the same run, the ratio of the default env to
@@ -216,11 +217,53 @@ def bench_fanout(total: int) -> None:
         print(f"fanout same final validation scores in all three: {same}")
 
 
+STARTUP = ("import time; t = time.perf_counter(); import gymnasium as gym, papi_env; "
+           "e = gym.make('papi_env/PapiSpecSchedule-v0'); e.reset(seed=0); e.step(e.action_space.sample()); "
+           "print(time.perf_counter() - t)")
+
+
+def _first_step_seconds(_: int = 0) -> float:
+    """A Ray worker's import + make + reset + first step of the spec env, s (a module-level function)."""
+    import subprocess
+    import sys
+
+    return float(subprocess.run([sys.executable, "-c", STARTUP], capture_output=True, text=True,
+                                check=True).stdout)
+
+
+def bench_startup() -> None:
+    """How long a fresh process takes to its first step: with numba's cache warm (every process after
+    the first), with an empty cache (the kernels compiled: once per installation), and in Ray
+    workers (which must load, not compile)."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from experiments import fanout
+
+    subprocess.run([sys.executable, "-m", "papi_env.precompile"], check=True, capture_output=True)
+    warm = _first_step_seconds()
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "papi_env.precompile"], check=True, capture_output=True, env=env)
+        cold = time.perf_counter() - start
+    print(f"startup: import + make + reset + first step (spec env), warm cache   {warm:6.2f} s")
+    print(f"startup: python -m papi_env.precompile with an empty cache (compile)  {cold:6.2f} s")
+    fanout.connect(num_cpus=2)
+    workers = fanout.run_all(_first_step_seconds, [0, 1], num_cpus=2)
+    print(f"startup: the same first step in Ray workers                           "
+          f"{max(workers):6.2f} s (slowest of {len(workers)})")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100_000)
     parser.add_argument("--vector", action="store_true", help="native vector envs at N = 1, 64, 1024")
     parser.add_argument("--train", action="store_true", help="PPO training steps/s per variant")
+    parser.add_argument("--startup", action="store_true",
+                        help="a fresh process's first step with numba's cache warm and cold, and in Ray workers")
     parser.add_argument("--fanout", type=int, nargs="?", const=60_000, metavar="STEPS",
                         help="2 seeds x 2 objectives of PPO on PapiSchedule-v0 (STEPS each, default 60,000): process "
                              "pool vs Ray tasks vs Ray Tune wall time")
@@ -231,6 +274,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--fanout must be a positive integer (steps per run)")
     if args.fanout:
         bench_fanout(args.fanout)
+        return
+    if args.startup:
+        bench_startup()
         return
     if args.vector or args.train:
         if args.vector:
