@@ -71,12 +71,18 @@ class RunBoard:
         if self.writer is None:
             return
         from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.compat.proto.tensor_pb2 import TensorProto
+        from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
+        from tensorboard.compat.proto.types_pb2 import DT_FLOAT
         from tensorboard.plugins.scalar.metadata import create_summary_metadata
 
         values = []
         for key in tags_for(objective, varies_tlp):
             tag = f"eval/{key}"
-            value = Summary.Value(tag=tag, simple_value=float(entry[key]))
+            # a scalar tensor with the scalars plugin's metadata (what tf.summary.scalar writes): the
+            # default (fast) loader keeps its description, where a simple_value's is dropped
+            tensor = TensorProto(dtype=DT_FLOAT, tensor_shape=TensorShapeProto(), float_val=[float(entry[key])])
+            value = Summary.Value(tag=tag, tensor=tensor)
             if tag not in self.described:  # TensorBoard reads the metadata from a tag's first event
                 value.metadata.CopyFrom(create_summary_metadata(display_name=key, description=DESCRIPTIONS[key]))
                 self.described.add(tag)

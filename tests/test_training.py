@@ -154,17 +154,51 @@ def test_beyond_end_to_end(tmp_path):
 
 
 def test_tensorboard_tags_have_descriptions_config_and_hparams(tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    """Read as TensorBoard's scalars plugin reads a run (its data-class-aware loader)."""
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
 
     cfg = tiny_config("ppo")
     cfg["env_kwargs"] = {**TINY, "reward": "energy"}
     run = train.train("ppo", "papi_env/PapiSchedule-v0", cfg, 512, 0, tmp_path, progress_bar=False, verbose=0)
     ea = EventAccumulator(str(run / "tb"))
     ea.Reload()
-    scalars = set(ea.Tags()["scalars"])
+    scalars = {tag for tag in ea.Tags()["tensors"] if ea.SummaryMetadata(tag).plugin_data.plugin_name == "scalars"}
     assert {"eval/score_vs_threshold", "eval/gap_to_oracle", "hparams/final_score_vs_threshold"} <= scalars
     # not a speedup on an energy run; constant lines are not written
     assert not scalars & {"eval/speedup_vs_threshold", "eval/threshold_tokens_per_s", "eval/mean_tlp",
                           "eval/missed_target_share"}
     assert "paired per validation episode" in ea.SummaryMetadata("eval/score_vs_threshold").summary_description
     assert "run/config/text_summary" in ea.Tags()["tensors"]
+
+
+@pytest.mark.slow
+def test_tensorboard_default_loader_shows_the_descriptions(tmp_path):
+    """A plain ``tensorboard --logdir`` (the fast Rust loader) shows the eval/* descriptions."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    run = train.train("ppo", "papi_env/PapiSchedule-v0", tiny_config("ppo"), 512, 0, tmp_path, progress_bar=False,
+                      verbose=0)
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        port = sock.getsockname()[1]
+    board = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(run / "tb"), "--port",
+                              str(port), "--load_fast=true"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        tags: dict = {}
+        for _ in range(60):
+            time.sleep(1)
+            try:
+                with urllib.request.urlopen(f"http://localhost:{port}/data/plugin/scalars/tags") as page:
+                    tags = next(iter(json.loads(page.read()).values()), {})
+            except OSError:
+                continue
+            if "eval/score_vs_threshold" in tags:
+                break
+        assert "paired per validation episode" in tags["eval/score_vs_threshold"]["description"]
+    finally:
+        board.terminate()
+        board.wait(10)
