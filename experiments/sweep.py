@@ -203,10 +203,12 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------------------ the sweep
 def _tuner(settings: dict[str, Any], space: dict[str, Any], resume: bool) -> Any:
-    # each trial keeps its own TensorBoard log and evaluations.json; Tune's per-trial CSV/JSON/TBX
-    # loggers would write the same metrics a second time
+    # each trial keeps its own TensorBoard log and evaluations.json; Tune's per-trial CSV and TBX
+    # loggers would write the same metrics a second time. Its JSON log stays (RunConfig below): the
+    # result grid reads each trial's metrics from it, and warns "Failed to fetch metrics" without it
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), {"cpu": 1})
@@ -232,7 +234,8 @@ def _tuner(settings: dict[str, Any], space: dict[str, Any], resume: bool) -> Any
         tune_config=tune.TuneConfig(metric=METRIC, mode="max", scheduler=scheduler, search_alg=search,
                                     num_samples=settings["num_samples"], trial_dirname_creator=lambda t: t.trial_id,
                                     reuse_actors=True),
-        run_config=tune.RunConfig(name=Path(storage).name, storage_path=str(Path(storage).parent), verbose=0))
+        run_config=tune.RunConfig(name=Path(storage).name, storage_path=str(Path(storage).parent), verbose=0,
+                                  callbacks=[JsonLoggerCallback()]))
 
 
 def run_sweep(settings: dict[str, Any], num_cpus: int | None = None, address: str | None = None,

@@ -48,6 +48,8 @@ def test_minimal_sweep(tmp_path, fresh_ray):
     held_out = record["best"][0]["held_out"]
     assert len(held_out["vs_threshold"]) == 2 and held_out["episodes"] == 2
     assert "| 2 |" in (tmp_path / "sweep.md").read_text()
+    # Tune reads each trial's metrics from its JSON log (without it: "Failed to fetch metrics" per trial)
+    assert len(list((tmp_path / "tune").rglob("result.json"))) == 2
     # --resume of a finished sweep retrains nothing and gives the same trials
     speed = [(tmp_path / "runs" / t["run_dir"].rsplit("/", 1)[-1] / "train_speed.json").read_text()
              for t in record["trials"]]
