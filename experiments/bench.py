@@ -130,7 +130,8 @@ def train_steps_per_second(env_id: str, null: bool = False, warm: bool = True, *
 
     def make():
         if env_id == "CartPole-v1" or env_id not in papi_env.VECTOR_ENTRY_POINTS:  # no native vector form
-            venv = make_vec_env(env_id, n_envs=TRAIN_ENVS, seed=0, env_kwargs=kwargs or None)
+            venv = make_vec_env(env_id, n_envs=TRAIN_ENVS, seed=0, env_kwargs={"render_mode": None, **kwargs}
+                                if env_id != "CartPole-v1" else None)
         else:
             venv = NativeVecEnv(env_id, TRAIN_ENVS, kwargs)
             venv.seed(0)
