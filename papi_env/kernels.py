@@ -251,8 +251,10 @@ def step_spec(tlp: np.ndarray, unit: np.ndarray, cm: np.ndarray, keys: np.ndarra
         n_missing = spec_cost(c, safe, before, tlp[i], unit[i], attention_units, fc_table, fixed_table, step_time,
                               step_energy, costs, missing, n_missing)
         cost[:, i] = costs
-        for j in range(width):
-            probs[j] = 1.0 / (1.0 + np.exp(-(base[i, j] + drift[i, j])))
+        if best_credit or expected_tokens:  # the live requests' acceptance probabilities (others are never read)
+            for j in range(width):
+                if gen[i, j] < output_lengths[i, j]:
+                    probs[j] = 1.0 / (1.0 + np.exp(-(base[i, j] + drift[i, j])))
         ts, es, target = time_scales[c], energy_scales[c], targets[c]
         if best_credit:  # the least objective term per expected token over every action now
             best = np.inf
@@ -292,7 +294,8 @@ def step_spec(tlp: np.ndarray, unit: np.ndarray, cm: np.ndarray, keys: np.ndarra
         c, t = cm[i], tlp[i]
         safe = max(rlp[i], 1)
         for j in range(width):
-            probs[j] = 1.0 / (1.0 + np.exp(-(base[i, j] + drift[i, j])))
+            if gen[i, j] < output_lengths[i, j]:
+                probs[j] = 1.0 / (1.0 + np.exp(-(base[i, j] + drift[i, j])))
         made = advance_stochastic(i, t, keys[i], steps[i], probs, output_lengths, gen, last_request_accepted,
                                   last_request_rejected, last_drafted, last_accepted)
         advance_drift(i, keys[i], steps[i], output_lengths, gen, drift, rho, drift_std)
