@@ -40,7 +40,7 @@ from experiments.callbacks import history_ratio
 from experiments.cli import check_output_dir, parse_env_kwargs, positive
 from experiments.io import markdown_table, save_figure, write_json, write_text
 from experiments.jobs import TrainJob, check_jobs, run_jobs
-from experiments.plotting import pyplot
+from experiments.plotting import learning_curve, pyplot, ratio_axis
 
 VARIANTS = {name.split("/")[1].removesuffix("-v0"): name for name in papi_env.ENV_IDS}
 OBJECTIVES = papi_env.REWARDS
@@ -104,29 +104,26 @@ def summary_markdown(rows: list[dict[str, Any]], algo: str, total: int) -> str:
 
 def plot_curves(variant: str, curves: dict[str, list[list[dict]]], path: Path, algo: str = "ppo",
                 best_rule: dict[str, tuple[str, float]] | None = None, model: str = "LLaMA-65B") -> None:
-    """Validation curves per objective (mean, band min..max over seeds), against PAPI's rule (1.0)
-    and, dotted, the level of each objective's best rule on the held-out episodes."""
+    """Validation curves per objective (IQM over seeds with its 95% bootstrap CI), against PAPI's
+    rule (1.0) and, dotted, the level of each objective's best rule on the held-out episodes."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    top = 1.1
+    low, high = 1.0, 1.0
     for objective, runs in curves.items():
         steps = [h["timesteps"] for h in runs[0]]
         n = min(len(r) for r in runs)
         values = np.array([[history_ratio(h) for h in r[:n]] for r in runs])
-        line = ax.plot(steps[:n], values.mean(axis=0), marker=".", label=f"{objective}: {algo.upper()}")[0]
-        ax.fill_between(steps[:n], values.min(axis=0), values.max(axis=0), alpha=0.2, color=line.get_color())
-        top = max(top, float(values.max()) * 1.05)
+        line = learning_curve(ax, steps[:n], values, f"{objective}: {algo.upper()}")
+        low, high = min(low, float(values.min())), max(high, float(values.max()))
         if best_rule and objective in best_rule and best_rule[objective][0] != "threshold":
             name, level = best_rule[objective]
             ax.axhline(level, color=line.get_color(), ls=":", lw=1.0, label=f"{objective}: best rule ({name})")
-            top = max(top, level * 1.05)
-    ax.axhline(1.0, color="k", ls="--", lw=0.8, label="PAPI's threshold rule")
-    ax.set_ylim(0, top)
+            high = max(high, level)
+    ratio_axis(ax, low, high, "validation score / PAPI's threshold rule (dashed: 1)")
     ax.set_xlabel("environment steps")
-    ax.set_ylabel("validation score / threshold rule's score")
-    ax.set_title(f"{variant} ({model}): {algo.upper()}, mean and min..max over {len(next(iter(curves.values())))} "
-                 "seeds")
-    ax.legend(loc="lower right", ncol=2)
+    seeds = len(next(iter(curves.values())))
+    ax.set_title(f"{variant} ({model}): {algo.upper()}, IQM and 95% CI over {seeds} seeds")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)  # below the axes: no curve hidden
     save_figure(fig, path)
     plt.close(fig)
 

@@ -1,9 +1,10 @@
 """One style for every figure, so that they read as if from one paper.
 
 ``figure(...)`` returns a matplotlib figure in that style; ``experiments.io.save_figure`` writes it
-as PNG (150 dpi) and as a vector PDF beside it. Conventions: ratio axes start at 0 unless the
-axis says otherwise; every bar or curve that summarises runs or episodes carries its interval and
-the caption or legend says which; titles name the variant, model, objective and algorithm.
+as PNG (150 dpi) and as a vector PDF beside it. Conventions: ratio axes show the data's range and
+the ratio 1 (``ratio_axis``); every bar or curve that summarises runs or episodes carries its
+interval and the caption or legend says which (``learning_curve``: IQM over seeds with its 95%
+bootstrap CI); titles name the variant, model, objective and algorithm.
 """
 
 from __future__ import annotations
@@ -41,3 +42,29 @@ def pyplot() -> Any:
     plt.rcParams.update(STYLE)
     plt.rcParams["axes.prop_cycle"] = cycler(color=COLORS)
     return plt
+
+
+def learning_curve(ax: Any, steps: Any, values: Any, label: str, color: str | None = None) -> Any:
+    """A learning curve over seeds: the interquartile mean across seeds at every validation, with
+    its 95% stratified-bootstrap interval as a band (experiments.stats.iqm_ci: rliable); ``values``
+    (seeds, points). Returns the line."""
+    import numpy as np
+
+    from experiments import stats
+
+    values = np.asarray(values, dtype=float)
+    cis = [stats.iqm_ci(values[:, j][:, None]) for j in range(values.shape[1])]
+    line = ax.plot(steps, [c["iqm"] for c in cis], marker=".", label=label, color=color)[0]
+    ax.fill_between(steps, [c["ci_low"] for c in cis], [c["ci_high"] for c in cis], alpha=0.2,
+                    color=line.get_color())
+    return line
+
+
+def ratio_axis(ax: Any, low: float, high: float, label: str) -> None:
+    """A ratio axis that shows the effect: the data's range and 1 (drawn dashed), padded by 10% of
+    that span, not 0..max (a 1% effect on a 0..1.1 axis is invisible)."""
+    low, high = min(low, 1.0), max(high, 1.0)
+    pad = max(0.1 * (high - low), 0.002)
+    ax.set_ylim(low - pad, high + pad)
+    ax.axhline(1.0, color="k", ls="--", lw=0.8)
+    ax.set_ylabel(label)

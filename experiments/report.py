@@ -28,7 +28,7 @@ from experiments.callbacks import history_ratio
 from experiments.cli import check_output_dir, positive
 from experiments.io import markdown_table, save_figure, write_json, write_text
 from experiments.jobs import TrainJob, check_jobs, run_jobs
-from experiments.plotting import pyplot
+from experiments.plotting import learning_curve, pyplot, ratio_axis
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,14 +94,13 @@ def main(argv: list[str] | None = None) -> int:
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    for seed, hist in curves.items():
-        ax.plot([h["timesteps"] for h in hist], [history_ratio(h) for h in hist], marker=".",
-                label=f"seed {seed}")
-    ax.axhline(1.0, color="tab:red", ls="--", label="threshold rule (PAPI)")
+    histories = list(curves.values())
+    n = min(len(h) for h in histories)
+    values = np.array([[history_ratio(e) for e in h[:n]] for h in histories])
+    learning_curve(ax, [e["timesteps"] for e in histories[0][:n]], values, f"{args.algo.upper()}")
+    ratio_axis(ax, float(values.min()), float(values.max()), "validation score / PAPI's threshold rule (dashed: 1)")
     ax.set_xlabel("environment steps")
-    ax.set_ylabel("validation score / threshold rule's score")
-    ax.set_ylim(0, max(1.1, max(history_ratio(h) for hist in curves.values() for h in hist) * 1.05))
-    ax.set_title(f"{args.algo.upper()} on {args.env.split('/')[-1]}, one line per seed")
+    ax.set_title(f"{args.algo.upper()} on {args.env.split('/')[-1]}: IQM and 95% CI over {len(histories)} seeds")
     ax.legend(fontsize=8)
     save_figure(fig, args.out / "curves.png")
     plt.close(fig)
