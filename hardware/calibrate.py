@@ -12,7 +12,10 @@ written). Which objective a rule calibrates for is :func:`calibration_objective`
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+
+import numpy as np
 
 from hardware.models import MODEL_PRESETS
 from hardware.specs import SpecError, load_system, override
@@ -110,3 +113,47 @@ if __name__ == "__main__":
 
 __all__ = ["CALIBRATION_MAX_TOKENS", "MODEL_PRESETS", "OBJECTIVES", "calibrate_alpha", "calibration_objective",
            "fc_on_gpu", "fc_sweep", "with_power_budget"]
+
+
+# ----------------------------------------------------------------- the hardware descriptor
+DESCRIPTOR = (
+    ("alpha_latency", "log2(alpha + 1) / 12 of PAPI's FC crossover calibrated for latency"),
+    ("alpha_energy", "log2(alpha + 1) / 12, calibrated for energy"),
+    ("alpha_edp", "log2(alpha + 1) / 12, calibrated for EDP"),
+    ("fc_time_pim_over_gpu", "0.5 + log2(FC seconds on FC-PIM / on the GPUs) / 16, at RLP x TLP = 1"),
+    ("fc_energy_pim_over_gpu", "0.5 + log2(FC joules on FC-PIM / on the GPUs) / 16, at RLP x TLP = 1"),
+    ("attention_over_fc", "0.5 + log2(attention seconds of one request at 4,096 tokens of context / FC "
+                          "seconds on the GPUs at RLP x TLP = 1) / 16"),
+    ("kv_headroom", "log2(1 + KV capacity / the KV cache of 64 requests of 2,048 tokens) / 4"),
+    ("model_size", "log2(weight bytes / 1 GB) / 12"),
+)
+"""What a runtime can know offline about its own system and model (one profiling run and PAPI's
+calibration, no episode's hidden state), each feature normalised to [0, 1] (clipped): the
+``hardware_features=True`` observation of the environments. [D]: the reference points (RLP x TLP
+= 1, 4,096-token contexts, 64 requests of 2,048 tokens) are of the order of the environments' own
+scales (papi_env.core), and the scales keep the presets and the population inside [0, 1]."""
+DESCRIPTOR_SIZE = len(DESCRIPTOR)
+_DESCRIPTORS: dict[tuple, np.ndarray] = {}
+
+
+def descriptor(cost_model: CostModel) -> np.ndarray:
+    """(DESCRIPTOR_SIZE,) float64 in [0, 1]: the system and model as DESCRIPTOR lists them (cached
+    per (system, model)). A system that cannot run FC on both units gets alpha features 0 (FC-PIM
+    never chosen) or 1 (always), and ratio features of 0.5."""
+    key = (cost_model.system, cost_model.model)
+    if key not in _DESCRIPTORS:
+        both = {"pim", "gpu"} <= set(cost_model.fc_units)
+        alphas = [calibrate_alpha(cost_model, CALIBRATION_MAX_TOKENS, o) if both else 0 for o in OBJECTIVES]
+        features = [math.log2(a + 1.0) / 12 for a in alphas]
+        if both:
+            pim, gpu = cost_model.fc(1, "pim"), cost_model.fc(1, "gpu")
+            features += [0.5 + math.log2(pim.time / gpu.time) / 16, 0.5 + math.log2(pim.energy / gpu.energy) / 16]
+        else:
+            features += [0.5, 0.5]
+        fc_ref = cost_model.fc(1, cost_model.fc_units[-1]).time
+        features.append(0.5 + math.log2(cost_model.attention(1, 1, 4096.0).time / fc_ref) / 16)
+        kv_ref = 64 * 2048 * cost_model.model.kv_bytes_per_token
+        features.append(math.log2(1.0 + cost_model.kv_capacity_bytes / kv_ref) / 4)
+        features.append(math.log2(cost_model.model.weight_bytes / 1e9) / 12)
+        _DESCRIPTORS[key] = np.clip(np.array(features), 0.0, 1.0)
+    return _DESCRIPTORS[key]

@@ -22,7 +22,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from hardware.calibrate import CALIBRATION_MAX_TOKENS, calibrate_alpha, calibration_objective
+from hardware.calibrate import (
+    CALIBRATION_MAX_TOKENS,
+    DESCRIPTOR_SIZE,
+    calibrate_alpha,
+    calibration_objective,
+    descriptor,
+)
 from hardware.cost_tables import UNITS
 from hardware.systems import IterationCost
 from papi_env import kernels
@@ -92,10 +98,15 @@ class VectorCore(StaticEngine):
         max_steps: int = 4096,
         latency_target_s: float | None = None,
         miss_penalty: float = 1.0,
+        hardware_features: bool = False,
         **engine_kwargs: Any,
     ) -> None:
         """``engine_kwargs``: the episodes' settings, as sim.engine.StaticEngine takes them (model,
-        dataset, batch_size, tlp, system, acceptance_rate, on_over_capacity)."""
+        dataset, batch_size, tlp, system, acceptance_rate, on_over_capacity). ``hardware_features``
+        appends the episode's system and model descriptor (hardware.calibrate.DESCRIPTOR, what a
+        runtime knows offline about its own hardware) to the observation."""
+        if not isinstance(hardware_features, bool):
+            raise ValueError(f"hardware_features must be true or false, got {hardware_features!r}")
         if reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
         if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
@@ -119,6 +130,10 @@ class VectorCore(StaticEngine):
         self._alpha_arrays: dict[str | None, np.ndarray] = {}
         self.misses = np.zeros(n, dtype=np.int64)
         self.last_share = np.zeros(n)
+        self.hardware_features = hardware_features
+        if hardware_features:  # the descriptor after the variant's own features
+            self.obs_size = type(self).obs_size + DESCRIPTOR_SIZE
+            self.descriptors = np.array([descriptor(cm) for cm in self.cost_models])
         self._missing = np.zeros((self.missing_per_env * n, 5), dtype=np.int64)  # table entries a kernel found missing
         self._outputs_one: StepOutputs | None = None  # step_one's outputs, reused
 
@@ -192,12 +207,19 @@ class VectorCore(StaticEngine):
         obs = np.empty((self.num_envs, self.obs_size), dtype=np.float32)
         kernels.observe_shared(obs, rlp, total, longest, self.tlp, self.batch.size, LOG2, self.last_share, self.steps,
                                self.max_steps, RLP_SCALE, TLP_SCALE, CTX_SCALE)
-        if self.obs_size > SHARED_FEATURES:
+        if type(self).obs_size > SHARED_FEATURES:
             rlp, sum_ctx, _ = self.context(self.tlp)
-            extra = obs[:, SHARED_FEATURES:]
+            extra = obs[:, SHARED_FEATURES:type(self).obs_size]
             for column, values in enumerate(self._extra_features(rlp, sum_ctx)):  # float64 rounded to float32 once
                 extra[:, column] = values
             np.clip(extra, 0.0, 1.0, out=extra)
+        return self.with_descriptors(obs)
+
+    def with_descriptors(self, obs: np.ndarray) -> np.ndarray:
+        """``obs`` with its last DESCRIPTOR_SIZE columns set to each episode's hardware descriptor
+        (``hardware_features=True``; unchanged otherwise)."""
+        if self.hardware_features:
+            obs[:, self.obs_size - DESCRIPTOR_SIZE:] = self.by_env("descriptors")
         return obs
 
     def _extra_features(self, rlp: np.ndarray, sum_ctx: np.ndarray) -> list[np.ndarray]:

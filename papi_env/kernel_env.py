@@ -77,7 +77,7 @@ class KernelCore(VectorCore):
         self.last = np.zeros((self.num_envs, 4), dtype=np.int64)
 
     def single_spaces(self) -> tuple[spaces.Space, spaces.Space]:
-        return spaces.MultiDiscrete([2, 2, 2, 2]), spaces.Box(0.0, 1.0, shape=(OBS_SIZE,), dtype=np.float32)
+        return spaces.MultiDiscrete([2, 2, 2, 2]), spaces.Box(0.0, 1.0, shape=(self.obs_size,), dtype=np.float32)
 
     def _begin_variants(self, envs: np.ndarray) -> None:
         self.last[envs] = 0

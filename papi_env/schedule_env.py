@@ -58,7 +58,7 @@ class ScheduleCore(VectorCore):
     fc_mode = FC_ALL
 
     def single_spaces(self) -> tuple[spaces.Space, spaces.Space]:
-        return spaces.Discrete(2), spaces.Box(0.0, 1.0, shape=(OBS_SIZE,), dtype=np.float32)
+        return spaces.Discrete(2), spaces.Box(0.0, 1.0, shape=(self.obs_size,), dtype=np.float32)
 
     @staticmethod
     def batch_action(action: Any) -> np.ndarray:

@@ -162,7 +162,7 @@ class SpecCore(VectorCore):
         self.last_accept, self.last_gain = np.zeros(n), np.zeros(n)
 
     def single_spaces(self) -> tuple[spaces.Space, spaces.Space]:
-        return spaces.MultiDiscrete([self.max_tlp, 2]), spaces.Box(0.0, 1.0, shape=(OBS_SIZE,), dtype=np.float32)
+        return spaces.MultiDiscrete([self.max_tlp, 2]), spaces.Box(0.0, 1.0, shape=(self.obs_size,), dtype=np.float32)
 
     def _begin_variants(self, envs: np.ndarray) -> None:
         self.acceptance_state.begin(envs, self.batch.size[envs], self.rngs)
@@ -334,7 +334,7 @@ class SpecCore(VectorCore):
         """(N, 15) float32 observations: the eight shared features, then the variant's seven
         (papi_env.kernels.spec_features)."""
         rlp, total, longest = self._batch_state()
-        obs = np.empty((self.num_envs, OBS_SIZE), dtype=np.float32)
+        obs = np.empty((self.num_envs, self.obs_size), dtype=np.float32)
         kernels.observe_shared(obs, rlp, total, longest, self.tlp, self.batch.size, LOG2, self.last_share, self.steps,
                                self.max_steps, RLP_SCALE, TLP_SCALE, CTX_SCALE)
         b = self.batch
@@ -346,7 +346,7 @@ class SpecCore(VectorCore):
                   self.accept_ema, self.last_gain, TLP_SCALE, self.tables.fc, self.tables.fixed,
                   self.draft_tables.fc, self.draft_tables.fixed, self.draft_gpus, self.attention_units,
                   self.req_accepted, self.req_rejected)
-        return obs
+        return self.with_descriptors(obs)
 
     # -------------------------------------------------------------------------- features
     def draft_ratio(self) -> np.ndarray:

@@ -60,7 +60,7 @@ class SplitCore(VectorCore):
         self.last = np.zeros((self.num_envs, 3))
 
     def single_spaces(self) -> tuple[spaces.Space, spaces.Space]:
-        return spaces.Box(0.0, 1.0, shape=(3,), dtype=np.float32), spaces.Box(0.0, 1.0, shape=(OBS_SIZE,),
+        return spaces.Box(0.0, 1.0, shape=(3,), dtype=np.float32), spaces.Box(0.0, 1.0, shape=(self.obs_size,),
                                                                              dtype=np.float32)
 
     def _begin_variants(self, envs: np.ndarray) -> None:
