@@ -97,7 +97,11 @@ class StaticEngine:
         system: Any = "papi",
         acceptance_rate: float | None = None,
         on_over_capacity: str = "error",
+        population: Sequence[Sequence[Any]] | None = None,
     ) -> None:
+        """``model`` and ``system``: one each, or lists whose every combination an episode may draw;
+        ``population``: instead, a list of [system, model] pairs, one drawn per episode
+        (hardware.population draws such lists)."""
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or not 1 <= num_envs <= MAX_ENVS:
             raise ValueError(f"num_envs must be an integer in [1, {MAX_ENVS:,}], got {num_envs!r}")
         if acceptance_rate is not None and (isinstance(acceptance_rate, bool) or not isinstance(
@@ -111,7 +115,15 @@ class StaticEngine:
         if acceptance_rate is not None and not 0.0 < acceptance_rate <= 1.0:
             raise ValueError(f"acceptance_rate must be in (0, 1], got {acceptance_rate!r}")
         self.num_envs = n = int(num_envs)
-        self.cost_models = [CostModel(s, m) for s in _as_list(system) for m in _as_list(model)]
+        if population is not None:
+            if (model, system) != ("llama-65b", "papi"):
+                raise ValueError("give population (a list of [system, model] pairs) or model and system, not both")
+            pairs = list(population) if isinstance(population, (list, tuple)) else None
+            if not pairs or any(not isinstance(pair, (list, tuple)) or len(pair) != 2 for pair in pairs):
+                raise ValueError(f"population must be a non-empty list of [system, model] pairs, got {population!r}")
+            self.cost_models = [CostModel(s, m) for s, m in pairs]
+        else:
+            self.cost_models = [CostModel(s, m) for s in _as_list(system) for m in _as_list(model)]
         self.datasets = [get_dataset(d) for d in _as_list(dataset)]
         self.batch_sizes = as_choices("batch_size", batch_size, 1, MAX_BATCH)
         self.tlp_choices = parse_tlp(tlp)

@@ -1,0 +1,48 @@
+"""The population of systems and models (hardware.population): reproducible, within its split's
+rule, every member simulable, and usable as an environment's population."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import papi_env  # noqa: F401
+from hardware.population import HELD_OUT_GPU_FLOPS, HELD_OUT_HIDDEN, in_split, named_targets, population
+
+
+def test_the_same_seed_draws_the_same_members_and_another_seed_others():
+    assert population(3, 5) == population(3, 5)
+    assert population(3, 5) != population(4, 5)
+
+
+@pytest.mark.parametrize("split", ["train", "held_out"])
+def test_members_follow_the_split_rule_and_pass_the_capacity_checks(split):
+    for member in population(0, 12, split):
+        cm = member.cost_model()  # raises on a member that cannot be simulated
+        held_out = cm.system.gpu.peak_flops > HELD_OUT_GPU_FLOPS or cm.model.hidden > HELD_OUT_HIDDEN
+        assert held_out == (split == "held_out") and in_split(member, split)
+        assert {"pim", "gpu"} <= set(cm.fc_units) and cm.system.attention_unit == "pim"
+
+
+def test_named_targets_and_bad_arguments():
+    names = [m.name for m in named_targets()]
+    assert "gpt3-175b on papi-h100" in names and len(names) == 3
+    with pytest.raises(ValueError, match="split must be one of"):
+        population(0, 2, "validation")
+    with pytest.raises(ValueError, match="size must be a positive integer"):
+        population(0, 0)
+
+
+def test_an_environment_draws_its_episodes_from_a_population():
+    members = population(1, 4)
+    pairs = [[m.system, m.model] for m in members]
+    env = gym.make("papi_env/PapiSpecSchedule-v0", population=pairs, hardware_features=True)
+    drawn = set()
+    for seed in range(12):
+        env.reset(seed=seed)
+        drawn.add(int(env.unwrapped.core.cm[0]))
+    assert len(drawn) > 1 and len(env.unwrapped.core.cost_models) == 4
+    with pytest.raises(ValueError, match="population .* or model and system, not both"):
+        gym.make("papi_env/PapiSchedule-v0", population=pairs, model="gpt3-175b")
+    with pytest.raises(ValueError, match="list of \\[system, model\\] pairs"):
+        gym.make("papi_env/PapiSchedule-v0", population=["papi"])
+    assert np.isfinite(env.step(env.action_space.sample())[1])
