@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-slow lint paper bench beyond headroom reach10 serve clean
+.PHONY: setup demo test test-slow lint paper bench beyond headroom reach10 serve transfer clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -56,6 +56,11 @@ reach10: setup
 # versus request rate for the baselines, PAPI's rule, the best fixed TLP and the agents (~5 min).
 serve: setup
 	$(BIN)/python -m experiments.serve --train-seeds 3 --out results/serve
+
+# Transfer: PPO trained on 32 drawn systems and models (kernel and spec variants, latency and EDP, 3 seeds,
+# the configs' steps), evaluated zero-shot on the held-out systems (docs/RESULTS.md).
+transfer: setup
+	$(BIN)/python -m experiments.transfer --seeds 3 --out results/transfer
 
 lint: setup
 	$(BIN)/ruff check .

@@ -46,3 +46,19 @@ def test_an_environment_draws_its_episodes_from_a_population():
     with pytest.raises(ValueError, match="list of \\[system, model\\] pairs"):
         gym.make("papi_env/PapiSchedule-v0", population=["papi"])
     assert np.isfinite(env.step(env.action_space.sample())[1])
+
+
+@pytest.mark.slow
+def test_transfer_script_end_to_end(tmp_path):
+    """experiments.transfer trains on a population and evaluates on every named target."""
+    import json
+
+    from experiments import transfer
+
+    assert transfer.main(["--variants", "kernel", "--objectives", "latency", "--seeds", "1", "--total-timesteps",
+                          "1024", "--train-size", "3", "--held-out-size", "1", "--episodes", "1", "--num-cpus", "1",
+                          "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "transfer.json").read_text())
+    assert [r["system"] for r in record["rows"]] == [*(m.name for m in named_targets()), "held_out-0"]
+    assert all(isinstance(r["target_met"], bool) and len(r["agents_vs_threshold"]) == 1 for r in record["rows"])
+    assert "gpt3-175b on papi-h100" in (tmp_path / "transfer.md").read_text()

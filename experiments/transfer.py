@@ -1,0 +1,164 @@
+"""Transfer: agents trained on a population of systems and models, evaluated on ones they never saw.
+
+    python -m experiments.transfer --seeds 3 --out results/transfer          (`make transfer`)
+
+For each variant x objective, ``--seeds`` PPO agents train on a population of
+``--train-size`` (system, model) pairs drawn by hardware.population (training split; one pair per
+episode, ``hardware_features=True`` so the observation describes the episode's hardware). Each is
+then evaluated zero-shot on every held-out system: the named targets (GPT-3 175B on PAPI with H100
+GPUs and the two hand-written systems of experiments/configs/systems/) and ``--held-out-size``
+members of the held-out split (H100-class GPUs, GPT-3 175B-class models: never drawn in training),
+against every rule of the variant (PAPI's rule recalibrated for that system included), the planner
+(spec) and the oracle, on the same ``--episodes`` held-out episodes (experiments.evaluate).
+
+Writes ``transfer.json`` and ``transfer.md`` (a row per system: each policy's ratio to PAPI's
+recalibrated rule and to the best rule, the agents' IQM with its 95% CI, and their GPU share and
+mean TLP beside the oracle's, which show what an agent that falls short got wrong) under
+``--out``, and the training runs (TensorBoard) under ``--out/runs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from experiments.rl_extra import require_rl
+
+require_rl(__name__)  # one clear line if the [rl] extra is missing
+
+import numpy as np
+
+from experiments import evaluate, stats
+from experiments.cli import UsageError, check_output_dir, positive
+from experiments.io import markdown_table, write_json, write_text
+from experiments.jobs import TrainJob, check_jobs, run_jobs
+from hardware.population import Member, named_targets, population
+
+VARIANTS = {"kernel": "papi_env/PapiKernelSchedule-v0", "spec": "papi_env/PapiSpecSchedule-v0"}
+OBJECTIVES = ("latency", "edp")
+TARGETS = {"kernel": ("threshold", 0.98), "spec": ("best rule", 1.0)}  # the issue's zero-shot targets
+PLANNERS = {"spec": ["greedy-ema"]}
+
+
+def train_jobs(args: argparse.Namespace, train: list[Member]) -> list[TrainJob]:
+    pairs = [[m.system, m.model] for m in train]
+    return [TrainJob("ppo", VARIANTS[v], seed, str(args.out / "runs"), args.total_timesteps,
+                     env_kwargs={"population": pairs, "hardware_features": True, "reward": o}, label=f"{v}_{o}",
+                     resume="continue" if args.reuse else "overwrite")
+            for v in args.variants for o in args.objectives for seed in range(args.seeds)]
+
+
+def evaluate_cell(variant: str, objective: str, member: Member, agents: list[str], episodes: int,
+                  base_kwargs: dict[str, Any], num_cpus: int | None, address: str | None) -> dict[str, Any]:
+    """Every rule, the planner, the oracle and the agents on one held-out system; the row."""
+    env_id = VARIANTS[variant]
+    kwargs = {**base_kwargs, "system": member.system, "model": member.model, "hardware_features": True,
+              "reward": objective}
+    result = evaluate.evaluate(env_id, None, episodes, 0, kwargs, extra_policies=[*PLANNERS.get(variant, []),
+                                                                                   "oracle", *agents],
+                               num_cpus=num_cpus, address=address, parallel=True)
+    p, best = result["policies"], result["best_rule"]
+    scores = np.array([p[a]["episode_scores"] for a in agents])
+    per_episode = scores / np.array(p[best]["episode_scores"])
+    to_threshold = scores / np.array(p[result["reference"]]["episode_scores"])
+    row = {"variant": variant, "objective": objective, "system": member.name, "best_rule": best,
+           "best_rule_vs_threshold": p[best]["ratio_vs_threshold"],
+           "oracle_vs_threshold": p["oracle"]["ratio_vs_threshold"],
+           "planner_vs_threshold": p["greedy-ema"]["ratio_vs_threshold"] if "greedy-ema" in p else None,
+           "agents_vs_threshold": [p[a]["ratio_vs_threshold"] for a in agents],
+           "agents_vs_best_rule": [p[a]["ratio_vs_best_rule"] for a in agents],
+           "agents_vs_threshold_iqm": stats.iqm_ci(to_threshold), "agents_vs_best_rule_iqm": stats.iqm_ci(per_episode),
+           "agent_gpu_share": float(np.mean([p[a]["gpu_share"] for a in agents])),
+           "oracle_gpu_share": p["oracle"]["gpu_share"],
+           "agent_mean_tlp": float(np.mean([p[a]["mean_tlp"] for a in agents])),
+           "oracle_mean_tlp": p["oracle"]["mean_tlp"]}
+    reference, goal = TARGETS[variant]
+    measured = np.mean(row["agents_vs_threshold"] if reference == "threshold" else row["agents_vs_best_rule"])
+    row["target"] = f">= {goal} x {reference}"
+    row["target_met"] = bool(measured >= goal)
+    return row
+
+
+def to_markdown(rows: list[dict[str, Any]], seeds: int, steps: int | None, episodes: int, train_size: int) -> str:
+    table = []
+    for r in rows:
+        iqm = r["agents_vs_threshold_iqm"] if r["variant"] == "kernel" else r["agents_vs_best_rule_iqm"]
+        table.append([r["variant"], r["objective"], r["system"], r["best_rule"], f"{r['best_rule_vs_threshold']:.3f}",
+                      f"{r['oracle_vs_threshold']:.3f}",
+                      "-" if r["planner_vs_threshold"] is None else f"{r['planner_vs_threshold']:.3f}",
+                      f"{np.mean(r['agents_vs_threshold']):.3f} ± {np.std(r['agents_vs_threshold']):.3f}",
+                      f"{np.mean(r['agents_vs_best_rule']):.3f} ± {np.std(r['agents_vs_best_rule']):.3f}",
+                      stats.fmt_ci(iqm, digits=3), f"{r['agent_gpu_share']:.2f} / {r['oracle_gpu_share']:.2f}",
+                      f"{r['agent_mean_tlp']:.2f} / {r['oracle_mean_tlp']:.2f}",
+                      f"{r['target']}: {'met' if r['target_met'] else '**missed**'}"])
+    return (f"# Zero-shot transfer: PPO trained on {train_size} drawn systems and models, {seeds} seeds, "
+            f"{steps or 'the config'} steps; {episodes} paired held-out episodes per system\n\n"
+            "Ratios of the episode score (paired per episode; PAPI's rule recalibrated for each system). "
+            "PPO: mean ± std over seeds; IQM [95% CI] over seeds x episodes against the target's reference "
+            "(kernel: PAPI's rule; spec: the best rule). GPU share and mean TLP: the agents' / the oracle's.\n\n"
+            + markdown_table(["variant", "objective", "system", "best rule", "best rule / PAPI", "oracle / PAPI",
+                              "planner / PAPI", "PPO / PAPI", "PPO / best rule", "PPO IQM [95% CI]",
+                              "GPU share PPO / oracle", "mean TLP PPO / oracle", "target"], table))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Train on a population of systems, evaluate on held-out ones.")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {list(VARIANTS)}")
+    parser.add_argument("--objectives", default=",".join(OBJECTIVES), help="comma-separated objectives")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--total-timesteps", type=int, default=None, help="default: each config's n_timesteps")
+    parser.add_argument("--train-size", type=int, default=32, help="systems and models drawn for training")
+    parser.add_argument("--held-out-size", type=int, default=2, help="held-out members drawn besides the named")
+    parser.add_argument("--population-seed", type=int, default=0)
+    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=Path("results/transfer"))
+    parser.add_argument("--reuse", action="store_true", help="keep finished runs, continue killed ones")
+    parser.add_argument("--num-cpus", type=int, default=None)
+    parser.add_argument("--address", default=None)
+    args = parser.parse_args(argv)
+    try:
+        args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+        args.objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
+        bad = [v for v in args.variants if v not in VARIANTS] + [o for o in args.objectives if o not in OBJECTIVES]
+        if bad or not args.variants or not args.objectives:
+            raise UsageError(f"unknown or missing {bad}; variants {list(VARIANTS)}, objectives {list(OBJECTIVES)}")
+        for flag, value in (("--seeds", args.seeds), ("--train-size", args.train_size),
+                            ("--episodes", args.episodes)):
+            positive(value, flag)
+        if args.held_out_size < 0:
+            raise UsageError(f"--held-out-size must be >= 0, got {args.held_out_size}")
+        if args.total_timesteps is not None:
+            positive(args.total_timesteps, "--total-timesteps")
+        check_output_dir(args.out)
+        train = population(args.population_seed, args.train_size, "train")
+        held_out = named_targets() + (population(args.population_seed, args.held_out_size, "held_out")
+                                      if args.held_out_size else [])
+        jobs = train_jobs(args, train)
+        check_jobs(jobs)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    runs = run_jobs(jobs, args.num_cpus, args.address)
+    rows = []
+    for v in args.variants:
+        for o in args.objectives:
+            cell_jobs = [(j, r) for j, r in zip(jobs, runs, strict=True) if j.label == f"{v}_{o}"]
+            agents = [f"ppo:{r}/best_model.zip" for _, r in cell_jobs]
+            base = {k: val for k, val in cell_jobs[0][0].config()["env_kwargs"].items()
+                    if k not in ("population", "hardware_features", "reward")}
+            for member in held_out:
+                rows.append(evaluate_cell(v, o, member, agents, args.episodes, base, args.num_cpus, args.address))
+    record = {"seeds": args.seeds, "total_timesteps": args.total_timesteps, "train_size": args.train_size,
+              "population_seed": args.population_seed, "episodes": args.episodes,
+              "held_out": [{"name": m.name, "system": m.system, "model": m.model} for m in held_out], "rows": rows}
+    write_json(args.out / "transfer.json", record)
+    md = to_markdown(rows, args.seeds, args.total_timesteps, args.episodes, args.train_size)
+    write_text(args.out / "transfer.md", md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
