@@ -178,6 +178,8 @@ def to_markdown(record: dict[str, Any]) -> str:
 
 
 def plot(record: dict[str, Any], path: Path) -> None:
+    from matplotlib import ticker
+
     plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(9, 6.2), sharex=True)
     shown = [*BASELINES, BEST_TLP, *(k for k in record["curves"] if k.startswith("learned"))]
@@ -189,10 +191,15 @@ def plot(record: dict[str, Any], path: Path) -> None:
             name = label if sat is None else f"{label} (sat. {sat:.1f} req/s)"
             ax.plot([c["rate"] for c in curve], [c[key] * 1e3 for c in curve], marker=".", label=name)
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))  # plain numbers, not 3x10^1
+        ax.yaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "235" else ""))
+        saturation = record["saturation_rps"].get("PAPI rule")
+        if saturation:  # beyond it the queues grow for the whole episode: a transient, not a steady state
+            ax.axvline(saturation, color="0.5", ls=":", lw=1.0)
         ax.set_title(title)
         ax.set_ylabel("ms")
     for ax in axes[1]:
-        ax.set_xlabel("request rate (requests/s)")
+        ax.set_xlabel("request rate (requests/s); dotted: PAPI rule's saturation")
     axes[0, 0].legend(fontsize=7)
     kw = record["env_kwargs"]
     fig.suptitle(f"PapiServe-v0: {kw.get('model', 'llama-65b')}, {_arrivals(kw)}, {record['episodes']} episodes "
