@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"--held-out-size must be >= 0, got {args.held_out_size}")
         if args.total_timesteps is not None:
             positive(args.total_timesteps, "--total-timesteps")
+        if args.num_cpus is not None:
+            positive(args.num_cpus, "--num-cpus")
         check_output_dir(args.out)
         train = population(args.population_seed, args.train_size, "train")
         held_out = named_targets() + (population(args.population_seed, args.held_out_size, "held_out")

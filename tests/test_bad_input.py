@@ -135,6 +135,9 @@ def test_truncated_model_is_a_clear_error(tmp_path):
     (["experiments.demo", "--episodes", "0", "--out", "{dir}"], "--episodes must be a positive integer"),
     (["experiments.report", "--episodes", "0", "--out", "{dir}"], "--episodes must be a positive integer"),
     (["experiments.bench", "--steps", "0"], "--steps must be a positive integer"),
+    (["experiments.transfer", "--variants", "schedule", "--out", "{dir}"], "unknown or missing ['schedule']"),
+    (["experiments.transfer", "--num-cpus", "0", "--out", "{dir}"], "--num-cpus must be a positive integer"),
+    (["experiments.transfer", "--held-out-size", "-1", "--out", "{dir}"], "--held-out-size must be >= 0"),
     (["hardware.calibrate", "--max-tokens", "0"], "--max-tokens must be a positive integer"),
 ])
 def test_scripts_fail_in_one_line(tmp_path, args, message):
