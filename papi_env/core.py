@@ -321,14 +321,7 @@ class VectorCore(StaticEngine):
         tlp, placed = self._kernel_step(actions, out)
         info = self._record(placed)
         put_all(info, "tlp", tlp, fresh=True)
-        for key, row in zip(STEP_KEYS, out.cost, strict=True):
-            put_all(info, key, row, fresh=True)
-        put_all(info, "tokens", out.produced, fresh=True)
-        put_all(info, "rlp", out.rlp, fresh=True)
-        put_all(info, "missed_target", out.missed, fresh=True)
-        ended = np.flatnonzero(out.terminated | out.truncated)
-        if len(ended):
-            self._episode_info(info, ended)
+        self.put_step_info(info, out.cost, out.produced, out.rlp, out.missed, out.terminated, out.truncated)
         obs = self.end_observations(out.terminated) if observe else None
         return obs, out.reward, out.terminated, out.truncated, info
 
@@ -404,17 +397,23 @@ class VectorCore(StaticEngine):
         self.total_energy += cost.energy
         self.tokens += tokens
         self.misses += missed
-        for key, value in zip(STEP_KEYS, cost, strict=True):  # new arrays of this iteration: no copies
-            put_all(info, key, value, fresh=True)
-        put_all(info, "tokens", tokens, fresh=True)
-        put_all(info, "rlp", rlp)
-        put_all(info, "missed_target", missed, fresh=True)
         terminated = self.rlp() == 0
         truncated = ~terminated & (self.steps >= self.max_steps)
+        self.put_step_info(info, cost, tokens, rlp.copy(), missed, terminated, truncated)
+        return terminated, truncated
+
+    def put_step_info(self, info: dict[str, np.ndarray], cost: Any, tokens: np.ndarray, rlp: np.ndarray,
+                      missed: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> None:
+        """The infos every step gives (the iteration's cost by category, tokens, RLP, missed target)
+        and, where an episode ended, its episode infos; the arrays are new ones of this step."""
+        for key, value in zip(STEP_KEYS, cost, strict=True):
+            put_all(info, key, value, fresh=True)
+        put_all(info, "tokens", tokens, fresh=True)
+        put_all(info, "rlp", rlp, fresh=True)
+        put_all(info, "missed_target", missed, fresh=True)
         ended = np.flatnonzero(terminated | truncated)
         if len(ended):
             self._episode_info(info, ended)
-        return terminated, truncated
 
     def _episode_info(self, info: dict[str, np.ndarray], ended: np.ndarray) -> None:
         t, e, n, misses, cm = (self.total_time[ended], self.total_energy[ended], self.tokens[ended],

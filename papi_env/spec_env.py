@@ -84,7 +84,6 @@ from papi_env.core import (
     LOG2,
     LOG_R_SCALE,
     RLP_SCALE,
-    STEP_KEYS,
     TLP_SCALE,
     VectorCore,
     per_env,
@@ -287,9 +286,7 @@ class SpecCore(VectorCore):
         """One iteration in every environment, compiled (papi_env.kernels.step_spec)."""
         tlp, unit = (np.ascontiguousarray(x, dtype=np.int64) for x in action)
         n, b, acc = self.num_envs, self.batch, self.acceptance_state
-        cost, reward, objective = np.empty((8, n)), np.empty(n), np.empty(n)
-        rlp, produced, live, total, longest = (np.empty(n, dtype=np.int64) for _ in range(5))
-        missed, terminated, truncated = (np.empty(n, dtype=bool) for _ in range(3))
+        out, objective = self._new_outputs(), np.empty(n)  # fresh arrays: the infos keep them
         self._run(kernels.step_spec, tlp, unit, self.cm, self.keys, self.steps, b.input_lengths, b.output_lengths,
                   b.gen, b.last_request_accepted, b.last_request_rejected, b.last_drafted, b.last_accepted, acc.base,
                   acc.drift, acc.rho, self.acceptance_model.drift, self.tables.fc, self.tables.fixed,
@@ -299,10 +296,10 @@ class SpecCore(VectorCore):
                   self.time_scales, self.energy_scales, self.targets, self.miss_penalty, self.max_steps,
                   self.total_time, self.total_energy, self.tokens, self.misses, self.req_accepted,
                   self.req_rejected, self.batch_accepted, self.batch_rejected, self.accept_ema, self.last_accept,
-                  self.last_gain, self.last_unit, self.last_share, ESTIMATE_DECAY, cost, rlp, produced, missed,
-                  reward, objective, terminated, truncated, live, total, longest)
+                  self.last_gain, self.last_unit, self.last_share, ESTIMATE_DECAY, out.cost, out.rlp, out.produced,
+                  out.missed, out.reward, objective, out.terminated, out.truncated, out.live, out.total, out.longest)
         self.tlp = tlp
-        self._context = (live, total, longest)
+        self._context = (out.live, out.total, out.longest)
         self._derived.clear()
         info: dict[str, np.ndarray] = {}
         put_all(info, "placement", UNIT_NAMES[unit], fresh=True)
@@ -310,15 +307,9 @@ class SpecCore(VectorCore):
         put_all(info, "drafted", b.last_drafted)
         put_all(info, "accepted", b.last_accepted)
         put_all(info, "objective_reward", objective, fresh=True)
-        for key, row in zip(STEP_KEYS, cost, strict=True):
-            put_all(info, key, row, fresh=True)
-        put_all(info, "tokens", produced, fresh=True)
-        put_all(info, "rlp", rlp, fresh=True)
-        put_all(info, "missed_target", missed, fresh=True)
-        ended = np.flatnonzero(terminated | truncated)
-        if len(ended):
-            self._episode_info(info, ended)
-        return self.end_observations(terminated) if observe else None, reward, terminated, truncated, info
+        self.put_step_info(info, out.cost, out.produced, out.rlp, out.missed, out.terminated, out.truncated)
+        obs = self.end_observations(out.terminated) if observe else None
+        return obs, out.reward, out.terminated, out.truncated, info
 
     def _fill(self, entries: np.ndarray) -> None:
         """Missing entries of the target's tables (ids 0, 1) and of the draft model's (3, 4)."""
