@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from agents.rules import SPLIT_TABLE_STEPS, UNITS, Bound
+from agents.rules import SPLIT_TABLE_STEPS, Bound
+from hardware.cost_tables import UNITS
 from hardware.systems import FC_KERNELS
 from sim.acceptance import expected_gain
 

@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 
 from hardware.calibrate import CALIBRATION_MAX_TOKENS, calibrate_alpha, calibration_objective, fc_on_gpu
+from hardware.cost_tables import UNITS  # FC unit of action index 0 and 1 in every variant
 from hardware.systems import FC_KERNELS, CostModel
 from papi_env.schedule_env import decode_parallelism
 from sim.online import OnlineServer
 from sim.static import Placement
 
 SPLIT_TABLE_STEPS = 32  # [D] the split table's (and the split oracle's) GPU fractions: k / 32 per kernel
-UNITS = ("pim", "gpu")  # FC unit of action index 0 and 1 in every variant
 
 
 def shape_like(obs: np.ndarray, actions: np.ndarray) -> np.ndarray:

@@ -24,9 +24,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from hardware.specs import FC_UNITS
 from hardware.systems import FC_KERNELS, SPLIT_STEPS, CostModel, IterationCost
 
-UNITS = ("pim", "gpu")
+UNITS = FC_UNITS  # action index -> unit: 0 FC-PIM, 1 GPU (hardware.specs)
 MAX_RLP, MAX_TLP = 256, 16
 _FLAT_FROM = 256  # [measured] lookups of this many elements or more gather through a flat index (bench on 2 cores)
 MAX_TOKENS = MAX_RLP * MAX_TLP

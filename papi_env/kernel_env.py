@@ -43,12 +43,12 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from hardware.cost_tables import UNITS
 from hardware.systems import FC_KERNELS
 from papi_env.base import PapiBaseEnv
 from papi_env.core import LOG_R_SCALE, VectorCore, put_all
 from sim.kernels import FC_PER_KERNEL
 
-UNITS = ("pim", "gpu")
 OBS_SIZE = 14
 PLACEMENTS = np.array(["".join("G" if v else "P" for v in a) for a in itertools.product((0, 1), repeat=4)],
                       dtype=object)  # by a[0] * 8 + a[1] * 4 + a[2] * 2 + a[3]

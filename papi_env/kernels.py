@@ -14,6 +14,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from hardware.cost_tables import UNITS
 from sim.kernels import (
     ALL_FC,
     advance_drift,
@@ -143,8 +144,8 @@ def step_lockstep(fc_mode: int, actions: np.ndarray, attention_units: np.ndarray
 
 # ------------------------------------------------------------------------ speculation variant
 TABLE_DRAFT = 3  # missing entries of the draft model's tables: table ids 3 (fc) and 4 (fixed)
-GPU = 1
-PRIOR_ACCEPT, PRIOR_COUNT = 0.65, 2.0  # papi_env.spec_env's Beta prior of the acceptance estimates
+GPU = UNITS.index("gpu")
+PRIOR_ACCEPT, PRIOR_COUNT = 0.65, 2.0  # [D] Beta prior: mean 0.65 (middle of 0.4..0.9), worth 2 drafts
 
 
 @nb.njit(cache=True, error_model="numpy")

@@ -34,11 +34,12 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from hardware.cost_tables import UNITS
 from papi_env.base import PapiBaseEnv
 from papi_env.core import CTX_SCALE, LOG_R_SCALE, RLP_SCALE, TLP_SCALE, VectorCore, put_all
 from sim.kernels import FC_ALL
 
-ACTIONS = ("pim", "gpu")  # action index -> FC unit
+ACTIONS = UNITS  # action index -> FC unit
 OBS_SIZE = 8
 PLACEMENTS = np.array(ACTIONS, dtype=object)
 __all__ = ["ACTIONS", "CTX_SCALE", "LOG_R_SCALE", "OBS_SIZE", "RLP_SCALE", "TLP_SCALE", "PapiScheduleEnv",

@@ -43,6 +43,7 @@ import numpy as np
 from gymnasium import spaces
 
 from hardware.calibrate import CALIBRATION_MAX_TOKENS, calibrate_alpha, calibration_objective
+from hardware.cost_tables import UNITS
 from hardware.systems import CostModel
 from hardware.workloads import get_dataset
 from papi_env.base import merge_env_config
@@ -59,7 +60,6 @@ from sim.online import (
 
 SERVE_REWARDS = ("latency", "energy", "goodput")
 SHAPINGS = ("none", "remaining")
-UNITS = ("pim", "gpu")
 OBS_SIZE = 11
 RATE_TAU_S = 1.0  # [D] time constant of the arrival-rate estimate, s
 ACCEPT_EMA = 0.1  # [D] weight of the newest iteration in the acceptance estimate

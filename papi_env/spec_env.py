@@ -73,7 +73,7 @@ import numpy as np
 from gymnasium import spaces
 
 from hardware.calibrate import fc_on_gpu
-from hardware.cost_tables import CostTables
+from hardware.cost_tables import UNITS, CostTables
 from hardware.costs import Cost
 from hardware.speculation import DraftCost
 from hardware.systems import IterationCost
@@ -90,17 +90,14 @@ from papi_env.core import (
     put,
     put_all,
 )
-from papi_env.kernels import REWARD_CODES
+from papi_env.kernels import GPU, PRIOR_ACCEPT, PRIOR_COUNT, REWARD_CODES
 from sim.acceptance import AcceptanceModel, DriftingAcceptance, expected_gain, expected_gain_per_request
 
 OBS_SIZE = 15
-UNITS = ("pim", "gpu")
 UNIT_NAMES = np.array(UNITS, dtype=object)
 TOKEN_CREDITS = ("tlp1", "best")
 REWARD_TOKENS = ("drawn", "expected")
 ESTIMATE_DECAY = 0.8  # [D] per-iteration forgetting of acceptance counts (time constant ~5 iterations)
-PRIOR_ACCEPT, PRIOR_COUNT = 0.65, 2.0  # [D] Beta prior: mean 0.65 (middle of 0.4..0.9), worth 2 drafts
-GPU = 1
 
 
 def with_draft(c: IterationCost, draft) -> IterationCost:

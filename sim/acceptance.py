@@ -110,9 +110,6 @@ class AcceptanceModel:
         return cls(**data)
 
 
-DRIFT_STREAM = 1  # sim.random_streams streams 1 and 2: the drift's innovations (0 is the acceptance draws')
-
-
 class DriftingAcceptance:
     """The drifting acceptance process of N batches as arrays: p_i(t) of every request slot.
 
@@ -146,5 +143,5 @@ class DriftingAcceptance:
         """One iteration of the AR(1) drift at the (environment, slot) pairs ``rows``, ``slots``
         (the live requests; a finished request's drift is never used again), drawn under the
         environments' episode ``keys`` at iteration counts ``steps`` (one per pair)."""
-        noise = self.model.drift * random_streams.normal(keys, steps, slots, DRIFT_STREAM)
+        noise = self.model.drift * random_streams.normal(keys, steps, slots, random_streams.DRIFT_STREAM)
         self.drift[rows, slots] = self.rho * self.drift[rows, slots] + math.sqrt(1.0 - self.rho**2) * noise

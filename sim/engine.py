@@ -42,7 +42,6 @@ OVER_CAPACITY = ("error", "admit")
 """What a new episode does with a drawn batch whose KV cache (every request at its full length)
 exceeds the attention memory: 'error' (default: an experiment never silently runs a smaller batch
 than it asked for) or 'admit' (admit requests in the drawn order while they fit, as a server would)."""
-ACCEPT_STREAM = 0  # random_streams stream of the acceptance draws (the spec variant's drift uses 1 and 2)
 
 
 def as_choices(name: str, value: Any, low: int, high: int) -> tuple[int, ...]:
@@ -282,7 +281,7 @@ class StaticEngine:
         each draft accepted with probability ``probs`` (per request, or one for all): geometric,
         P(leading >= j) = p^j, capped at TLP - 1 (one uniform per request, random_streams)."""
         rows, slots = self.live_slots()  # finished and empty slots gain nothing: no draw
-        u = random_streams.uniform(self.keys[rows], self.steps[rows], slots, ACCEPT_STREAM)
+        u = random_streams.uniform(self.keys[rows], self.steps[rows], slots, random_streams.ACCEPT_STREAM)
         p = probs[rows, slots] if np.ndim(probs) == 2 else probs
         leading = np.zeros((self.num_envs, self.batch.width), dtype=np.int64)
         leading[rows, slots] = leading_accepts(u, p, tlp[rows] - 1)

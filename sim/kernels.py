@@ -16,9 +16,20 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from hardware.cost_tables import ALL_FC
+from sim.random_streams import (
+    ACCEPT_STREAM,
+    DRIFT_STREAM,
+    GOLDEN,
+    MIX1,
+    MIX2,
+    SLOT_BITS,
+    STREAM_BITS,
+    UNIT,
+)
+
 FC_ALL, FC_PER_KERNEL, FC_SPLIT = 0, 1, 2  # how an action places FC: all kernels on one unit, per kernel, split
 TABLE_FC, TABLE_FIXED, TABLE_SPLIT = 0, 1, 2  # which table a missing entry belongs to
-ALL_FC = 3  # the fc table's "every FC kernel" index (hardware.cost_tables.ALL_FC)
 
 
 @nb.njit(cache=True)
@@ -119,11 +130,7 @@ def advance_lockstep(tlp: np.ndarray, size: np.ndarray, first: np.ndarray, gener
 
 
 # ------------------------------------------------------------------------- stochastic batches
-GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # sim.random_streams' constants (SplitMix64)
-MIX1, MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-SLOT_SHIFT, STREAM_SHIFT = np.uint64(20), np.uint64(4)  # random_streams.SLOT_BITS + STREAM_BITS, STREAM_BITS
-UNIT = 2.0**-53
-ACCEPT_STREAM, DRIFT_STREAM = 0, 1  # sim.engine.ACCEPT_STREAM, sim.acceptance.DRIFT_STREAM
+SLOT_SHIFT, STREAM_SHIFT = np.uint64(SLOT_BITS + STREAM_BITS), np.uint64(STREAM_BITS)  # sim.random_streams.bits'
 
 
 @nb.njit(cache=True)

@@ -15,15 +15,17 @@ from __future__ import annotations
 import numpy as np
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64's increment (2^64 / golden ratio)
-_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+MIX1, MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)  # SplitMix64's output multipliers
 SLOT_BITS, STREAM_BITS = 16, 4  # up to 65,536 requests per batch and 16 streams per iteration
 UNIT = 2.0**-53
+ACCEPT_STREAM = 0  # the stream of the acceptance draws (which drafts are kept)
+DRIFT_STREAM = 1  # the acceptance drift's innovations: streams 1 and 2 (Box-Muller takes two)
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
     """SplitMix64's output function (a bijection of uint64)."""
-    x = (x ^ (x >> np.uint64(30))) * _M1
-    x = (x ^ (x >> np.uint64(27))) * _M2
+    x = (x ^ (x >> np.uint64(30))) * MIX1
+    x = (x ^ (x >> np.uint64(27))) * MIX2
     return x ^ (x >> np.uint64(31))
 
 
