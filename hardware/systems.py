@@ -22,6 +22,15 @@ from hardware.specs import FC_UNITS, GB, SpecError, SystemSpec, load_system
 
 FC_KERNELS = ("qkv", "proj", "ffn")
 SPLIT_STEPS = 64  # [D] FC split fractions are rounded to 1/64 of a kernel's weights (tile granularity)
+PREFILL_TERMS = 5  # numbers in CostModel.prefill_terms
+
+
+def prefill_from_terms(terms: np.ndarray, causal: float) -> tuple[float, float]:
+    """(s, J) of a GPU prefill from its CostModel.prefill_terms and its causal sum
+    sum_i l_i (l_i + 1) / 2 over the prompts: the attention takes the longer of streaming the KV
+    and its causal MACs (a roofline), everything else is fixed by the token count. Plain float
+    arithmetic, so the serving kernels compile this same function (sim.serve_kernels)."""
+    return terms[0] + max(terms[2] * causal, terms[1]), terms[3] + terms[4] * causal
 
 
 class CapacityError(SpecError):
@@ -360,11 +369,12 @@ class CostModel:
         """Prefill of a batch plus shipping its KV to the attention unit; reported separately from
         decoding, as in the paper.
 
-        ``prefill_unit`` 'gpu': compute-bound on the GPUs [P]. 'pim' (systems without GPUs): every
-        FC kernel on the FC stacks with all prompt tokens as reuse, causal attention on the
-        attention stacks as one op per request and head with the prompt as both queries and
-        half-context on average [D]. Either way far slower on PIM, which is why PAPI prefills on
-        the GPUs.
+        ``prefill_unit`` 'gpu': compute-bound on the GPUs [P], priced by :meth:`prefill_terms` and
+        :func:`prefill_from_terms` (the one formula the serving kernels use too). 'pim' (systems
+        without GPUs): every FC kernel on the FC stacks with all prompt tokens as reuse, causal
+        attention on the attention stacks as one op per request and head with the prompt as both
+        queries and half-context on average [D]. Either way far slower on PIM, which is why PAPI
+        prefills on the GPUs.
         """
         sysm, m = self.system, self.model
         b = m.bytes_per_value
@@ -372,29 +382,49 @@ class CostModel:
         tokens = sum(lengths)
         if tokens <= 0:
             return ZERO
+        if sysm.prefill_unit == "gpu":
+            causal = 0.0
+            for length in lengths:
+                causal += length * (length + 1) / 2
+            return Cost(*prefill_from_terms(self.prefill_terms(tokens), causal))
         n = sysm.attention_links
         kv = tokens * 2.0 * m.kv_dim * b / n
         comm = costs.link_transfer(kv, n, sysm.attention_link, sysm.energy) if sysm.attention_unit == "pim" else ZERO
-        if sysm.prefill_unit == "pim":
-            fc = ZERO
-            for kernel in FC_KERNELS:
-                fc = fc + self._fc_kernel_one_layer(kernel, tokens, "pim")
-            mean_len = tokens / len(lengths)
-            attn = costs.pim_attention(len(lengths) * m.kv_heads, mean_len / 2, m.head_dim * b,
-                                       math.ceil(mean_len) * m.gqa_group, sysm.attention_stacks,
-                                       sysm.attention_pim, sysm.energy)
-            return (fc + attn + comm + self._other_one_layer(tokens, 1)).scaled(m.layers)
-        g = sysm.num_gpus
+        fc = ZERO
+        for kernel in FC_KERNELS:
+            fc = fc + self._fc_kernel_one_layer(kernel, tokens, "pim")
+        mean_len = tokens / len(lengths)
+        attn = costs.pim_attention(len(lengths) * m.kv_heads, mean_len / 2, m.head_dim * b,
+                                   math.ceil(mean_len) * m.gqa_group, sysm.attention_stacks,
+                                   sysm.attention_pim, sysm.energy)
+        return (fc + attn + comm + self._other_one_layer(tokens, 1)).scaled(m.layers)
+
+    def prefill_terms(self, tokens: int) -> np.ndarray:
+        """The GPU prefill of ``tokens`` prompt tokens (all layers) as PREFILL_TERMS numbers, which
+        :func:`prefill_from_terms` turns into (s, J) given the batch's causal sum
+        sum_i l_i (l_i + 1) / 2 (the only way the prompts' split into requests matters): fixed
+        seconds (FC GEMMs, all-reduces, shipping the KV to Attn-PIM, norms and activation), the
+        attention's streaming seconds, its seconds per causal unit (the two sides of the
+        attention's roofline, costs.gpu_streaming), fixed joules, joules per causal unit.
+        Only for systems that prefill on GPUs."""
+        sysm, m = self.system, self.model
+        if sysm.prefill_unit != "gpu":
+            raise SpecError(f"system '{sysm.name}' prefills in PIM; prefill_terms is the GPU prefill's form")
+        b, g, layers = m.bytes_per_value, sysm.num_gpus, m.layers
+        n = sysm.attention_links
+        kv = tokens * 2.0 * m.kv_dim * b / n
+        comm = costs.link_transfer(kv, n, sysm.attention_link, sysm.energy) if sysm.attention_unit == "pim" else ZERO
         fc = ZERO
         for mats in m.fc_matrices().values():
             for k_in, n_out in mats:
                 c = costs.gpu_gemm(tokens, math.ceil(n_out / g), k_in, sysm.gpu, sysm.energy, b)
                 fc = fc + Cost(c.time, c.energy * g)
-        causal_macs = sum(length * (length + 1) / 2 for length in lengths) * m.hidden * 2
-        attn = costs.gpu_streaming(tokens * 2.0 * m.kv_dim * b / g, causal_macs / g, sysm.gpu, sysm.energy)
+        stream = costs.gpu_streaming(tokens * 2.0 * m.kv_dim * b / g, 0.0, sysm.gpu, sysm.energy)
+        per_causal = costs.gpu_streaming(0.0, m.hidden * 2 / g, sysm.gpu, sysm.energy)
         comm = comm + costs.allreduce(float(tokens) * m.hidden * b, g, sysm.gpu, sysm.energy).scaled(2)
-        per_layer = fc + Cost(attn.time, attn.energy * g) + comm + self._other_one_layer(tokens, 1)
-        return per_layer.scaled(m.layers)
+        fixed = fc + comm + self._other_one_layer(tokens, 1)
+        return np.array([layers * fixed.time, layers * stream.time, layers * per_causal.time,
+                         layers * (fixed.energy + stream.energy * g), layers * per_causal.energy * g])
 
     @property
     def weight_capacity_bytes(self) -> float:

@@ -40,15 +40,16 @@ from __future__ import annotations
 
 import csv
 import math
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from hardware.systems import CapacityError, CostModel
+from hardware.cost_tables import UNITS
+from hardware.systems import CostModel
 from hardware.workloads import MAX_TOKENS, LengthDistribution, WorkloadError, get_dataset
-from sim.acceptance import leading_accepts
+from sim import serve_kernels as sk
+from sim.serve_engine import ServeEngine
 
 ARRIVALS = ("poisson", "gamma")
 DEFAULT_MAX_BATCH = 256  # [D] vLLM's default max_num_seqs
@@ -172,9 +173,14 @@ class IterationRecord:
 class OnlineServer:
     """One serving run over a Workload on one CostModel; step it with :meth:`iteration`.
 
+    A face of server ``i`` of a sim.serve_engine.ServeEngine (the compiled iteration of
+    sim.serve_kernels): built from a cost model and a workload it owns an engine of one server;
+    :meth:`view` shows server i of an engine someone else steps (an environment's).
+
     Requests from index ``scored_from`` on are *scored* (those before are a warm-up): the server
     keeps their time in the system, energy and remaining tokens as running totals, so an
-    environment's per-step rewards cost O(1)."""
+    environment's per-step rewards cost O(1). Speculative drafts are accepted with probability
+    ``acceptance_rate`` from draws keyed by one number from ``rng``."""
 
     def __init__(self, cost_model: CostModel, workload: Workload, max_batch: int = DEFAULT_MAX_BATCH,
                  acceptance_rate: float | None = None, rng: np.random.Generator | None = None,
@@ -183,40 +189,62 @@ class OnlineServer:
             raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
         if acceptance_rate is not None and not 0.0 < acceptance_rate <= 1.0:
             raise ValueError(f"acceptance_rate must be in (0, 1] or None, got {acceptance_rate!r}")
-        self.cm, self.w = cost_model, workload
-        self.max_batch = int(max_batch)
-        self.acceptance_rate = None if acceptance_rate in (None, 1.0) else float(acceptance_rate)
-        self.rng = rng if rng is not None else np.random.default_rng(0)
-        n = workload.size
-        self.kv_bytes = (workload.lin + workload.lout).astype(np.float64) * cost_model.model.kv_bytes_per_token
-        self.kv_capacity = cost_model.kv_capacity_bytes
-        too_big = np.flatnonzero(self.kv_bytes > self.kv_capacity)
-        if too_big.size:
-            i = int(too_big[0])
-            raise CapacityError(f"request {i} ({workload.lin[i]} + {workload.lout[i]} tokens) needs "
-                                f"{self.kv_bytes[i] / 1e9:.1f} GB of KV cache; system '{cost_model.system.name}' "
-                                f"holds {self.kv_capacity / 1e9:.1f} GB")
-        self.t = 0.0
-        self.arrived = 0  # requests 0..arrived-1 have arrived
-        self.queue: deque[int] = deque()
-        self.running = np.zeros(0, dtype=np.int64)
-        self.kv_used = 0.0
-        self.generated = np.zeros(n, dtype=np.int64)
-        self.admitted_s = np.full(n, np.nan)
-        self.first_token_s = np.full(n, np.nan)
-        self.finish_s = np.full(n, np.nan)
-        self.energy_j = np.zeros(n)
-        self.finished_count = 0
-        self.iterations = 0
-        self.scored_from = int(scored_from)
-        self.scored_finished = 0
-        self.scored_tokens_due = 0  # output tokens of the scored requests that have arrived
-        self.scored_tokens_made = 0
-        self._admissible: int | None = None  # cached until the queue, batch or KV use change
-        self._linear: dict[tuple[int, int, str], tuple[float, float, float, float]] = {}
-        self._arrive(0.0)
+        rng = rng if rng is not None else np.random.default_rng(0)
+        engine = ServeEngine(1, [cost_model], int(max_batch), workload.size)
+        engine.load(0, workload.arrival_s, workload.lin, workload.lout, 0, draw_key(rng, acceptance_rate),
+                    acceptance_rate, int(scored_from))
+        self._bind(engine, 0, workload)
+
+    @classmethod
+    def view(cls, engine: ServeEngine, i: int, workload: Workload) -> OnlineServer:
+        """Server ``i`` of ``engine`` (loaded with ``workload``)."""
+        server = cls.__new__(cls)
+        server._bind(engine, i, workload)
+        return server
+
+    def _bind(self, engine: ServeEngine, i: int, workload: Workload) -> None:
+        self.engine, self.i, self.w = engine, i, workload
+        self.cm = engine.cost_models[int(engine.srv[i, sk.S_MODEL])]
+        self.max_batch = engine.max_batch
+        p = engine.srv[i, sk.S_ACCEPT_P]
+        self.acceptance_rate = None if p >= 1.0 else float(p)
+        self.kv_capacity = float(engine.srv[i, sk.S_KV_CAPACITY])
+        self.scored_from = int(engine.srv[i, sk.S_SCORED_FROM])
 
     # -------------------------------------------------------------------------- state
+    def _state(self, name: int) -> float:
+        return float(self.engine.srv[self.i, name])
+
+    def _count(self, name: int) -> int:
+        return int(self.engine.srv[self.i, name])
+
+    t = property(lambda self: self._state(sk.S_TIME), doc="The clock, s.")
+    arrived = property(lambda self: self._count(sk.S_ARRIVED), doc="Requests 0..arrived-1 have arrived.")
+    kv_used = property(lambda self: self._state(sk.S_KV_USED), doc="KV bytes reserved by the running requests.")
+    finished_count = property(lambda self: self._count(sk.S_FINISHED))
+    iterations = property(lambda self: self._count(sk.S_ITERATIONS))
+    scored_finished = property(lambda self: self._count(sk.S_SCORED_FINISHED))
+    kv_bytes = property(lambda self: self.engine.field(self.i, sk.R_KV_BYTES), doc="Per request, B.")
+    admitted_s = property(lambda self: self.engine.field(self.i, sk.R_ADMITTED_S))
+    first_token_s = property(lambda self: self.engine.field(self.i, sk.R_FIRST_TOKEN_S))
+    finish_s = property(lambda self: self.engine.field(self.i, sk.R_FINISH_S))
+    energy_j = property(lambda self: self.engine.field(self.i, sk.R_ENERGY_J))
+
+    @property
+    def generated(self) -> np.ndarray:
+        """Tokens each request has produced (int64, a copy)."""
+        return self.engine.field(self.i, sk.R_GENERATED).astype(np.int64)
+
+    @property
+    def running(self) -> np.ndarray:
+        """Indices of the running requests, in admission order (a copy)."""
+        return self.engine.running[self.i, :self._count(sk.S_RUNNING)].copy()
+
+    @property
+    def queue(self) -> range:
+        """Indices of the waiting requests, FCFS (the arrived ones not admitted yet)."""
+        return range(self._count(sk.S_NEXT), self.arrived)
+
     @property
     def done(self) -> bool:
         return self.finished_count == self.w.size
@@ -228,7 +256,8 @@ class OnlineServer:
 
     def oldest_wait_s(self) -> float:
         """Seconds the head of the queue has waited (0 when the queue is empty)."""
-        return self.t - float(self.w.arrival_s[self.queue[0]]) if self.queue else 0.0
+        queue = self.queue
+        return self.t - float(self.w.arrival_s[queue[0]]) if queue else 0.0
 
     @property
     def scored_in_system(self) -> int:
@@ -238,51 +267,20 @@ class OnlineServer:
     @property
     def scored_remaining_tokens(self) -> int:
         """Output tokens the scored requests in the system have still to produce."""
-        return self.scored_tokens_due - self.scored_tokens_made
+        return int(self._state(sk.S_SCORED_DUE) - self._state(sk.S_SCORED_MADE))
 
     def admissible(self) -> int:
-        """How many queued requests, FCFS, fit the KV capacity and the batch limit now (cached
-        until the next iteration or arrival)."""
-        if self._admissible is None:
-            self._admissible = self._count_admissible()
-        return self._admissible
-
-    def _count_admissible(self) -> int:
-        room = self.max_batch - len(self.running)
-        free = self.kv_capacity - self.kv_used
-        count = 0
-        for i in self.queue:
-            if count >= room or self.kv_bytes[i] > free:
-                break
-            free -= self.kv_bytes[i]
-            count += 1
-        return count
+        """How many queued requests, FCFS, fit the KV capacity and the batch limit now."""
+        return self.engine.admissible(self.i)
 
     def sum_context(self) -> float:
         """Total context (prompt + generated tokens) of the running requests, tokens."""
-        r = self.running
-        return float(self.w.lin[r].sum() + self.generated[r].sum())
-
-    def _arrive(self, until: float) -> None:
-        """Move the requests that arrived by ``until`` into the queue."""
-        arrivals = self.w.arrival_s
-        while self.arrived < self.w.size and arrivals[self.arrived] <= until:
-            self.queue.append(self.arrived)
-            if self.arrived >= self.scored_from:
-                self.scored_tokens_due += int(self.w.lout[self.arrived])
-            self.arrived += 1
-            self._admissible = None
+        return self._state(sk.S_SUM_CONTEXT)
 
     def decode_cost(self, rlp: int, tlp: int, sum_ctx: float, fc_unit: str) -> tuple[float, float]:
-        """(s, J) of one decoding iteration; CostModel.iteration is affine in the context, so its two
-        coefficients are cached per (RLP, TLP, unit)."""
-        key = (rlp, tlp, fc_unit)
-        lin = self._linear.get(key)
-        if lin is None:
-            c0 = self.cm.iteration(rlp, tlp, 0.0, fc_unit)
-            c1 = self.cm.iteration(rlp, tlp, 1.0, fc_unit)
-            lin = self._linear[key] = (c0.time, c1.time - c0.time, c0.energy, c1.energy - c0.energy)
-        return lin[0] + lin[1] * sum_ctx, lin[2] + lin[3] * sum_ctx
+        """(s, J) of one decoding iteration (CostModel.iteration, affine in the context, tabulated
+        per (RLP, TLP, unit) as the iteration prices it)."""
+        return self.engine.decode_cost(self.i, rlp, tlp, sum_ctx, UNITS.index(fc_unit))
 
     # -------------------------------------------------------------------------- one iteration
     def iteration(self, fc_unit: str, tlp: int, admit: int) -> IterationRecord:
@@ -296,88 +294,46 @@ class OnlineServer:
             raise ValueError(f"tlp must be a positive integer, got {tlp!r}")
         if isinstance(admit, bool) or not isinstance(admit, (int, np.integer)) or admit < 0:
             raise ValueError(f"admit must be an integer >= 0, got {admit!r}")
-        if not len(self.running) and not self.queue:  # idle: jump to the next arrival
-            self.t = max(self.t, float(self.w.arrival_s[self.arrived]))
-            self._arrive(self.t)
-        start = self.t
-        n_start, scored_start = self.in_system, self.scored_in_system
-        sf = self.scored_from
-        admit = min(int(admit), self.admissible())
-        if not len(self.running) and self.queue:
-            admit = max(admit, 1)  # never idle with work waiting (one request always fits: checked at start)
-        new = np.array([self.queue.popleft() for _ in range(admit)], dtype=np.int64)
-        self._admissible = None
-        lin, lout = self.w.lin, self.w.lout
+        e, i, n = self.engine, self.i, self.engine.num_envs
+        units, tlps, admits = np.zeros(n, dtype=np.int64), np.ones(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        units[i], tlps[i], admits[i] = UNITS.index(fc_unit), int(tlp), min(int(admit), self.w.size)
+        pending = np.zeros(n, dtype=bool)
+        pending[i] = True
+        e.iterate(units, tlps, admits, pending)
+        return self.record(fc_unit, int(tlp))
 
-        prefill_s = energy = scored_energy = 0.0
-        tokens = 0
-        if new.size:
-            p = self.cm.prefill(lin[new].tolist())
-            prefill_s, energy = p.time, p.energy
-            share = p.energy * lin[new] / lin[new].sum()
-            self.energy_j[new] += share
-            scored_new = new >= sf
-            scored_energy += float(share[scored_new].sum())
-            self.scored_tokens_made += int(scored_new.sum())
-            self.kv_used += float(self.kv_bytes[new].sum())
-            self.admitted_s[new] = start
-            self.first_token_s[new] = start + prefill_s
-            self.generated[new] = 1
-            tokens += new.size
-
-        old = self.running
-        rlp = len(old)
-        decode_s, accepted_share = 0.0, 1.0
-        if rlp:
-            dt, de = self.decode_cost(rlp, int(tlp), self.sum_context(), fc_unit)
-            remaining = lout[old] - self.generated[old]
-            if self.acceptance_rate is None or tlp == 1:
-                kept = np.full(rlp, int(tlp), dtype=np.int64)
-            else:
-                kept = 1 + leading_accepts(self.rng.random(rlp), self.acceptance_rate, tlp - 1)
-            made = np.minimum(kept, remaining)
-            self.generated[old] += made
-            produced = int(made.sum())
-            share = de * made / produced
-            self.energy_j[old] += share
-            scored_old = old >= sf
-            scored_energy += float(share[scored_old].sum())
-            self.scored_tokens_made += int(made[scored_old].sum())
-            accepted_share = float(kept.sum()) / (rlp * int(tlp))
-            decode_s, energy = dt, energy + de
-            tokens += produced
-
-        end = start + prefill_s + decode_s
-        self.t = end
-        running = np.concatenate([old, new])
-        finished_mask = self.generated[running] >= lout[running]
-        finished = running[finished_mask]
-        self.running = running[~finished_mask]
-        self._admissible = None
-        if finished.size:
-            self.finish_s[finished] = end
-            self.kv_used = max(0.0, self.kv_used - float(self.kv_bytes[finished].sum()))
-            self.finished_count += finished.size
-            self.scored_finished += int((finished >= sf).sum())
-        before = self.arrived
-        self._arrive(end)
-        # requests in the system over [start, end]: those at the start throughout, arrivals from their
-        # arrival on; the finished leave at the end
-        waited = end - self.w.arrival_s[before:self.arrived]
-        area = n_start * (end - start) + float(waited.sum())
-        scored_area = scored_start * (end - start) + float(waited[max(0, sf - before):].sum())
-        self.iterations += 1
-        return IterationRecord(start, end, prefill_s, decode_s, energy, rlp, int(tlp), fc_unit, new, finished,
-                               tokens, accepted_share, area, scored_area, scored_energy)
+    def record(self, fc_unit: str, tlp: int) -> IterationRecord:
+        """The IterationRecord of the iteration just run."""
+        o = self.engine.out[self.i]
+        first, admitted = int(o[sk.O_FIRST_ADMITTED]), int(o[sk.O_ADMITTED])
+        return IterationRecord(
+            float(o[sk.O_START]), float(o[sk.O_END]), float(o[sk.O_PREFILL_S]), float(o[sk.O_DECODE_S]),
+            float(o[sk.O_ENERGY]), int(o[sk.O_RLP]), tlp, fc_unit, np.arange(first, first + admitted),
+            self.engine.finished[self.i, :int(o[sk.O_FINISHED])].copy(), int(o[sk.O_TOKENS]),
+            float(o[sk.O_ACCEPTED_SHARE]), float(o[sk.O_AREA]), float(o[sk.O_SCORED_AREA]),
+            float(o[sk.O_SCORED_ENERGY]))
 
     # -------------------------------------------------------------------------- results
     def request_metrics(self) -> dict[str, np.ndarray]:
         """Per request: ttft_s, tpot_s (NaN for one-token outputs), latency_s, energy_j, tokens."""
-        w = self.w
-        tpot = np.where(w.lout > 1, (self.finish_s - self.first_token_s) / np.maximum(w.lout - 1, 1), np.nan)
-        return {"ttft_s": self.first_token_s - w.arrival_s, "tpot_s": tpot, "latency_s": self.finish_s - w.arrival_s,
-                "queue_s": self.admitted_s - w.arrival_s, "energy_j": self.energy_j.copy(),
-                "tokens": self.generated.copy()}
+        return request_metrics(self.w, self.first_token_s, self.finish_s, self.admitted_s, self.energy_j,
+                               self.generated)
+
+
+def draw_key(rng: np.random.Generator, acceptance_rate: float | None) -> int:
+    """A server's key for its acceptance draws (sim.random_streams), from ``rng``; 0, drawing
+    nothing, when every draft is accepted (so ``rng``'s later draws do not depend on it)."""
+    if acceptance_rate is None or acceptance_rate >= 1.0:
+        return 0
+    return int(rng.integers(0, 2**63))
+
+
+def request_metrics(w: Workload, first_token_s: np.ndarray, finish_s: np.ndarray, admitted_s: np.ndarray,
+                    energy_j: np.ndarray, generated: np.ndarray) -> dict[str, np.ndarray]:
+    """Per request: ttft_s, tpot_s (NaN for one-token outputs), latency_s, queue_s, energy_j, tokens."""
+    tpot = np.where(w.lout > 1, (finish_s - first_token_s) / np.maximum(w.lout - 1, 1), np.nan)
+    return {"ttft_s": first_token_s - w.arrival_s, "tpot_s": tpot, "latency_s": finish_s - w.arrival_s,
+            "queue_s": admitted_s - w.arrival_s, "energy_j": energy_j.copy(), "tokens": np.asarray(generated).copy()}
 
 
 def serve(server: OnlineServer, decide, max_iterations: int = 10_000_000) -> list[IterationRecord]:

@@ -1,0 +1,141 @@
+"""N online servers stepped at once: the arrays of sim.serve_kernels, their cost tables, and the
+fill-and-retry loop around the compiled iteration.
+
+A server is loaded with one episode's Workload (:meth:`ServeEngine.load`) and stepped with
+:meth:`ServeEngine.iterate`; sim.online.OnlineServer is one server's face (N = 1, or a view of
+server i of a bigger engine), papi_env.serve_env's core the environments' one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from hardware.cost_tables import UNITS
+from hardware.specs import SpecError
+from hardware.systems import PREFILL_TERMS, CapacityError, CostModel
+from sim import serve_kernels as sk
+
+INITIAL_PROMPT_TOKENS = 8192  # [D] prefill table rows allocated at first; it doubles as needed
+INITIAL_TLPS = 8  # [D] decode table TLPs allocated at first; it grows as needed
+
+
+class ServeEngine:
+    """``num_envs`` servers of ``max_batch`` running requests at most, each on one of
+    ``cost_models`` (a server's model index is set at load). Arrays as sim.serve_kernels
+    describes; ``requests`` is the initial per-server request capacity (it grows at load)."""
+
+    def __init__(self, num_envs: int, cost_models: list[CostModel], max_batch: int, requests: int = 1) -> None:
+        for cm in cost_models:
+            if cm.system.prefill_unit != "gpu":
+                raise SpecError(f"online serving prefills on GPUs (as PAPI does); system '{cm.system.name}' "
+                                f"prefills in PIM (prefill_unit={cm.system.prefill_unit!r})")
+        self.num_envs, self.cost_models, self.max_batch = int(num_envs), list(cost_models), int(max_batch)
+        n = self.num_envs
+        self.req = np.zeros((n, sk.REQUEST_FIELDS, max(int(requests), 1)))
+        self.srv = np.zeros((n, sk.SERVER_FIELDS))
+        self.running = np.zeros((n, self.max_batch), dtype=np.int64)
+        self.keys = np.zeros(n, dtype=np.uint64)
+        self.out = np.zeros((n, sk.OUT_FIELDS))
+        self.finished = np.zeros((n, self.max_batch), dtype=np.int64)
+        self.missing = np.zeros((n, 4), dtype=np.int64)
+        self.decode_table = np.full((len(self.cost_models), self.max_batch + 1, INITIAL_TLPS + 1, len(UNITS), 4),
+                                    np.nan)
+        self.prefill_table = np.full((len(self.cost_models), INITIAL_PROMPT_TOKENS, PREFILL_TERMS), np.nan)
+
+    # ------------------------------------------------------------------------------ episodes
+    def load(self, i: int, arrival_s: np.ndarray, lin: np.ndarray, lout: np.ndarray, model: int, key: int,
+             acceptance_rate: float | None = None, scored_from: int = 0, ttft_target_s: float = math.inf,
+             tpot_target_s: float = math.inf) -> None:
+        """Start server i on a workload (arrival s, prompt and output tokens per request, in
+        arrival order) on cost model ``model``, its acceptance draws keyed by ``key``; requests from
+        ``scored_from`` on are scored, and count as good when they meet both latency targets (s).
+        CapacityError when one request's KV cache alone exceeds the system's capacity."""
+        cm = self.cost_models[model]
+        size = len(arrival_s)
+        kv = (np.asarray(lin) + np.asarray(lout)).astype(np.float64) * cm.model.kv_bytes_per_token
+        capacity = cm.kv_capacity_bytes
+        too_big = np.flatnonzero(kv > capacity)
+        if too_big.size:
+            j = int(too_big[0])
+            raise CapacityError(f"request {j} ({lin[j]} + {lout[j]} tokens) needs {kv[j] / 1e9:.1f} GB of KV "
+                                f"cache; system '{cm.system.name}' holds {capacity / 1e9:.1f} GB")
+        if size > self.req.shape[2]:
+            grown = np.zeros((self.num_envs, sk.REQUEST_FIELDS, size))
+            grown[:, :, :self.req.shape[2]] = self.req
+            self.req = grown
+        r = self.req[i]
+        r[:] = 0.0
+        r[sk.R_ARRIVAL, :size], r[sk.R_LIN, :size], r[sk.R_LOUT, :size] = arrival_s, lin, lout
+        r[sk.R_ADMITTED_S:sk.R_FINISH_S + 1, :size] = np.nan
+        r[sk.R_KV_BYTES, :size] = kv
+        s = self.srv[i]
+        s[:] = 0.0
+        s[sk.S_SIZE], s[sk.S_SCORED_FROM], s[sk.S_KV_CAPACITY], s[sk.S_MODEL] = size, scored_from, capacity, model
+        s[sk.S_ACCEPT_P] = 1.0 if acceptance_rate is None else float(acceptance_rate)
+        s[sk.S_TTFT_TARGET], s[sk.S_TPOT_TARGET] = ttft_target_s, tpot_target_s
+        self.keys[i] = np.uint64(key)
+        self.running[i] = 0
+        s[sk.S_ARRIVED] = 0
+        arrived = sk.arrived_by(self.req, self.srv, i, 0.0)
+        scored = np.arange(arrived) >= scored_from
+        s[sk.S_SCORED_DUE] = float(np.asarray(lout[:arrived])[scored].sum())
+        s[sk.S_ARRIVED] = arrived
+
+    # ------------------------------------------------------------------------------ stepping
+    def iterate(self, units: np.ndarray, tlps: np.ndarray, admits: np.ndarray, pending: np.ndarray) -> None:
+        """One iteration of every server with ``pending`` (cleared as they run): FC unit index, TLP
+        and admissions per server (checked by the caller); results in ``out`` and ``finished``."""
+        self.fit_tlp(int(tlps[pending].max()) if pending.any() else 1)
+        while sk.iterate_all(units, tlps, admits, pending, self.req, self.srv, self.running, self.keys,
+                             self.decode_table, self.prefill_table, self.out, self.finished, self.missing):
+            self.fill(np.flatnonzero(pending))
+
+    def fit_tlp(self, tlp: int) -> None:
+        """Grow the decode table to hold TLP ``tlp``."""
+        have = self.decode_table.shape[2]
+        if tlp >= have:
+            grown = np.full((*self.decode_table.shape[:2], max(2 * have, tlp + 1), *self.decode_table.shape[3:]),
+                            np.nan)
+            grown[:, :, :have] = self.decode_table
+            self.decode_table = grown
+
+    def fill(self, servers: np.ndarray) -> None:
+        """Compute the cost-table entries that ``servers`` reported missing."""
+        for kind, model, a, b in self.missing[servers]:
+            cm = self.cost_models[model]
+            if kind == sk.MISSING_PREFILL:
+                if a >= self.prefill_table.shape[1]:
+                    have = self.prefill_table.shape[1]
+                    grown = np.full((len(self.cost_models), max(2 * have, a + 1), PREFILL_TERMS), np.nan)
+                    grown[:, :have] = self.prefill_table
+                    self.prefill_table = grown
+                self.prefill_table[model, a] = cm.prefill_terms(int(a))
+            elif kind == sk.MISSING_DECODE:
+                tlp, unit = divmod(int(b), 2)
+                c0 = cm.iteration(int(a), tlp, 0.0, UNITS[unit])
+                c1 = cm.iteration(int(a), tlp, 1.0, UNITS[unit])
+                self.decode_table[model, a, tlp, unit] = (c0.time, c1.time - c0.time, c0.energy, c1.energy - c0.energy)
+
+    def decode_cost(self, i: int, rlp: int, tlp: int, sum_ctx: float, unit: int) -> tuple[float, float]:
+        """(s, J) of a decoding iteration of ``rlp`` requests whose contexts sum to ``sum_ctx``
+        tokens on server i's cost model, as the kernel prices it (for planners)."""
+        model = int(self.srv[i, sk.S_MODEL])
+        self.fit_tlp(tlp)
+        c = self.decode_table[model, rlp, tlp, unit]
+        if np.isnan(c[0]):
+            self.missing[i] = (sk.MISSING_DECODE, model, rlp, tlp * 2 + unit)
+            self.fill(np.array([i]))
+        return c[0] + c[1] * sum_ctx, c[2] + c[3] * sum_ctx
+
+    # ------------------------------------------------------------------------------ views
+    def admissible(self, i: int) -> int:
+        return int(sk.admissible(self.req, self.srv, i, self.max_batch))
+
+    def size(self, i: int) -> int:
+        return int(self.srv[i, sk.S_SIZE])
+
+    def field(self, i: int, name: int) -> np.ndarray:
+        """Server i's per-request field ``name`` (an R_* index), a view over its requests."""
+        return self.req[i, name, :self.size(i)]
