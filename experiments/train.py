@@ -72,7 +72,7 @@ def make_env(env_id: str, cfg: dict, seed: int) -> Any:
     step_scaling = env_kwargs.get("reward") == "edp" and cfg.get("edp_step_scaling", True)
     kind = cfg.get("vec", "native")  # checked by run_config.validate_config
     if kind == "native" and env_id not in papi_env.VECTOR_ENTRY_POINTS:
-        kind = "dummy"  # no native vector form (PapiServe-v0): scalar envs in a DummyVecEnv
+        kind = "dummy"  # no native vector form (an env registered from outside): scalar envs in a DummyVecEnv
     if kind == "native":
         native = NativeVecEnv(env_id, cfg["n_envs"], env_kwargs, edp_step_scaling=step_scaling,
                               flat_actions=cfg.get("flat_actions", False))

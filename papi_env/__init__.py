@@ -8,9 +8,10 @@
   length and admission under KV capacity, against latency targets (papi_env.serve_env).
 
 Each has a native vector form (papi_env.vector): ``gymnasium.make_vec(id, num_envs=N,
-vectorization_mode="vector_entry_point")`` steps N of them at once in numpy, with the same numbers.
+vectorization_mode="vector_entry_point")`` steps N of them at once in compiled kernels, with the
+same numbers as N scalar envs.
 
-Every variant takes the objectives latency, energy, edp and latency_target and can randomise
+Every static-batch variant takes the objectives latency, energy, edp and latency_target and can randomise
 model, system and dataset per episode (papi_env.base). This package imports neither torch nor
 stable-baselines3.
 """
@@ -46,12 +47,11 @@ VECTOR_ENTRY_POINTS = {
 SERVE_ENV_ID = "papi_env/PapiServe-v0"
 ALL_ENV_IDS = {**ENV_IDS, SERVE_ENV_ID: "papi_env.serve_env:PapiServeEnv"}
 """The static-batch variants (ENV_IDS: they share papi_env.core) and the online-serving env."""
+VECTOR_ENTRY_POINTS[SERVE_ENV_ID] = "papi_env.vector:ServeVectorEnv"  # papi_env.serve_env.ServeCore x N
 
-for _env_id, _entry in ENV_IDS.items():
+for _env_id, _entry in ALL_ENV_IDS.items():
     if _env_id not in registry:
         register(id=_env_id, entry_point=_entry, vector_entry_point=VECTOR_ENTRY_POINTS[_env_id])
-if SERVE_ENV_ID not in registry:
-    register(id=SERVE_ENV_ID, entry_point=ALL_ENV_IDS[SERVE_ENV_ID])
 
 
 

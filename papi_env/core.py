@@ -452,7 +452,10 @@ def scalar_info(info: dict[str, np.ndarray], i: int = 0) -> dict[str, Any]:
     out = {}
     for key, values in info.items():
         if key[0] != "_" and info["_" + key][i]:
-            out[key] = values.item(i) if values.ndim == 1 and values.dtype != object else values[i]
+            if isinstance(values, dict):  # a nested info (a dict per environment)
+                out[key] = scalar_info(values, i)
+            else:
+                out[key] = values.item(i) if values.ndim == 1 and values.dtype != object else values[i]
     return out
 
 

@@ -1,8 +1,10 @@
 """PapiServe-v0: online serving with continuous batching, arrivals, KV capacity and latency targets.
 
-One step is one iteration of sim.online.OnlineServer (read its docstring for the serving
-loop and its assumptions). Requests arrive over time; the scheduler decides, at every iteration
-boundary:
+One step is one iteration of sim.online's serving loop (read its docstring for the loop and its
+assumptions), compiled in sim.serve_kernels; the MDP around it is papi_env.serve_kernels, over N
+environments (``ServeCore``): this scalar env is N = 1, ``gymnasium.make_vec(...,
+vectorization_mode="vector_entry_point")`` gives N at once with the same numbers.
+Requests arrive over time; the scheduler decides, at every iteration boundary:
 
 - **action** ``MultiDiscrete([2, max_tlp, max_admit + 1])``: where the FC kernels run (0 FC-PIM,
   1 GPU; on a system without FC-PIM the GPU is used whatever is asked, ``info["unit_fallback"]``),
@@ -34,7 +36,7 @@ attainment, J/token) come with the last step.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,21 +48,26 @@ from hardware.calibrate import CALIBRATION_MAX_TOKENS, calibrate_alpha, calibrat
 from hardware.cost_tables import UNITS
 from hardware.systems import CostModel
 from hardware.workloads import get_dataset
+from papi_env import serve_kernels as mk
 from papi_env.base import merge_env_config
+from papi_env.core import put_all, put_rows, scalar_info
+from sim import serve_kernels as sk
 from sim.online import (
     DEFAULT_MAX_BATCH,
     SLO_SCALE,
     OnlineServer,
     Workload,
+    draw_key,
     load_trace,
     sample_workload,
     summarise,
     unloaded_targets,
 )
+from sim.serve_engine import ServeEngine
 
-SERVE_REWARDS = ("latency", "energy", "goodput")
+SERVE_REWARDS = ("latency", "energy", "goodput")  # papi_env.serve_kernels' reward codes, in order
 SHAPINGS = ("none", "remaining")
-OBS_SIZE = 11
+OBS_SIZE = mk.OBS_SIZE
 RATE_TAU_S = 1.0  # [D] time constant of the arrival-rate estimate, s
 ACCEPT_EMA = 0.1  # [D] weight of the newest iteration in the acceptance estimate
 
@@ -69,6 +76,12 @@ MAX_REQUESTS = 1_000_000
 """[D] Requests per episode at most: an episode keeps about a hundred bytes of arrays per request
 (arrival, lengths, progress, timings), so this bound keeps one under ~100 MB."""
 
+MAX_ENV_REQUESTS = 20_000_000
+"""[D] Requests over all environments of a core at most (num_envs x requests per episode): about
+1.5 GB of request arrays."""
+
+UNIT_NAMES = np.array(UNITS, dtype=object)
+
 
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -76,35 +89,24 @@ def _positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
-class PapiServeEnv(gym.Env):
-    """Continuous-batching serving of one model on one system. See the module docstring."""
+class ServeCore:
+    """N PapiServe environments: N servers of a sim.serve_engine.ServeEngine and their MDP state
+    (papi_env.serve_kernels). Keyword arguments as PapiServeEnv's (the module docstring)."""
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}
-    variant = "serve"  # what rules in agents/ dispatch on (papi_env.base.PapiBaseEnv.variant)
-
-    def __init__(self, env_config: Mapping[str, Any] | None = None, *, render_mode: str | None = None,
-                 **kwargs: Any) -> None:
-        """Keyword arguments (see the module docstring and :meth:`_configure`), or one dict of them
-        positionally, as RLlib passes its ``env_config``."""
-        render_mode, kwargs = merge_env_config(env_config, render_mode, kwargs)
-        self._configure(render_mode, **kwargs)
-
-    def _configure(self, render_mode: str | None = None, model: str = "llama-65b", system: Any = "papi",
-                   dataset: Any = "creative-writing", rate: float | list[float] = (4.0, 8.0, 16.0, 24.0),
-                   arrival: str = "poisson", cv: float = 1.0, trace: str | Path | None = None, requests: int = 256,
-                   warmup: int = 32, max_batch: int = DEFAULT_MAX_BATCH, max_admit: int = 16, max_tlp: int = 4,
-                   acceptance_rate: float | None = None, reward: str = "latency",
-                   ttft_target_s: float | None = None, tpot_target_s: float | None = None,
-                   max_steps: int = 100_000, shaping: str = "none") -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None")
+    def __init__(self, num_envs: int = 1, model: str = "llama-65b", system: Any = "papi",
+                 dataset: Any = "creative-writing", rate: float | list[float] = (4.0, 8.0, 16.0, 24.0),
+                 arrival: str = "poisson", cv: float = 1.0, trace: str | Path | None = None, requests: int = 256,
+                 warmup: int = 32, max_batch: int = DEFAULT_MAX_BATCH, max_admit: int = 16, max_tlp: int = 4,
+                 acceptance_rate: float | None = None, reward: str = "latency",
+                 ttft_target_s: float | None = None, tpot_target_s: float | None = None,
+                 max_steps: int = 100_000, shaping: str = "none") -> None:
+        self.num_envs = _positive_int("num_envs", num_envs)
         if reward not in SERVE_REWARDS:
             raise ValueError(f"reward must be one of {SERVE_REWARDS}, got {reward!r}")
         rates = list(rate) if isinstance(rate, (list, tuple)) else [rate]
         if not rates or any(isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r <= 0
                             for r in rates):
             raise ValueError(f"rate must be a positive number of requests/s or a list of them, got {rate!r}")
-        self.render_mode = render_mode
         self.cost_model = CostModel(system, model)
         self.dataset = get_dataset(dataset)
         self.rates = [float(r) for r in rates]
@@ -114,6 +116,10 @@ class PapiServeEnv(gym.Env):
         if self.requests > MAX_REQUESTS:
             raise ValueError(f"requests must be at most {MAX_REQUESTS:,} per episode (an episode holds every "
                              f"request's arrays), got {self.requests:,}")
+        size = self.trace.size if self.trace is not None else self.requests
+        if self.num_envs * size > MAX_ENV_REQUESTS:
+            raise ValueError(f"num_envs x requests per episode must be at most {MAX_ENV_REQUESTS:,} (every "
+                             f"environment holds its episode's request arrays), got {self.num_envs:,} x {size:,}")
         if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or not 0 <= warmup < self.requests:
             raise ValueError(f"warmup must be an integer in [0, requests), got {warmup!r}")
         if self.trace is not None and not warmup < self.trace.size:
@@ -131,56 +137,277 @@ class PapiServeEnv(gym.Env):
         if shaping not in SHAPINGS:
             raise ValueError(f"shaping must be one of {SHAPINGS}, got {shaping!r}")
         self.shaping = shaping
+        self.shaped = shaping != "none" and reward == "latency"
         ttft0, tpot0 = unloaded_targets(CostModel("papi", self.cost_model.model), self.dataset, SLO_SCALE)
         self.ttft_target_s = float(ttft_target_s) if ttft_target_s is not None else ttft0
         self.tpot_target_s = float(tpot_target_s) if tpot_target_s is not None else tpot0
         if not (self.ttft_target_s > 0 and self.tpot_target_s > 0):
             raise ValueError("ttft_target_s and tpot_target_s must be > 0 seconds")
         self.token_time_s = self.tpot_target_s / SLO_SCALE  # the unloaded TPOT: the shaping's time per token
-        self.unit_mask = np.array([u in self.cost_model.fc_units for u in UNITS])
+        unit_mask = np.array([u in self.cost_model.fc_units for u in UNITS])
+        self.unit_mask = np.repeat(unit_mask[None], self.num_envs, axis=0)
         self._alpha = (calibrate_alpha(self.cost_model, CALIBRATION_MAX_TOKENS, calibration_objective(reward))
-                       if self.unit_mask.all() else math.inf)
-        self.action_space = spaces.MultiDiscrete([2, self.max_tlp, self.max_admit + 1])
-        self.observation_space = spaces.Box(0.0, 1.0, shape=(OBS_SIZE,), dtype=np.float32)
+                       if unit_mask.all() else math.inf)
+        self.engine = ServeEngine(self.num_envs, [self.cost_model], self.max_batch, size)
+        n = self.num_envs
+        self.mdp = np.zeros((n, mk.MDP_FIELDS))
+        self.rngs: list[np.random.Generator | None] = [None] * n
+        self.rate = np.zeros(n)
+        self.workloads: list[Workload | None] = [None] * n
+        self.pending = np.zeros(n, dtype=bool)
+        self.reward_code = SERVE_REWARDS.index(reward)
+
+    def single_spaces(self) -> tuple[spaces.Space, spaces.Space]:
+        return (spaces.MultiDiscrete([2, self.max_tlp, self.max_admit + 1]),
+                spaces.Box(0.0, 1.0, shape=(OBS_SIZE,), dtype=np.float32))
+
+    def alpha(self) -> float:
+        """PAPI's offline crossover for this objective (latency's for goodput); inf without FC-PIM."""
+        return self._alpha
+
+    # ---------------------------------------------------------------------------------- reset
+    def reset_envs(self, envs: Sequence[int]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Start a new episode in each of ``envs`` from its generator; their observations and the
+        reset infos (gymnasium's vector layout over all N, masked to ``envs``)."""
+        info = self.start_episodes(envs)
+        return self.observe()[np.asarray(envs, dtype=np.int64)], info
+
+    def start_episodes(self, envs: Sequence[int]) -> dict[str, np.ndarray]:
+        """Draw and load a new episode in each of ``envs``: a rate from the list, the requests (or
+        the trace), the acceptance draws' key; return their reset infos."""
+        envs = np.asarray(envs, dtype=np.int64)
+        sizes = np.empty(len(envs), dtype=np.int64)
+        for k, i in enumerate(envs):
+            rng = self.rngs[i]
+            if rng is None:
+                raise RuntimeError("environment has no generator: reset it with a seed first")
+            self.rate[i] = self.rates[int(rng.integers(len(self.rates)))]
+            if self.trace is not None:
+                w = self.trace
+                self.rate[i] = trace_rate(w)
+            else:
+                w = sample_workload(self.rate[i], self.requests, self.dataset, rng, self.arrival, self.cv)
+            self.workloads[i] = w
+            sizes[k] = w.size
+            self.engine.load(i, w.arrival_s, w.lin, w.lout, 0, draw_key(rng, self.acceptance_rate),
+                             self.acceptance_rate, self.warmup, self.ttft_target_s, self.tpot_target_s)
+            m = self.mdp[i]
+            m[:] = 0.0
+            scored = w.size - self.warmup
+            window = float(w.arrival_s[-1] - w.arrival_s[self.warmup]) if scored > 1 else 1.0
+            m[mk.M_LAST_TLP], m[mk.M_ACCEPT_EMA] = 1.0, 1.0
+            m[mk.M_SCORED], m[mk.M_SCORED_TOKENS] = scored, float(w.lout[self.warmup:].sum())
+            m[mk.M_WINDOW_S] = window if window > 0 else 1.0
+            m[mk.M_ALPHA], m[mk.M_TOKEN_TIME_S] = self._alpha, self.token_time_s
+            m[mk.M_POTENTIAL] = mk.potential(self.engine.srv, self.mdp, int(i), self.shaped)
+        info: dict[str, np.ndarray] = {}
+        put_rows(info, {"rate": self.rate[envs], "requests": sizes}, envs, self.num_envs)
+        return info
+
+    # ---------------------------------------------------------------------------------- step
+    def observe(self) -> np.ndarray:
+        """(N, OBS_SIZE) float32 observations (the module docstring)."""
+        obs = np.empty((self.num_envs, OBS_SIZE), dtype=np.float32)
+        e = self.engine
+        mk.observe(obs, e.req, e.srv, self.mdp, self.max_batch, self.max_tlp, self.max_admit)
+        return obs
+
+    def ended(self) -> np.ndarray:
+        """(N,) whose episode has ended (every request finished, or max_steps taken)."""
+        srv = self.engine.srv
+        return (srv[:, sk.S_FINISHED] == srv[:, sk.S_SIZE]) | (self.mdp[:, mk.M_STEPS] >= self.max_steps)
+
+    def run(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Step every environment whose episode has not ended with its (checked) action; the others
+        stand still (reward 0). Returns (reward, unit used, clamped, fallback, terminated,
+        truncated), each (N,)."""
+        n, e = self.num_envs, self.engine
+        pending = self.pending
+        np.logical_not(self.ended(), out=pending)
+        reward = np.zeros(n)
+        unit_used = np.zeros(n, dtype=np.int64)
+        clamped, fallback = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        terminated, truncated = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        e.fit_tlp(self.max_tlp)
+        while mk.step(actions, self.unit_mask, pending, e.req, e.srv, e.running, e.keys, e.decode_table,
+                      e.prefill_table, e.out, e.finished, e.missing, self.mdp, self.reward_code, self.shaped,
+                      self.max_steps, RATE_TAU_S, ACCEPT_EMA, reward, unit_used, clamped, fallback, terminated,
+                      truncated):
+            e.fill(np.flatnonzero(pending))
+        return reward, unit_used, clamped, fallback, terminated, truncated
+
+    def step(self, actions: Any, observe: bool = True
+             ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """One iteration in every environment (actions checked by ``check_actions``): (observations
+        or None, rewards, terminated, truncated, infos)."""
+        reward, unit_used, clamped, fallback, terminated, truncated = self.run(actions)
+        o, srv = self.engine.out, self.engine.srv
+        info: dict[str, np.ndarray] = {}
+        for key, values in (("time", o[:, sk.O_END] - o[:, sk.O_START]), ("energy", o[:, sk.O_ENERGY].copy()),
+                            ("tokens", o[:, sk.O_TOKENS].astype(np.int64)), ("rlp", o[:, sk.O_RLP].astype(np.int64)),
+                            ("tlp", actions[:, 1] + 1), ("placement", UNIT_NAMES[unit_used]),
+                            ("gpu_share", unit_used.astype(np.float64)),
+                            ("admitted", o[:, sk.O_ADMITTED].astype(np.int64)), ("admit_clamped", clamped),
+                            ("unit_fallback", fallback), ("queue", (srv[:, sk.S_ARRIVED] - srv[:, sk.S_NEXT]).astype(
+                                np.int64)), ("kv_occupancy", srv[:, sk.S_KV_USED] / srv[:, sk.S_KV_CAPACITY]),
+                            ("finished", o[:, sk.O_FINISHED].astype(np.int64)), ("rate", self.rate.copy())):
+            put_all(info, key, values, fresh=True)
+        ended = np.flatnonzero(terminated | truncated)
+        if len(ended):
+            episodes = [self.episode_info(int(i)) for i in ended]
+            summaries = [ep.pop("summary") for ep in episodes]
+            put_rows(info, {key: [ep[key] for ep in episodes] for key in episodes[0]}, ended, self.num_envs)
+            complete = [k for k, summary in enumerate(summaries) if summary]  # {} for a truncated episode
+            nested: dict[str, np.ndarray] = {}
+            if complete:
+                put_rows(nested, {key: [summaries[k][key] for k in complete] for key in summaries[complete[0]]},
+                         ended[complete], self.num_envs)
+            put_rows(info, {"summary": np.zeros(len(ended))}, ended, self.num_envs)
+            info["summary"] = nested  # a dict per environment nests, as SyncVectorEnv nests it
+        obs = self.end_observations(terminated) if observe else None
+        return obs, reward, terminated, truncated, info
+
+    def step_one(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """The scalar environment's step (N = 1): the same kernel, its info as Python values."""
+        reward, unit_used, clamped, fallback, terminated, truncated = self.run(action[None])
+        o, srv = self.engine.out[0], self.engine.srv[0]
+        unit = int(unit_used[0])
+        info: dict[str, Any] = {
+            "time": float(o[sk.O_END] - o[sk.O_START]), "energy": float(o[sk.O_ENERGY]),
+            "tokens": int(o[sk.O_TOKENS]), "rlp": int(o[sk.O_RLP]), "tlp": int(action[1]) + 1,
+            "placement": UNITS[unit], "gpu_share": float(unit), "admitted": int(o[sk.O_ADMITTED]),
+            "admit_clamped": bool(clamped[0]), "unit_fallback": bool(fallback[0]),
+            "queue": int(srv[sk.S_ARRIVED] - srv[sk.S_NEXT]), "kv_occupancy": float(srv[sk.S_KV_USED] / srv[
+                sk.S_KV_CAPACITY]), "finished": int(o[sk.O_FINISHED]), "rate": float(self.rate[0]),
+        }
+        term, trunc = bool(terminated[0]), bool(truncated[0])
+        if term or trunc:
+            info.update(self.episode_info(0))
+        return self.observe()[0], float(reward[0]), term, trunc, info
+
+    def episode_info(self, i: int) -> dict[str, Any]:
+        """Environment i's episode results: score, totals, the latency summary (summarise)."""
+        s, m, warm = self.server(i), self.mdp[i], self.warmup
+        done = s.finish_s[warm:]
+        finished = ~np.isnan(done)
+        summary = summarise(s, warm, self.ttft_target_s, self.tpot_target_s) if finished.all() else {}
+        latency = float((done - s.w.arrival_s[warm:])[finished].mean()) if finished.any() else math.inf
+        energy = float(s.energy_j[warm:].sum())
+        scored_tokens = float(s.generated[warm:].sum())
+        t, e, tokens = float(m[mk.M_TIME]), float(m[mk.M_ENERGY]), int(m[mk.M_TOKENS])
+        score = {"latency": 1.0 / latency if latency > 0 else 0.0,
+                 "energy": scored_tokens / energy if energy > 0 else 0.0,
+                 "goodput": float(m[mk.M_GOOD]) / float(m[mk.M_WINDOW_S])}[self.reward_kind]
+        return {"score": score, "episode_time": t, "episode_energy": e, "episode_tokens": tokens,
+                "tokens_per_s": tokens / t if t else 0.0, "joules_per_token": e / tokens if tokens else 0.0,
+                "episode_misses": int(m[mk.M_MISSES]), "summary": summary, "mean_latency_s": latency}
+
+    def end_observations(self, terminated: np.ndarray) -> np.ndarray:
+        """Observations after a step (a served episode's last state is observed as it is)."""
+        return self.observe()
+
+    # ------------------------------------------------------------------------------ actions
+    def check_actions(self, actions: Any, live: np.ndarray) -> np.ndarray:
+        """(N, 3) int64 actions; ValueError naming what is allowed otherwise (rows not ``live``
+        are not judged)."""
+        a = np.asarray(actions)
+        if a.shape != (self.num_envs, 3) or not (np.issubdtype(a.dtype, np.integer) or np.all(a == np.floor(a))):
+            raise ValueError(f"actions must be {self.num_envs} rows of 3 integers [unit 0..1, tlp index "
+                             f"0..{self.max_tlp - 1}, admit 0..{self.max_admit}], got shape {a.shape}")
+        a = a.astype(np.int64)
+        high = np.array([1, self.max_tlp - 1, self.max_admit])
+        bad = live & ((a < 0) | (a > high)).any(axis=1)
+        if bad.any():
+            raise ValueError(f"action {a[np.flatnonzero(bad)[0]].tolist()} is outside [0..1, 0..{self.max_tlp - 1}, "
+                             f"0..{self.max_admit}]")
+        return np.where(live[:, None], a, 0)
+
+    def action_masks(self) -> np.ndarray:
+        """(N, 2 + max_tlp + max_admit + 1) valid choices, per action dimension (MaskablePPO's layout)."""
+        n, e = self.num_envs, self.engine
+        possible = np.array([min(e.admissible(i), self.max_admit) for i in range(n)])
+        admit = np.arange(self.max_admit + 1)[None] <= possible[:, None]
+        idle = e.srv[:, sk.S_RUNNING] == 0  # the server admits one anyway (the next arrival if none waits)
+        admit[idle, 0] = False
+        admit[idle, 1] = True
+        unit = np.where(self.unit_mask.any(axis=1, keepdims=True), self.unit_mask, True)
+        return np.concatenate([unit, np.ones((n, self.max_tlp), dtype=bool), admit], axis=1)
+
+    # ------------------------------------------------------------------------------ views
+    def server(self, i: int) -> OnlineServer:
+        """Environment i's server (sim.online.OnlineServer's view): what rules and planners read."""
+        return OnlineServer.view(self.engine, i, self.workloads[i])
+
+
+def trace_rate(w: Workload) -> float:
+    """A trace's mean arrival rate, requests/s (requests after the first over their span; 0 for
+    one request or one instant)."""
+    span = float(w.arrival_s[-1] - w.arrival_s[0])
+    return (w.size - 1) / span if span > 0 else 0.0
+
+
+class PapiServeEnv(gym.Env):
+    """Continuous-batching serving of one model on one system: the serving core with N = 1. See the
+    module docstring."""
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    variant = "serve"  # what rules in agents/ dispatch on (papi_env.base.PapiBaseEnv.variant)
+
+    def __init__(self, env_config: Mapping[str, Any] | None = None, *, render_mode: str | None = None,
+                 **kwargs: Any) -> None:
+        """Keyword arguments (see the module docstring and ServeCore), or one dict of them
+        positionally, as RLlib passes its ``env_config``."""
+        render_mode, kwargs = merge_env_config(env_config, render_mode, kwargs)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None")
+        self.render_mode = render_mode
+        self.core = ServeCore(1, **kwargs)
+        self.action_space, self.observation_space = self.core.single_spaces()
         self.server: OnlineServer | None = None
 
-    # ------------------------------------------------------------------------------ episode
+    # ------------------------------------------------------------------------------ settings
+    cost_model = property(lambda self: self.core.cost_model)
+    dataset = property(lambda self: self.core.dataset)
+    rates = property(lambda self: self.core.rates)
+    trace = property(lambda self: self.core.trace)
+    requests = property(lambda self: self.core.requests)
+    warmup = property(lambda self: self.core.warmup)
+    max_batch = property(lambda self: self.core.max_batch)
+    max_admit = property(lambda self: self.core.max_admit)
+    max_tlp = property(lambda self: self.core.max_tlp)
+    max_steps = property(lambda self: self.core.max_steps)
+    acceptance_rate = property(lambda self: self.core.acceptance_rate)
+    reward_kind = property(lambda self: self.core.reward_kind)
+    shaping = property(lambda self: self.core.shaping)
+    ttft_target_s = property(lambda self: self.core.ttft_target_s)
+    tpot_target_s = property(lambda self: self.core.tpot_target_s)
+    unit_mask = property(lambda self: self.core.unit_mask[0])
+    rate = property(lambda self: float(self.core.rate[0]), doc="This episode's arrival rate, requests/s.")
+    steps = property(lambda self: int(self.core.mdp[0, mk.M_STEPS]), doc="Iterations run this episode.")
+    accept_ema = property(lambda self: float(self.core.mdp[0, mk.M_ACCEPT_EMA]),
+                          doc="The runtime's estimate of the share of verified tokens kept.")
+
+    def alpha(self) -> float:
+        """PAPI's offline crossover for this objective (latency's for goodput); inf without FC-PIM."""
+        return self.core.alpha()
+
+    # ------------------------------------------------------------------------------ API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        rng = self.np_random
-        self.rate = self.rates[int(rng.integers(len(self.rates)))]
-        if self.trace is not None:
-            workload = self.trace
-        else:
-            workload = sample_workload(self.rate, self.requests, self.dataset, rng, self.arrival, self.cv)
-        self._start(workload, rng)
-        return self._obs(), {"rate": self.rate, "requests": workload.size}
+        self.core.rngs[0] = self.np_random
+        obs, info = self.core.reset_envs([0])
+        self.server = self.core.server(0)
+        return obs[0], scalar_info(info)
 
-    def _start(self, workload: Workload, rng: np.random.Generator) -> None:
-        self.server = OnlineServer(self.cost_model, workload, self.max_batch, self.acceptance_rate, rng,
-                                   scored_from=self.warmup)
-        w = workload
-        self.scored = w.size - self.warmup
-        self.scored_tokens = float(w.lout[self.warmup:].sum())
-        self.window_s = float(w.arrival_s[-1] - w.arrival_s[self.warmup]) if self.scored > 1 else 1.0
-        self.window_s = self.window_s if self.window_s > 0 else 1.0
-        self.steps = 0
-        self.last_tlp = 1
-        self.rate_ema = 0.0
-        self.accept_ema = 1.0
-        self.totals = {"time": 0.0, "energy": 0.0, "tokens": 0, "misses": 0, "good": 0}
-        self._potential = self._phi()
+    def step(self, action: Any):
+        if self.server is None or self.core.ended()[0]:
+            raise RuntimeError("call reset() before step() (the episode has ended: terminated or truncated)")
+        obs, reward, terminated, truncated, info = self.core.step_one(self._check_action(action))
+        if self.render_mode == "ansi":
+            self._last = info
+        return obs, reward, terminated, truncated, info
 
-    def _phi(self) -> float:
-        """The shaping potential (latency, ``shaping='remaining'``): minus the request-seconds the
-        scored requests in the system would still spend if each took the unloaded TPOT per remaining
-        token, over their number. 0 when none is in the system (so the shaping terms sum to 0 over
-        an episode)."""
-        if self.shaping == "none" or self.reward_kind != "latency":
-            return 0.0
-        return -self.server.scored_remaining_tokens * self.token_time_s / self.scored
-
-    def _check_action(self, action: Any) -> tuple[int, int, int]:
+    def _check_action(self, action: Any) -> np.ndarray:
         a = np.asarray(action)
         if a.shape != (3,) or not np.issubdtype(a.dtype, np.integer) and not np.all(a == np.floor(a)):
             raise ValueError(f"action must be 3 integers [unit 0..1, tlp index 0..{self.max_tlp - 1}, admit "
@@ -188,116 +415,14 @@ class PapiServeEnv(gym.Env):
         unit, tlp_index, admit = (int(x) for x in a)
         if not (0 <= unit <= 1 and 0 <= tlp_index < self.max_tlp and 0 <= admit <= self.max_admit):
             raise ValueError(f"action {list(a)} is outside [0..1, 0..{self.max_tlp - 1}, 0..{self.max_admit}]")
-        return unit, tlp_index + 1, admit
-
-    def step(self, action: Any):
-        if self.server is None or self.server.done or self.steps >= self.max_steps:
-            raise RuntimeError("call reset() before step() (the episode has ended: terminated or truncated)")
-        unit, tlp, admit = self._check_action(action)
-        s, w = self.server, self.server.w
-        fallback = not self.unit_mask[unit]
-        unit_name = UNITS[1 - unit] if fallback else UNITS[unit]
-        possible = s.admissible()
-        clamped = admit > possible
-        warm, n0 = self.warmup, s.arrived
-        rec = s.iteration(unit_name, tlp, admit)
-        dt = rec.end_s - rec.start_s
-        arrivals = s.arrived - n0
-        good = 0
-        if rec.finished.size:
-            f = rec.finished
-            ttft = s.first_token_s[f] - w.arrival_s[f]
-            tpot = np.where(w.lout[f] > 1, (s.finish_s[f] - s.first_token_s[f]) / np.maximum(w.lout[f] - 1, 1), 0.0)
-            ok = (ttft <= self.ttft_target_s) & (tpot <= self.tpot_target_s)
-            good = int((ok & (f >= warm)).sum())
-            self.totals["misses"] += int((~ok).sum())
-        self.totals["good"] += good
-        if self.reward_kind == "latency":
-            reward = -rec.scored_area / self.scored
-            if self.shaping != "none":  # potential-based: credits tokens when they are made, same episode sum
-                potential = self._phi()
-                reward += potential - self._potential
-                self._potential = potential
-        elif self.reward_kind == "energy":
-            reward = -rec.scored_energy_j / self.scored_tokens
-        else:
-            reward = good / self.window_s
-        # runtime estimates
-        self.steps += 1
-        self.last_tlp = tlp
-        if dt > 0:
-            k = 1.0 - math.exp(-dt / RATE_TAU_S)
-            self.rate_ema += k * (arrivals / dt - self.rate_ema)
-        if rec.rlp and tlp > 1:
-            self.accept_ema += ACCEPT_EMA * (rec.accepted_share - self.accept_ema)
-        t = self.totals
-        t["time"] += dt
-        t["energy"] += rec.energy_j
-        t["tokens"] += rec.tokens
-        terminated = s.done
-        truncated = not terminated and self.steps >= self.max_steps
-        info: dict[str, Any] = {
-            "time": dt, "energy": rec.energy_j, "tokens": rec.tokens, "rlp": rec.rlp, "tlp": tlp,
-            "placement": unit_name, "gpu_share": float(unit_name == "gpu"), "admitted": int(rec.admitted.size),
-            "admit_clamped": bool(clamped), "unit_fallback": bool(fallback), "queue": len(s.queue),
-            "kv_occupancy": s.kv_used / s.kv_capacity, "finished": int(rec.finished.size), "rate": self.rate,
-        }
-        if terminated or truncated:
-            info.update(self._episode_info())
-        if self.render_mode == "ansi":
-            self._last = info
-        return self._obs(), float(reward), terminated, truncated, info
-
-    def _episode_info(self) -> dict[str, Any]:
-        s, t = self.server, self.totals
-        done = s.finish_s[self.warmup:]
-        finished = ~np.isnan(done)
-        summary = summarise(s, self.warmup, self.ttft_target_s, self.tpot_target_s) if finished.all() else {}
-        latency = float((done - s.w.arrival_s[self.warmup:])[finished].mean()) if finished.any() else math.inf
-        energy = float(s.energy_j[self.warmup:].sum())
-        scored_tokens = float(s.generated[self.warmup:].sum())
-        score = {"latency": 1.0 / latency if latency > 0 else 0.0,
-                 "energy": scored_tokens / energy if energy > 0 else 0.0,
-                 "goodput": t["good"] / self.window_s}[self.reward_kind]
-        return {"score": score, "episode_time": t["time"], "episode_energy": t["energy"],
-                "episode_tokens": t["tokens"], "tokens_per_s": t["tokens"] / t["time"] if t["time"] else 0.0,
-                "joules_per_token": t["energy"] / t["tokens"] if t["tokens"] else 0.0,
-                "episode_misses": t["misses"], "summary": summary, "mean_latency_s": latency}
-
-    # ------------------------------------------------------------------------------ observation
-    def _obs(self) -> np.ndarray:
-        s = self.server
-        rlp = len(s.running)
-        possible = s.admissible()
-        obs = np.array([
-            rlp / self.max_batch,
-            math.log1p(len(s.queue)) / math.log1p(4 * self.max_batch),
-            min(s.oldest_wait_s() / self.ttft_target_s, 10.0) / 10.0,
-            s.kv_used / s.kv_capacity,
-            math.log1p(self.rate_ema) / math.log1p(1000.0),
-            self.last_tlp / self.max_tlp,
-            self.accept_ema,
-            min(rlp * self.last_tlp / self._alpha, 4.0) / 4.0 if self._alpha > 0 else 1.0,
-            min(possible, self.max_admit) / self.max_admit,
-            math.log1p(s.sum_context()) / math.log1p(self.max_batch * 65536.0),
-            s.arrived / s.w.size,
-        ], dtype=np.float32)
-        return np.clip(obs, 0.0, 1.0)
+        return np.array([unit, tlp_index, admit], dtype=np.int64)
 
     def action_masks(self) -> np.ndarray:
         """Valid choices, concatenated per action dimension (MaskablePPO's layout)."""
-        s = self.server
-        possible = min(s.admissible(), self.max_admit) if s is not None else self.max_admit
-        admit = np.arange(self.max_admit + 1) <= possible
-        if s is not None and not len(s.running):  # the server admits one anyway (the next arrival if none waits)
-            admit[0], admit[1] = False, True
-        unit = self.unit_mask if self.unit_mask.any() else np.ones(2, dtype=bool)
-        return np.concatenate([unit, np.ones(self.max_tlp, dtype=bool), admit])
-
-    # ------------------------------------------------------------------------------ for agents/
-    def alpha(self) -> float:
-        """PAPI's offline crossover for this objective (latency's for goodput); inf without FC-PIM."""
-        return self._alpha
+        if self.server is None:
+            unit = self.unit_mask if self.unit_mask.any() else np.ones(2, dtype=bool)
+            return np.concatenate([unit, np.ones(self.max_tlp + self.max_admit + 1, dtype=bool)])
+        return self.core.action_masks()[0]
 
     def render(self):
         if self.render_mode == "ansi" and self.server is not None:

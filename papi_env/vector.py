@@ -32,6 +32,7 @@ from gymnasium.vector.utils import batch_space
 from papi_env.core import VectorCore
 from papi_env.kernel_env import KernelCore
 from papi_env.schedule_env import ScheduleCore
+from papi_env.serve_env import ServeCore
 from papi_env.spec_env import SpecCore
 from papi_env.split_env import SplitCore
 
@@ -40,7 +41,7 @@ class PapiVectorEnv(VectorEnv):
     """N environments of one variant (``core_class``); keyword arguments as the scalar env's."""
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
-    core_class: type[VectorCore] = ScheduleCore
+    core_class: type[VectorCore] | type[ServeCore] = ScheduleCore
 
     def __init__(self, num_envs: int = 1, autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
                  **kwargs: Any) -> None:
@@ -108,7 +109,8 @@ class PapiVectorEnv(VectorEnv):
         info, ended, final_obs)``: ``obs`` holds the new episodes' first observations in the rows
         that ended; ``info`` is the step's info (the ended episodes' last info in their rows);
         ``ended`` the indices that ended; ``final_obs`` (len(ended), obs_size) their last
-        observations (zeros where the batch finished, as everywhere here), or None if none ended."""
+        observations (as the scalar env gives them: zeros where a static batch finished), or None
+        if none ended."""
         if not self._started:
             raise RuntimeError("call reset() before step()" if not self._closed else "the vector env is closed")
         obs, reward, terminated, truncated, info, ended, final_obs, _ = self._step_and_reset(actions)
@@ -120,10 +122,7 @@ class PapiVectorEnv(VectorEnv):
         ended = np.flatnonzero(terminated | truncated)
         final_obs = reset_info = None
         if len(ended):
-            if truncated[ended].any():  # the state itself where time ran out
-                final_obs = self.core.end_observations(terminated)[ended]
-            else:  # every ended batch finished: zeros
-                final_obs = np.zeros((len(ended), *self.single_observation_space.shape), dtype=np.float32)
+            final_obs = self.core.end_observations(terminated)[ended]  # as the scalar env's last observation
             reset_info = self.core.start_episodes(ended)
         return self.core.observe(), reward, terminated, truncated, info, ended, final_obs, reset_info
 
@@ -150,7 +149,10 @@ def _replace_rows(info: dict[str, np.ndarray], reset_info: dict[str, np.ndarray]
             masks = gained
         else:
             values = info[key]
-            values[rows] = None if values.dtype.hasobject else 0
+            if isinstance(values, dict):  # a nested info (a dict per environment): its rows go too
+                _replace_rows(values, {}, envs)
+            else:
+                values[rows] = None if values.dtype.hasobject else 0
             masks = lost
         mask = masks.get(id(old))
         if mask is None:
@@ -177,9 +179,7 @@ def _same_step_info(info: dict[str, np.ndarray], reset_info: dict[str, np.ndarra
     for key in [k for k in info if k[0] != "_"]:
         mask = info["_" + key] & done
         if mask.any():
-            values = info[key].copy()
-            values[~mask] = None if values.dtype.hasobject else 0
-            final_info[key], final_info["_" + key] = values, mask
+            final_info[key], final_info["_" + key] = _rows_only(info[key], mask), mask
     out = {k: (v.copy() if k[0] != "_" else v) for k, v in info.items()}
     _replace_rows(out, reset_info, ended)
     obs_rows = np.empty(n, dtype=object)
@@ -188,6 +188,20 @@ def _same_step_info(info: dict[str, np.ndarray], reset_info: dict[str, np.ndarra
     out["final_obs"], out["_final_obs"] = obs_rows, done
     out["final_info"], out["_final_info"] = final_info, done.copy()
     return out
+
+
+def _rows_only(values: np.ndarray | dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
+    """A copy of an info array (or nested info) with the rows outside ``mask`` absent."""
+    if isinstance(values, dict):
+        out: dict[str, np.ndarray] = {}
+        for key in [k for k in values if k[0] != "_"]:
+            inner = values["_" + key] & mask
+            if inner.any():
+                out[key], out["_" + key] = _rows_only(values[key], inner), inner
+        return out
+    values = values.copy()
+    values[~mask] = None if values.dtype.hasobject else 0
+    return values
 
 
 class ScheduleVectorEnv(PapiVectorEnv):
@@ -214,5 +228,11 @@ class SpecScheduleVectorEnv(PapiVectorEnv):
     core_class = SpecCore
 
 
-__all__ = ["KernelScheduleVectorEnv", "PapiVectorEnv", "ScheduleVectorEnv", "SpecScheduleVectorEnv",
+class ServeVectorEnv(PapiVectorEnv):
+    """``papi_env/PapiServe-v0`` x N (papi_env.serve_env.ServeCore)."""
+
+    core_class = ServeCore
+
+
+__all__ = ["KernelScheduleVectorEnv", "PapiVectorEnv", "ScheduleVectorEnv", "ServeVectorEnv", "SpecScheduleVectorEnv",
            "SplitScheduleVectorEnv"]

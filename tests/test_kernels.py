@@ -33,6 +33,15 @@ for env_id, kwargs in (("papi_env/PapiSchedule-v0", {"tlp": [1, 2, 4]}), ("papi_
         obs, reward, terminated, truncated, info = vec.step(vec.action_space.sample())
         steps.append((obs, reward, terminated, truncated, info.get("time_fc", 0.0), info.get("tokens", 0)))
     runs.append((env_id, steps))
+serve = gym.make_vec(papi_env.SERVE_ENV_ID, num_envs=3, vectorization_mode="vector_entry_point", requests=16,
+                     warmup=2, rate=[16.0, 64.0], acceptance_rate=0.7, max_steps=60, shaping="remaining")
+obs, _ = serve.reset(seed=5)
+serve.action_space.seed(2)
+steps = []
+for _ in range(80):
+    obs, reward, terminated, truncated, info = serve.step(serve.action_space.sample())
+    steps.append((obs, reward, terminated, truncated, info.get("time", 0.0), info.get("tokens", 0)))
+runs.append((papi_env.SERVE_ENV_ID, steps))
 sys.stdout.buffer.write(pickle.dumps(runs))
 """
 
@@ -45,14 +54,14 @@ def _trajectories(disable_jit: bool) -> list:
 
 def test_compiled_kernels_equal_plain_python():
     """NUMBA_DISABLE_JIT=1 runs the kernels as the Python they are written in. The lock-step
-    variants give the same bits; the speculation variant's exp and log come from the C library
-    when compiled and from numpy in Python, so its numbers agree to the last bits (the episode
-    ends and every discrete outcome exactly)."""
+    variants give the same bits; the speculation and serving variants' exp and log come from the C
+    library when compiled and from numpy or math in Python, so their numbers agree to the last
+    bits (the episode ends and every discrete outcome exactly)."""
     compiled, plain = _trajectories(disable_jit=False), _trajectories(disable_jit=True)
     for (env_id, a), (_, b) in zip(compiled, plain, strict=True):
         for x, y in zip(a, b, strict=True):
             for part_x, part_y in zip(x, y, strict=True):
-                if env_id.endswith("PapiSpecSchedule-v0") and np.asarray(part_x).dtype.kind == "f":
+                if env_id.endswith(("PapiSpecSchedule-v0", "PapiServe-v0")) and np.asarray(part_x).dtype.kind == "f":
                     np.testing.assert_allclose(part_x, part_y, rtol=1e-12, atol=0, err_msg=env_id)
                 else:
                     assert np.array_equal(part_x, part_y), env_id

@@ -149,6 +149,8 @@ def test_vector_errors_name_what_is_allowed():
     ("papi_env/PapiSchedule-v0", {}),
     ("papi_env/PapiSpecSchedule-v0", {"flat_actions": True}),
     ("papi_env/PapiSplitSchedule-v0", {}),
+    ("papi_env/PapiServe-v0", {"env_kwargs": {"requests": 12, "warmup": 2, "rate": 64.0, "max_steps": 60,
+                                              "acceptance_rate": 0.8}}),
 ])
 def test_sb3_native_adapter_equals_dummy_vec_env(env_id, extra):
     """experiments.train's native VecEnv and SB3's DummyVecEnv of scalar envs (with the scaling and
@@ -317,3 +319,50 @@ def test_table_lookups_read_the_entry_they_index():
     for n in (1, 7, cost_tables._FLAT_FROM, 3 * cost_tables._FLAT_FROM):
         index = (rng.integers(0, 3, (n, 1)), 2, rng.integers(0, 5, (1, 4)), rng.integers(0, 300, (n, 4)))
         np.testing.assert_array_equal(CostTables._lookup(table, index, never), table[index])
+
+
+SERVE_SETTINGS = [
+    {"requests": 24, "warmup": 4, "rate": [8.0, 64.0], "max_steps": 60, "acceptance_rate": 0.7},
+    {"reward": "goodput", "arrival": "gamma", "cv": 3.0, "requests": 16, "warmup": 2, "rate": 48.0, "max_steps": 50},
+    {"reward": "energy", "system": "gpu_only", "requests": 16, "warmup": 0, "max_admit": 4, "rate": 64.0,
+     "max_steps": 60},
+    {"shaping": "remaining", "requests": 20, "warmup": 3, "rate": 32.0, "max_tlp": 6, "max_steps": 70},
+    {"trace": "short", "warmup": 2, "acceptance_rate": 0.6, "reward": "goodput"},  # episodes that terminate
+]
+
+
+@pytest.mark.parametrize("mode", ["NextStep", "SameStep"])
+@pytest.mark.parametrize("kwargs", SERVE_SETTINGS, ids=range(len(SERVE_SETTINGS)))
+def test_serve_vector_equals_sync(kwargs, mode, tmp_path):
+    """PapiServe-v0's native vector form (ServeCore with N environments) gives what N scalar envs
+    in a SyncVectorEnv give, in both autoreset modes."""
+    from gymnasium.vector import AutoresetMode
+
+    if kwargs.get("trace") == "short":
+        trace = tmp_path / "short.csv"
+        trace.write_text("arrival_s,lin,lout\n" + "".join(f"{0.01 * k},{30 + k},{1 + k % 7}\n" for k in range(12)))
+        kwargs = {**kwargs, "trace": str(trace)}
+
+    n, env_id = 4, papi_env.SERVE_ENV_ID
+    vec = gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point",
+                       autoreset_mode=AutoresetMode(mode), **kwargs)
+    sync = gym.make_vec(env_id, num_envs=n, vectorization_mode="sync",
+                        vector_kwargs={"autoreset_mode": AutoresetMode(mode)}, **kwargs)
+    obs_v, info_v = vec.reset(seed=7)
+    obs_s, info_s = sync.reset(seed=7)
+    assert np.array_equal(obs_v, obs_s)
+    _same_info(info_v, info_s)
+    vec.action_space.seed(3)
+    ended = 0
+    for _ in range(150):
+        a = vec.action_space.sample()
+        out_v, out_s = vec.step(a), sync.step(a)
+        for x, y in zip(out_v[:4], out_s[:4], strict=True):
+            assert x.dtype == y.dtype and np.array_equal(x, y)
+        _same_info(out_v[4], out_s[4])
+        ended += int(np.sum(out_v[2] | out_v[3]))
+    assert ended >= 2  # autoreset was exercised
+    assert np.array_equal(vec.unwrapped.action_masks(), np.stack(sync.call("action_masks")))
+    vec.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        vec.reset(seed=0)
