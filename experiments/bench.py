@@ -101,13 +101,11 @@ def bench_vector() -> None:
         cart = vector_steps_per_second("CartPole-v1", n)
         print(f"{'CartPoleVectorEnv':<34} vector x{n:<5} {cart:>12,.0f} steps/s")
         mode = 1 if n == 1024 else None
-        for env_id, kwargs in [*((e, {}) for e in papi_env.ENV_IDS), (SPEC, AS_TRAINED)]:
+        for env_id, kwargs in [*((e, {}) for e in papi_env.ENV_IDS), (SPEC, AS_TRAINED), (papi_env.SERVE_ENV_ID, {})]:
             name = env_id + (" as trained" if kwargs else "")
             speed = vector_steps_per_second(env_id, n, **kwargs)
             goal = _target(name, mode) if mode is not None else ""
             print(f"{name:<34} vector x{n:<5} {speed:>12,.0f} steps/s   {speed / cart:.3f}x CartPole{goal}")
-        print(f"{papi_env.SERVE_ENV_ID:<34} vector x{n:<5} {'no native vector form yet':>12}"
-              f"{_target(papi_env.SERVE_ENV_ID, mode) if mode is not None else ''}")
 
 
 TRAIN_SETTINGS = {"n_steps": 128, "batch_size": 256, "n_epochs": 4, "policy_kwargs": {"net_arch": [64, 64]}}

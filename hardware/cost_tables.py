@@ -15,6 +15,13 @@ Tables (seconds and joules, all layers), indexed by the cost model's position in
 - ``fixed[cm, attention unit, rlp, tlp]``: attention at zero context, attention per context
   token, communication, other (``CostModel._fixed_parts``).
 
+For online serving (sim.serve_kernels), allocated on first use and grown as needed:
+
+- ``serve_decode[cm, rlp, tlp, unit]``: a whole decoding iteration with every FC kernel on
+  ``unit``, as (s at zero context, s per context token, J at zero context, J per context token)
+  (``CostModel.iteration`` is affine in the context);
+- ``prefill[cm, tokens]``: ``CostModel.prefill_terms`` of a prefill of that many prompt tokens.
+
 Units are indices into ``UNITS`` = ('pim', 'gpu'). Tokens run to MAX_RLP x MAX_TLP.
 """
 
@@ -25,13 +32,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from hardware.specs import FC_UNITS
-from hardware.systems import FC_KERNELS, SPLIT_STEPS, CostModel, IterationCost
+from hardware.systems import FC_KERNELS, PREFILL_TERMS, SPLIT_STEPS, CostModel, IterationCost
 
 UNITS = FC_UNITS  # action index -> unit: 0 FC-PIM, 1 GPU (hardware.specs)
 MAX_RLP, MAX_TLP = 256, 16
 _FLAT_FROM = 256  # [measured] lookups of this many elements or more gather through a flat index (bench on 2 cores)
 MAX_TOKENS = MAX_RLP * MAX_TLP
 ALL_FC = len(FC_KERNELS)  # kernel index of "every FC kernel" in the fc table
+SERVE_TLPS, PREFILL_TOKENS = 8, 8192  # [D] serving tables' first sizes (TLPs, prompt tokens); they double as needed
 SHARED_TABLES = 32  # (system, model) lists whose tables a process keeps (~0.7 MB each, +12 MB with splits)
 _SHARED: dict[tuple, CostTables] = {}
 
@@ -65,6 +73,8 @@ class CostTables:
         self.fc = np.full((m, ALL_FC + 1, len(UNITS), MAX_TOKENS + 1, 2), np.nan)  # NaN: not computed yet
         self.fixed = np.full((m, len(UNITS), MAX_RLP + 1, MAX_TLP + 1, 8), np.nan)
         self._split: np.ndarray | None = None  # allocated on first use (12 MB per cost model)
+        self.serve_decode = np.full((m, MAX_RLP + 1, SERVE_TLPS + 1, len(UNITS), 4), np.nan)
+        self.prefill = np.full((m, PREFILL_TOKENS, PREFILL_TERMS), np.nan)
 
     def __reduce__(self):
         """Pickled as the list of cost models, unpickled as the process's shared tables of that
@@ -126,6 +136,32 @@ class CostTables:
                 self.fixed[a, b, c, d] = self._fixed_entry(a, b, c, d)
             else:
                 self.split[a, b, c, d] = self._split_entry(a, b, c, d)
+
+    # ----------------------------------------------------------------------------- serving
+    def fit_serving(self, max_rlp: int, max_tlp: int, max_tokens: int) -> None:
+        """Grow the serving tables to hold RLP ``max_rlp``, TLP ``max_tlp`` and prefills of
+        ``max_tokens`` prompt tokens (at least doubling a dimension that grows)."""
+        d = self.serve_decode
+        if max_rlp >= d.shape[1] or max_tlp >= d.shape[2]:
+            rlps = d.shape[1] if max_rlp < d.shape[1] else max(2 * d.shape[1], max_rlp + 1)
+            tlps = d.shape[2] if max_tlp < d.shape[2] else max(2 * d.shape[2], max_tlp + 1)
+            self.serve_decode = np.full((d.shape[0], rlps, tlps, *d.shape[3:]), np.nan)
+            self.serve_decode[:, :d.shape[1], :d.shape[2]] = d
+        p = self.prefill
+        if max_tokens >= p.shape[1]:
+            self.prefill = np.full((p.shape[0], max(2 * p.shape[1], max_tokens + 1), p.shape[2]), np.nan)
+            self.prefill[:, :p.shape[1]] = p
+
+    def fill_serve_decode(self, c: int, rlp: int, tlp: int, unit: int) -> None:
+        """``serve_decode[c, rlp, tlp, unit]`` from the cost model (the table must hold it)."""
+        c0 = self.cost_models[c].iteration(rlp, tlp, 0.0, UNITS[unit])
+        c1 = self.cost_models[c].iteration(rlp, tlp, 1.0, UNITS[unit])
+        self.serve_decode[c, rlp, tlp, unit] = (c0.time, c1.time - c0.time, c0.energy, c1.energy - c0.energy)
+
+    def fill_prefill(self, c: int, tokens: int) -> None:
+        """``prefill[c, tokens]`` from the cost model (grown to hold it)."""
+        self.fit_serving(0, 0, tokens)
+        self.prefill[c, tokens] = self.cost_models[c].prefill_terms(tokens)
 
     # ------------------------------------------------------------------------------- iteration
     def fixed_parts(self, cm: np.ndarray, rlp: np.ndarray, tlp: np.ndarray,

@@ -156,6 +156,7 @@ class ServeCore:
         self.workloads: list[Workload | None] = [None] * n
         self.pending = np.zeros(n, dtype=bool)
         self.reward_code = SERVE_REWARDS.index(reward)
+        self._high = np.array([1, self.max_tlp - 1, self.max_admit])  # the largest action per dimension
 
     def single_spaces(self) -> tuple[spaces.Space, spaces.Space]:
         return (spaces.MultiDiscrete([2, self.max_tlp, self.max_admit + 1]),
@@ -223,7 +224,7 @@ class ServeCore:
         truncated), each (N,)."""
         n, e = self.num_envs, self.engine
         pending = self.pending
-        np.logical_not(self.ended(), out=pending)
+        pending[:] = True  # the kernel passes over the ended episodes
         reward = np.zeros(n)
         unit_used = np.zeros(n, dtype=np.int64)
         clamped, fallback = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
@@ -311,16 +312,16 @@ class ServeCore:
         """(N, 3) int64 actions; ValueError naming what is allowed otherwise (rows not ``live``
         are not judged)."""
         a = np.asarray(actions)
-        if a.shape != (self.num_envs, 3) or not (np.issubdtype(a.dtype, np.integer) or np.all(a == np.floor(a))):
+        if a.shape != (self.num_envs, 3) or not (a.dtype.kind in "iu" or np.all(a == np.floor(a))):
             raise ValueError(f"actions must be {self.num_envs} rows of 3 integers [unit 0..1, tlp index "
                              f"0..{self.max_tlp - 1}, admit 0..{self.max_admit}], got shape {a.shape}")
         a = a.astype(np.int64)
-        high = np.array([1, self.max_tlp - 1, self.max_admit])
-        bad = live & ((a < 0) | (a > high)).any(axis=1)
-        if bad.any():
-            raise ValueError(f"action {a[np.flatnonzero(bad)[0]].tolist()} is outside [0..1, 0..{self.max_tlp - 1}, "
-                             f"0..{self.max_admit}]")
-        return np.where(live[:, None], a, 0)
+        if a.min() < 0 or (a > self._high).any():  # judge the rows that step
+            bad = live & ((a < 0) | (a > self._high)).any(axis=1)
+            if bad.any():
+                raise ValueError(f"action {a[np.flatnonzero(bad)[0]].tolist()} is outside [0..1, "
+                                 f"0..{self.max_tlp - 1}, 0..{self.max_admit}]")
+        return a if live.all() else np.where(live[:, None], a, 0)
 
     def action_masks(self) -> np.ndarray:
         """(N, 2 + max_tlp + max_admit + 1) valid choices, per action dimension (MaskablePPO's layout)."""

@@ -75,12 +75,16 @@ def step(actions: np.ndarray, unit_mask: np.ndarray, pending: np.ndarray, req: n
          shaped: bool, max_steps: int, rate_tau_s: float, accept_weight: float, reward: np.ndarray,
          unit_used: np.ndarray, clamped: np.ndarray, fallback: np.ndarray, terminated: np.ndarray,
          truncated: np.ndarray) -> int:
-    """One step of every environment with ``pending[i]`` (cleared as each runs): action (N, 3) =
-    (FC unit, TLP - 1, admissions), checked by the caller. Returns how many wait for a cost-table
+    """One step of every environment with ``pending[i]`` (cleared as each runs) whose episode has
+    not ended (those stand still, reward 0): action (N, 3) = (FC unit, TLP - 1, admissions), checked
+    by the caller. Returns how many wait for a cost-table
     entry (sim.serve_kernels: fill and call again; the others have run)."""
     left = 0
     for i in range(len(pending)):
         if not pending[i]:
+            continue
+        if srv[i, sk.S_FINISHED] == srv[i, sk.S_SIZE] or mdp[i, M_STEPS] >= max_steps:  # ended: stands still
+            pending[i] = False
             continue
         unit, tlp, admit = actions[i, 0], actions[i, 1] + 1, actions[i, 2]
         fallback[i] = not unit_mask[i, unit]

@@ -12,13 +12,10 @@ import math
 
 import numpy as np
 
-from hardware.cost_tables import UNITS
+from hardware.cost_tables import CostTables
 from hardware.specs import SpecError
-from hardware.systems import PREFILL_TERMS, CapacityError, CostModel
+from hardware.systems import CapacityError, CostModel
 from sim import serve_kernels as sk
-
-INITIAL_PROMPT_TOKENS = 8192  # [D] prefill table rows allocated at first; it doubles as needed
-INITIAL_TLPS = 8  # [D] decode table TLPs allocated at first; it grows as needed
 
 
 class ServeEngine:
@@ -40,9 +37,18 @@ class ServeEngine:
         self.out = np.zeros((n, sk.OUT_FIELDS))
         self.finished = np.zeros((n, self.max_batch), dtype=np.int64)
         self.missing = np.zeros((n, 4), dtype=np.int64)
-        self.decode_table = np.full((len(self.cost_models), self.max_batch + 1, INITIAL_TLPS + 1, len(UNITS), 4),
-                                    np.nan)
-        self.prefill_table = np.full((len(self.cost_models), INITIAL_PROMPT_TOKENS, PREFILL_TERMS), np.nan)
+        self.tables = CostTables.shared(self.cost_models)  # the process's, shared with every engine on these
+        self.tables.fit_serving(self.max_batch, 1, 0)
+
+    @property
+    def decode_table(self) -> np.ndarray:
+        """The decoding costs per (model, RLP, TLP, unit): hardware.cost_tables' serve_decode."""
+        return self.tables.serve_decode
+
+    @property
+    def prefill_table(self) -> np.ndarray:
+        """The prefill terms per (model, prompt tokens): hardware.cost_tables' prefill."""
+        return self.tables.prefill
 
     # ------------------------------------------------------------------------------ episodes
     def load(self, i: int, arrival_s: np.ndarray, lin: np.ndarray, lout: np.ndarray, model: int, key: int,
@@ -94,29 +100,16 @@ class ServeEngine:
 
     def fit_tlp(self, tlp: int) -> None:
         """Grow the decode table to hold TLP ``tlp``."""
-        have = self.decode_table.shape[2]
-        if tlp >= have:
-            grown = np.full((*self.decode_table.shape[:2], max(2 * have, tlp + 1), *self.decode_table.shape[3:]),
-                            np.nan)
-            grown[:, :, :have] = self.decode_table
-            self.decode_table = grown
+        self.tables.fit_serving(self.max_batch, tlp, 0)
 
     def fill(self, servers: np.ndarray) -> None:
         """Compute the cost-table entries that ``servers`` reported missing."""
         for kind, model, a, b in self.missing[servers]:
-            cm = self.cost_models[model]
             if kind == sk.MISSING_PREFILL:
-                if a >= self.prefill_table.shape[1]:
-                    have = self.prefill_table.shape[1]
-                    grown = np.full((len(self.cost_models), max(2 * have, a + 1), PREFILL_TERMS), np.nan)
-                    grown[:, :have] = self.prefill_table
-                    self.prefill_table = grown
-                self.prefill_table[model, a] = cm.prefill_terms(int(a))
+                self.tables.fill_prefill(int(model), int(a))
             elif kind == sk.MISSING_DECODE:
                 tlp, unit = divmod(int(b), 2)
-                c0 = cm.iteration(int(a), tlp, 0.0, UNITS[unit])
-                c1 = cm.iteration(int(a), tlp, 1.0, UNITS[unit])
-                self.decode_table[model, a, tlp, unit] = (c0.time, c1.time - c0.time, c0.energy, c1.energy - c0.energy)
+                self.tables.fill_serve_decode(int(model), int(a), tlp, unit)
 
     def decode_cost(self, i: int, rlp: int, tlp: int, sum_ctx: float, unit: int) -> tuple[float, float]:
         """(s, J) of a decoding iteration of ``rlp`` requests whose contexts sum to ``sum_ctx``
