@@ -128,7 +128,7 @@ class CostTables:
 
     def fill(self, entries: np.ndarray) -> None:
         """Compute the listed entries from the cost models: rows of (table, 4 indices), table 0 =
-        ``fc``, 1 = ``fixed``, 2 = ``split`` (what sim.kernels.price_lockstep reports missing)."""
+        ``fc``, 1 = ``fixed``, 2 = ``split`` (what sim.kernels.price_batches reports missing)."""
         for table, a, b, c, d in set(map(tuple, entries.tolist())):
             if table == 0:
                 self.fc[a, b, c, d] = self._fc_entry(a, b, c, d)

@@ -188,7 +188,7 @@ class PapiBaseEnv(gym.Env):
             raise RuntimeError("call reset() before step()")
         if self.core.rlp()[0] == 0 or self.core.steps[0] >= self.core.max_steps:
             raise RuntimeError("the episode has ended (terminated or truncated); call reset()")
-        if self.core.compiled:
+        if self.core.fc_mode is not None:  # the placement variants' scalar step (the spec variant has its own)
             return self.core.step_one(self._checked(action))
         obs, reward, terminated, truncated, info = self.core.step(self._checked(action))
         return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), scalar_info(info)

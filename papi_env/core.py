@@ -5,9 +5,10 @@ environments (papi_env.vector) step N of them at once, the scalar ``gymnasium.En
 the case N = 1. The dynamics (episode draws, batches, counters, one iteration) are the
 simulation layer's ``sim.engine.StaticEngine``, which the core extends with the MDP: the
 objectives' rewards, the observations' shared features, episode scores and infos. A variant adds
-its spaces and action checks (``single_spaces``, ``batch_action``, ``check_actions``), its cost
-(``_price``), its infos (``_record``) and its own features (``_extra_features``); the speculation
-variant, whose action sets the TLP, has its own ``step``.
+its spaces and action checks (``single_spaces``, ``batch_action``, ``check_actions``), where its
+action places FC (``fc_mode``, ``_placement``: the compiled step prices it), its infos
+(``_record``) and its own features (``_extra_features``); the speculation variant, whose action
+sets the TLP, has its own ``step``.
 
 Infos follow gymnasium's vector layout: ``infos[key]`` an array over environments and
 ``infos["_" + key]`` a mask of the environments that have the key (what
@@ -44,6 +45,14 @@ LOG2 = np.log2(np.maximum(np.arange(int(RLP_SCALE * TLP_SCALE) + 1), 1)) / LOG_R
 SHARED_FEATURES = 8  # observation features every variant has (observe)
 NO_SPLIT_TABLE = np.empty((0, 0, 0, 0, 2))  # the kernels' split table argument for variants that do not split
 NO_SCHEDULE = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))  # a fixed TLP: no schedule
+_EMPTY1, _EMPTY2 = np.empty(0, dtype=np.int64), np.empty((0, 0), dtype=np.int64)
+NO_LOCKSTEP = (_EMPTY1, _EMPTY1, _EMPTY1, _EMPTY1, _EMPTY1, _EMPTY2, _EMPTY2, _EMPTY2)  # a stochastic batch's
+"""Stand-ins for the lock-step layout's arrays (first, generated, next_output, live_input,
+live_max_input, prefix_output, suffix_input, suffix_max_input) where a batch is stochastic."""
+NO_STOCHASTIC = (_EMPTY2, _EMPTY2, np.empty(0, dtype=np.uint64), np.empty(0), _EMPTY2, np.empty((0, 0), dtype=bool),
+                 _EMPTY1, _EMPTY1)
+"""Stand-ins for the stochastic layout's arrays (input_lengths, gen, keys, acceptance, last accepted
+and rejected per request, last drafted and accepted per batch) where a batch is lock-step."""
 STEP_KEYS = ("time_fc", "time_attention", "time_communication", "time_other", "energy_fc", "energy_attention",
              "energy_communication", "energy_other")
 
@@ -88,8 +97,8 @@ class VectorCore(StaticEngine):
     obs_size = SHARED_FEATURES
     fc_mode: int | None = None
     missing_per_env = 4  # cost-table lookups a kernel makes per environment at most (its missing list's rows)
-    """How the variant's action places FC (sim.kernels.FC_ALL, FC_PER_KERNEL, FC_SPLIT): lock-step batches of
-    such a variant step through the compiled papi_env.kernels.step_lockstep."""
+    """How the variant's action places FC (sim.kernels.FC_ALL, FC_PER_KERNEL, FC_SPLIT): such a variant
+    steps through the compiled papi_env.kernels.step_batches (lock-step or stochastic batches)."""
 
     def __init__(
         self,
@@ -258,22 +267,13 @@ class VectorCore(StaticEngine):
         ``check_actions``): (observations, rewards, terminated, truncated, infos); with
         ``observe=False`` the observations are None (the caller resets some environments first and
         observes once: ``end_observations``)."""
-        if self.compiled:
-            return self._step_compiled(actions, observe)
-        rlp, cost, reward, placed = self._price(actions)
-        tlp = self.tlp
-        tokens = self.advance(tlp)
+        out = self._new_outputs()  # fresh arrays: the infos keep them
+        tlp, placed = self._kernel_step(actions, out)
         info = self._record(placed)
-        put_all(info, "tlp", tlp)
-        terminated, truncated = self.finish_step(cost, tokens, rlp, info)
-        self.next_tlp(terminated, truncated)
-        return self.end_observations(terminated) if observe else None, reward, terminated, truncated, info
-
-    @property
-    def compiled(self) -> bool:
-        """Whether steps run the compiled lock-step kernel (a variant with ``fc_mode``, every draft
-        accepted); stochastic batches step through the array code of ``_price`` and ``advance``."""
-        return self.fc_mode is not None and not self.stochastic
+        put_all(info, "tlp", tlp, fresh=True)
+        self.put_step_info(info, out.cost, out.produced, out.rlp, out.missed, out.terminated, out.truncated)
+        obs = self.end_observations(out.terminated) if observe else None
+        return obs, out.reward, out.terminated, out.truncated, info
 
     def _kernel_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         split = self.tables.split if self.fc_mode == FC_SPLIT else NO_SPLIT_TABLE
@@ -301,29 +301,29 @@ class VectorCore(StaticEngine):
     def _kernel_step(self, actions: Any, out: StepOutputs) -> tuple[np.ndarray, Any]:
         """Run the compiled step into ``out``; (the iteration's TLP, what was placed)."""
         fc_actions, attention, placed = self._placement(actions)
-        b = self.batch
         tlp = self.tlp.copy()  # the iteration's TLP (a schedule moves self.tlp on)
         fc, split, fixed = self._kernel_tables()
         starts, values = self._schedule if self._schedule is not None else NO_SCHEDULE
-        self._run(kernels.step_lockstep, self.fc_mode, fc_actions, attention, self.cm, self.tlp, b.size, b.first,
-                  b.generated, b.next_output, b.live_input, b.live_max_input, b.output_lengths, b.prefix_output,
-                  b.suffix_input, b.suffix_max_input, fc, split, fixed, REWARD_CODES[self.reward_kind],
-                  self.time_scales, self.energy_scales, self.targets, self.miss_penalty, self.max_steps,
-                  self.total_time, self.total_energy, self.tokens, self.misses, self.steps, starts, values, out.cost,
-                  out.rlp, out.produced, out.missed, out.reward, out.terminated, out.truncated, out.live, out.total,
+        self._run(kernels.step_batches, self.stochastic, self.fc_mode, fc_actions, attention, self.cm, self.tlp,
+                  *self._layout(), fc, split, fixed, REWARD_CODES[self.reward_kind], self.time_scales,
+                  self.energy_scales, self.targets, self.miss_penalty, self.max_steps, self.total_time,
+                  self.total_energy, self.tokens, self.misses, self.steps, starts, values, out.cost, out.rlp,
+                  out.produced, out.missed, out.reward, out.terminated, out.truncated, out.live, out.total,
                   out.longest)
         self._context = (out.live, out.total, out.longest)
         self._derived.clear()
         return tlp, placed
 
-    def _step_compiled(self, actions: Any, observe: bool):
-        out = self._new_outputs()  # fresh arrays: the infos keep them
-        tlp, placed = self._kernel_step(actions, out)
-        info = self._record(placed)
-        put_all(info, "tlp", tlp, fresh=True)
-        self.put_step_info(info, out.cost, out.produced, out.rlp, out.missed, out.terminated, out.truncated)
-        obs = self.end_observations(out.terminated) if observe else None
-        return obs, out.reward, out.terminated, out.truncated, info
+    def _layout(self) -> tuple[np.ndarray, ...]:
+        """The batches' arrays as kernels.step_batches takes them: the lock-step layout's, then the
+        stochastic one's (and its acceptance), each empty for the layout the batches do not use."""
+        b = self.batch
+        if self.stochastic:
+            slots = np.full(b.width, float(self.acceptance_rate))  # one probability per request slot
+            return (b.size, *NO_LOCKSTEP[:5], b.output_lengths, *NO_LOCKSTEP[5:], b.input_lengths, b.gen, self.keys,
+                    slots, b.last_request_accepted, b.last_request_rejected, b.last_drafted, b.last_accepted)
+        return (b.size, b.first, b.generated, b.next_output, b.live_input, b.live_max_input, b.output_lengths,
+                b.prefix_output, b.suffix_input, b.suffix_max_input, *NO_STOCHASTIC)
 
     def step_one(self, actions: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """The scalar environments' step (N = 1, compiled variants): the same kernel as ``step``,
@@ -347,15 +347,15 @@ class VectorCore(StaticEngine):
         return obs, float(out.reward[0]), terminated, truncated, info
 
     def expected_reward(self, actions: Any) -> np.ndarray:
-        """(N,) the reward the (checked) actions would earn now, without stepping."""
-        if not self.compiled:
-            return self._price(actions)[2]
+        """(N,) the reward the (checked) actions would earn now, without stepping (drafts all
+        accepted: TLP tokens per request)."""
         fc_actions, attention, _ = self._placement(actions)
-        n, b = self.num_envs, self.batch
+        n = self.num_envs
         cost, reward, rlp = np.empty((8, n)), np.empty(n), np.empty(n, dtype=np.int64)
         fc, split, fixed = self._kernel_tables()
-        self._run(kernels.price_and_reward, self.fc_mode, fc_actions, attention, self.cm, self.tlp, b.size, b.first,
-                  b.generated, b.live_input, b.live_max_input, fc, split, fixed, REWARD_CODES[self.reward_kind],
+        layout = self._layout()
+        self._run(kernels.price_and_reward, self.stochastic, self.fc_mode, fc_actions, attention, self.cm, self.tlp,
+                  *(layout[k] for k in (0, 1, 2, 4, 5, 10, 6, 11)), fc, split, fixed, REWARD_CODES[self.reward_kind],
                   self.time_scales, self.energy_scales, self.targets, self.miss_penalty, self.total_time,
                   self.total_energy, cost, rlp, reward)
         return reward
@@ -363,10 +363,6 @@ class VectorCore(StaticEngine):
     def _placement(self, actions: Any) -> tuple[np.ndarray, np.ndarray, Any]:
         """A compiled variant's checked actions as (FC actions (N, 3) int64 for ``fc_mode``,
         attention units (N,) int64, what ``_record`` is given)."""
-        raise NotImplementedError
-
-    def _price(self, actions: Any) -> tuple[np.ndarray, IterationCost, np.ndarray, Any]:
-        """(RLP, cost, reward, what was placed) of the actions now; no state changes."""
         raise NotImplementedError
 
     def _record(self, placed: Any) -> dict[str, np.ndarray]:
@@ -386,21 +382,6 @@ class VectorCore(StaticEngine):
         """``actions`` as the variant's arrays; ValueError naming what is allowed otherwise.
         ``live``: which environments step (the others' actions are ignored)."""
         raise NotImplementedError
-
-    def finish_step(self, cost: IterationCost, tokens: np.ndarray, rlp: np.ndarray,
-                    info: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Add the iteration to the totals; fill ``info``; return (terminated, truncated)."""
-        self.steps += 1
-        seconds = cost.time
-        missed = self.missed(seconds, tokens / np.maximum(rlp, 1))
-        self.total_time += seconds
-        self.total_energy += cost.energy
-        self.tokens += tokens
-        self.misses += missed
-        terminated = self.rlp() == 0
-        truncated = ~terminated & (self.steps >= self.max_steps)
-        self.put_step_info(info, cost, tokens, rlp.copy(), missed, terminated, truncated)
-        return terminated, truncated
 
     def put_step_info(self, info: dict[str, np.ndarray], cost: Any, tokens: np.ndarray, rlp: np.ndarray,
                       missed: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> None:

@@ -126,17 +126,6 @@ class KernelCore(VectorCore):
         masks[:, 7] = self.kv_fill() <= 1.0
         return masks
 
-    def _price(self, a: np.ndarray):
-        """Attention asked on the GPU where its KV mirror does not fit runs on Attn-PIM (masked)."""
-        rlp, sum_ctx, _ = self.context(self.tlp)
-        masked = (a[:, 3] == 1) & (self.kv_fill() > 1.0)
-        a = a.copy()
-        a[masked, 3] = 0
-        safe = np.maximum(rlp, 1)
-        fc_time, fc_energy = self.tables.fc_per_kernel(self.cm, safe * self.tlp, a[:, :3])
-        cost = self.tables.iteration(self.cm, safe, self.tlp, sum_ctx, fc_time, fc_energy, a[:, 3])
-        return rlp, cost, self.objective_reward(cost, self.tlp), (a, masked)
-
     def _placement(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
         """Attention asked on the GPU where its KV mirror does not fit runs on Attn-PIM (masked)."""
         masked = (a[:, 3] == 1) & (self.kv_fill() > 1.0)

@@ -1,10 +1,11 @@
 """Compiled kernels of the static-batch MDP (numba): rewards, episode ends and observations.
 
-One environment step of the lock-step variants (PapiSchedule, PapiKernelSchedule,
-PapiSplitSchedule) is one call of :func:`step_lockstep`: it prices the iteration
-(sim.kernels.price_lockstep), rewards it, advances the batches (sim.kernels.advance_lockstep),
-adds it to the episode totals, ends episodes and moves a TLP schedule on, for every environment
-in one loop each; :func:`observe_shared` observes the eight shared features (after any resets).
+One environment step of the placement variants (PapiSchedule, PapiKernelSchedule,
+PapiSplitSchedule) is one call of :func:`step_batches`: it prices the iteration
+(sim.kernels.price_batches), rewards it, advances the batches (sim.kernels.advance_lockstep, or
+with ``acceptance_rate`` sim.kernels.advance_stochastic), adds it to the episode totals, ends
+episodes and moves a TLP schedule on, for every environment in one loop each;
+:func:`observe_shared` observes the eight shared features (after any resets).
 The per-element operations and their order are those of the numpy code they replaced, so the
 numbers are the same bit for bit.
 """
@@ -22,8 +23,9 @@ from sim.kernels import (
     advance_stochastic,
     expected_gain,
     lockstep_live_context,
-    price_lockstep,
+    price_batches,
     row_sum,
+    stochastic_live_context,
 )
 
 REWARD_CODES = {"latency": 0, "energy": 1, "edp": 2, "latency_target": 3}
@@ -78,17 +80,18 @@ def observe_shared(obs: np.ndarray, rlp: np.ndarray, total: np.ndarray, longest:
 
 
 @nb.njit(cache=True)
-def price_and_reward(fc_mode: int, actions: np.ndarray, attention_units: np.ndarray, cm: np.ndarray,
-                     tlp: np.ndarray, size: np.ndarray, first: np.ndarray, generated: np.ndarray,
-                     live_input: np.ndarray, live_max_input: np.ndarray, fc_table: np.ndarray,
-                     split_table: np.ndarray, fixed_table: np.ndarray, reward_kind: int, time_scales: np.ndarray,
-                     energy_scales: np.ndarray, targets: np.ndarray, miss_penalty: float, total_time: np.ndarray,
-                     total_energy: np.ndarray, cost: np.ndarray, rlp: np.ndarray, reward: np.ndarray,
-                     missing: np.ndarray) -> int:
+def price_and_reward(stochastic: bool, fc_mode: int, actions: np.ndarray, attention_units: np.ndarray,
+                     cm: np.ndarray, tlp: np.ndarray, size: np.ndarray, first: np.ndarray, generated: np.ndarray,
+                     live_input: np.ndarray, live_max_input: np.ndarray, input_lengths: np.ndarray,
+                     output_lengths: np.ndarray, gen: np.ndarray, fc_table: np.ndarray, split_table: np.ndarray,
+                     fixed_table: np.ndarray, reward_kind: int, time_scales: np.ndarray, energy_scales: np.ndarray,
+                     targets: np.ndarray, miss_penalty: float, total_time: np.ndarray, total_energy: np.ndarray,
+                     cost: np.ndarray, rlp: np.ndarray, reward: np.ndarray, missing: np.ndarray) -> int:
     """The cost (8, N) and reward (N,) of the actions now, without stepping; the number of missing
-    table entries (as sim.kernels.price_lockstep)."""
-    n_missing = price_lockstep(fc_mode, actions, attention_units, cm, tlp, size, first, generated, live_input,
-                               live_max_input, fc_table, split_table, fixed_table, cost, rlp, missing)
+    table entries (as sim.kernels.price_batches, whose layouts it takes)."""
+    n_missing = price_batches(stochastic, fc_mode, actions, attention_units, cm, tlp, size, first, generated,
+                              live_input, live_max_input, input_lengths, output_lengths, gen, fc_table, split_table,
+                              fixed_table, cost, rlp, missing)
     if n_missing:
         return n_missing
     for i in range(len(cm)):
@@ -100,30 +103,41 @@ def price_and_reward(fc_mode: int, actions: np.ndarray, attention_units: np.ndar
 
 
 @nb.njit(cache=True)
-def step_lockstep(fc_mode: int, actions: np.ndarray, attention_units: np.ndarray, cm: np.ndarray,
-                  tlp: np.ndarray, size: np.ndarray, first: np.ndarray, generated: np.ndarray,
-                  next_output: np.ndarray, live_input: np.ndarray, live_max_input: np.ndarray,
-                  output_lengths: np.ndarray, prefix_output: np.ndarray, suffix_input: np.ndarray,
-                  suffix_max_input: np.ndarray, fc_table: np.ndarray, split_table: np.ndarray,
-                  fixed_table: np.ndarray, reward_kind: int, time_scales: np.ndarray, energy_scales: np.ndarray,
-                  targets: np.ndarray, miss_penalty: float, max_steps: int, total_time: np.ndarray,
-                  total_energy: np.ndarray, tokens: np.ndarray, misses: np.ndarray, steps: np.ndarray,
-                  schedule_starts: np.ndarray, schedule_values: np.ndarray, cost: np.ndarray, rlp: np.ndarray,
-                  produced: np.ndarray, missed: np.ndarray, reward: np.ndarray, terminated: np.ndarray,
-                  truncated: np.ndarray, live_after: np.ndarray, total_after: np.ndarray, longest_after: np.ndarray,
-                  missing: np.ndarray) -> int:
+def step_batches(stochastic: bool, fc_mode: int, actions: np.ndarray, attention_units: np.ndarray, cm: np.ndarray,
+                 tlp: np.ndarray, size: np.ndarray, first: np.ndarray, generated: np.ndarray,
+                 next_output: np.ndarray, live_input: np.ndarray, live_max_input: np.ndarray,
+                 output_lengths: np.ndarray, prefix_output: np.ndarray, suffix_input: np.ndarray,
+                 suffix_max_input: np.ndarray, input_lengths: np.ndarray, gen: np.ndarray, keys: np.ndarray,
+                 acceptance: np.ndarray, last_request_accepted: np.ndarray, last_request_rejected: np.ndarray,
+                 last_drafted: np.ndarray, last_accepted: np.ndarray, fc_table: np.ndarray, split_table: np.ndarray,
+                 fixed_table: np.ndarray, reward_kind: int, time_scales: np.ndarray, energy_scales: np.ndarray,
+                 targets: np.ndarray, miss_penalty: float, max_steps: int, total_time: np.ndarray,
+                 total_energy: np.ndarray, tokens: np.ndarray, misses: np.ndarray, steps: np.ndarray,
+                 schedule_starts: np.ndarray, schedule_values: np.ndarray, cost: np.ndarray, rlp: np.ndarray,
+                 produced: np.ndarray, missed: np.ndarray, reward: np.ndarray, terminated: np.ndarray,
+                 truncated: np.ndarray, live_after: np.ndarray, total_after: np.ndarray, longest_after: np.ndarray,
+                 missing: np.ndarray) -> int:
     """One iteration in every environment (see the module docstring), observations aside
-    (:func:`observe_shared`, after any resets); ``*_after``: the batches' live requests and
-    context sum and maximum after it. Returns the number of cost table entries that were missing
-    (listed in ``missing``); if not 0, nothing changed and the caller fills them and calls again."""
-    n_missing = price_and_reward(fc_mode, actions, attention_units, cm, tlp, size, first, generated, live_input,
-                                 live_max_input, fc_table, split_table, fixed_table, reward_kind, time_scales,
-                                 energy_scales, targets, miss_penalty, total_time, total_energy, cost, rlp, reward,
-                                 missing)
+    (:func:`observe_shared`, after any resets): lock-step batches, or with ``stochastic`` batches
+    whose drafts are accepted with probability ``acceptance`` (one per request slot) from the
+    counter draws of ``keys`` at each environment's step; ``*_after``: the batches' live requests
+    and context sum and maximum after it. Returns the number of cost table entries that were
+    missing (listed in ``missing``); if not 0, nothing changed and the caller fills them and
+    calls again."""
+    n_missing = price_and_reward(stochastic, fc_mode, actions, attention_units, cm, tlp, size, first, generated,
+                                 live_input, live_max_input, input_lengths, output_lengths, gen, fc_table, split_table,
+                                 fixed_table, reward_kind, time_scales, energy_scales, targets, miss_penalty,
+                                 total_time, total_energy, cost, rlp, reward, missing)
     if n_missing:
         return n_missing
-    advance_lockstep(tlp, size, first, generated, next_output, live_input, live_max_input, output_lengths,
-                     prefix_output, suffix_input, suffix_max_input, produced)
+    if stochastic:
+        for i in range(len(cm)):
+            produced[i] = advance_stochastic(i, tlp[i], keys[i], steps[i], acceptance, output_lengths, gen,
+                                             last_request_accepted, last_request_rejected, last_drafted,
+                                             last_accepted)
+    else:
+        advance_lockstep(tlp, size, first, generated, next_output, live_input, live_max_input, output_lengths,
+                         prefix_output, suffix_input, suffix_max_input, produced)
     for i in range(len(cm)):
         steps[i] += 1
         seconds = iteration_time(cost, i)
@@ -132,8 +146,12 @@ def step_lockstep(fc_mode: int, actions: np.ndarray, attention_units: np.ndarray
         total_energy[i] += iteration_energy(cost, i)
         tokens[i] += produced[i]
         misses[i] += missed[i]
-        live_after[i], total_after[i], longest_after[i] = lockstep_live_context(
-            size, first, generated, live_input, live_max_input, i)
+        if stochastic:
+            live_after[i], total_after[i], longest_after[i] = stochastic_live_context(i, input_lengths,
+                                                                                      output_lengths, gen)
+        else:
+            live_after[i], total_after[i], longest_after[i] = lockstep_live_context(
+                size, first, generated, live_input, live_max_input, i)
         terminated[i] = live_after[i] == 0
         truncated[i] = not terminated[i] and steps[i] >= max_steps
         if len(schedule_starts) and not (terminated[i] or truncated[i]):  # a TLP schedule moves on
@@ -173,20 +191,6 @@ def iteration_on(fc_table: np.ndarray, fixed_table: np.ndarray, table_base: int,
     costs[6] = p[5]
     costs[7] = p[7]
     return n_missing
-
-
-@nb.njit(cache=True)
-def stochastic_live(i: int, input_lengths: np.ndarray, output_lengths: np.ndarray, gen: np.ndarray
-                    ) -> tuple[int, int, int]:
-    """Environment i's (RLP, context sum, longest context) of a stochastic batch."""
-    live = total = longest = 0
-    for j in range(gen.shape[1]):
-        if gen[i, j] < output_lengths[i, j]:
-            live += 1
-            ctx = input_lengths[i, j] + gen[i, j]
-            total += ctx
-            longest = max(longest, ctx)
-    return live, total, longest
 
 
 @nb.njit(cache=True, error_model="numpy")
@@ -244,7 +248,7 @@ def step_spec(tlp: np.ndarray, unit: np.ndarray, cm: np.ndarray, keys: np.ndarra
     n_missing = 0
     for i in range(n):  # pricing: no state changes
         c = cm[i]
-        live, total, _ = stochastic_live(i, input_lengths, output_lengths, gen)
+        live, total, _ = stochastic_live_context(i, input_lengths, output_lengths, gen)
         safe = max(live, 1)
         before = float(total)
         step_time, step_energy, n_missing = draft_step(c, safe, before, draft_gpus, draft_fc, draft_fixed, costs,
@@ -330,7 +334,7 @@ def step_spec(tlp: np.ndarray, unit: np.ndarray, cm: np.ndarray, keys: np.ndarra
         total_energy[i] += joules
         tokens[i] += made
         misses[i] += missed[i]
-        live_after[i], total_after[i], longest_after[i] = stochastic_live(i, input_lengths, output_lengths, gen)
+        live_after[i], total_after[i], longest_after[i] = stochastic_live_context(i, input_lengths, output_lengths, gen)
         terminated[i] = live_after[i] == 0
         truncated[i] = not terminated[i] and steps[i] >= max_steps
     return 0
@@ -350,7 +354,7 @@ def spec_features(obs: np.ndarray, cm: np.ndarray, input_lengths: np.ndarray, ou
     n_missing = 0
     for i in range(len(cm)):
         c = cm[i]
-        live, total, _ = stochastic_live(i, input_lengths, output_lengths, gen)
+        live, total, _ = stochastic_live_context(i, input_lengths, output_lengths, gen)
         safe = max(live, 1)
         before = float(total)
         step_time, _, n_missing = draft_step(c, safe, before, draft_gpus, draft_fc, draft_fixed, costs, missing,

@@ -92,12 +92,6 @@ class ScheduleCore(VectorCore):
         """(N, 2) which FC units each environment's system has."""
         return self.fc_unit_masks[self.cm]
 
-    def _price(self, a: np.ndarray):
-        rlp, sum_ctx, _ = self.context(self.tlp)
-        cost = self.tables.iteration_on(self.cm, np.maximum(rlp, 1), self.tlp, sum_ctx, a,
-                                        self.by_env("attention_units"))
-        return rlp, cost, self.objective_reward(cost, self.tlp), a
-
     def _placement(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return a.reshape(-1, 1), self.by_env("attention_units"), a
 

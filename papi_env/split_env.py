@@ -81,14 +81,6 @@ class SplitCore(VectorCore):
                              "(QKV, projection, FFN)")
         return np.where(stepping[:, None], np.rint(a * SPLIT_STEPS), 0).astype(np.int64)
 
-    def _price(self, steps: np.ndarray):
-        rlp, sum_ctx, _ = self.context(self.tlp)
-        safe = np.maximum(rlp, 1)
-        fc_time, fc_energy = self.tables.fc_split(self.cm, safe * self.tlp, steps)
-        cost = self.tables.iteration(self.cm, safe, self.tlp, sum_ctx, fc_time, fc_energy,
-                                     self.by_env("attention_units"))
-        return rlp, cost, self.objective_reward(cost, self.tlp), steps
-
     def _placement(self, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return np.ascontiguousarray(steps, dtype=np.int64), self.by_env("attention_units"), steps
 

@@ -3,9 +3,10 @@
 A :class:`StaticEngine` holds N independent episodes, each a static batch of requests on one
 system and model: it draws each episode (hardware, model, dataset, batch size, TLP, request
 lengths) from that environment's own seeded generator, keeps the batches (sim.batches), the
-per-episode counters (iterations, seconds, joules, tokens) and the TLP schedule, answers the
-state questions pricing needs (live requests, context sums) and advances one iteration (with
-drafts accepted per request by sim.acceptance's one formula when acceptance is random).
+per-episode counters (iterations, seconds, joules, tokens) and the TLP schedule, and answers the
+state questions pricing needs (live requests, context sums). One iteration is advanced by the
+compiled kernels (sim.kernels: lock-step batches, or per-request acceptance by sim.acceptance's
+one formula on the counter draws of the episode's key), which papi_env.kernels' steps call.
 
 What an iteration costs is hardware's (the cost tables); what an action is, what is observed and
 rewarded is papi_env's (``papi_env.core.VectorCore`` extends this class with the MDP). Everything
@@ -30,7 +31,6 @@ from hardware.cost_tables import CostTables
 from hardware.systems import CostModel
 from hardware.workloads import get_dataset
 from sim import random_streams
-from sim.acceptance import leading_accepts
 from sim.batches import BatchArrays
 
 MAX_BATCH = 256  # requests in a batch at most (the observation's RLP scale, papi_env.core.RLP_SCALE)
@@ -262,30 +262,6 @@ class StaticEngine:
         the sums as float64 tokens (what CostModel.iteration takes)."""
         rlp, total, longest = self._batch_state()
         return rlp, (total + rlp * tlp).astype(np.float64), (longest + tlp * (rlp > 0)).astype(np.float64)
-
-    # ------------------------------------------------------------------------------ advance
-    def advance(self, tlp: np.ndarray, probs: np.ndarray | float | None = None) -> np.ndarray:
-        """Run the iteration on the batches (tokens produced, (N,)); with per-request acceptance
-        ``probs`` (or the scalar ``acceptance_rate``), drafts are accepted at random."""
-        if not self.stochastic:
-            tokens = self.batch.advance(tlp)
-        else:
-            probs = self.acceptance_rate if probs is None else probs
-            tokens = self.batch.advance(tlp, self.leading_accepts(tlp, probs))
-        self._context = None
-        self._derived.clear()
-        return tokens
-
-    def leading_accepts(self, tlp: np.ndarray, probs: np.ndarray | float) -> np.ndarray:
-        """(N, width) drafts each request has accepted before its first rejection this iteration,
-        each draft accepted with probability ``probs`` (per request, or one for all): geometric,
-        P(leading >= j) = p^j, capped at TLP - 1 (one uniform per request, random_streams)."""
-        rows, slots = self.live_slots()  # finished and empty slots gain nothing: no draw
-        u = random_streams.uniform(self.keys[rows], self.steps[rows], slots, random_streams.ACCEPT_STREAM)
-        p = probs[rows, slots] if np.ndim(probs) == 2 else probs
-        leading = np.zeros((self.num_envs, self.batch.width), dtype=np.int64)
-        leading[rows, slots] = leading_accepts(u, p, tlp[rows] - 1)
-        return leading
 
     def next_tlp(self, terminated: np.ndarray, truncated: np.ndarray) -> None:
         """Move the TLP schedule on (episodes that go on; a truncated one keeps its TLP)."""

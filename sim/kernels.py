@@ -6,7 +6,7 @@ the same order as the numpy code it replaced, so results are bit-identical. They
 ``@numba.njit(cache=True)``: compiled once per installation into numba's on-disk cache, and
 plain Python under ``NUMBA_DISABLE_JIT=1`` (for debugging; the same numbers, slower).
 
-Table entries that are not computed yet (NaN) are not filled here: :func:`price_lockstep` lists
+Table entries that are not computed yet (NaN) are not filled here: :func:`price_batches` lists
 them in ``missing`` and returns how many, having changed nothing; the caller fills them from
 the cost model and prices again (hardware.cost_tables fills tables lazily from CostModel).
 """
@@ -43,62 +43,93 @@ def lockstep_live_context(size: np.ndarray, first: np.ndarray, generated: np.nda
 
 
 @nb.njit(cache=True)
-def price_lockstep(fc_mode: int, actions: np.ndarray, attention_units: np.ndarray, cm: np.ndarray,
-                   tlp: np.ndarray, size: np.ndarray, first: np.ndarray, generated: np.ndarray,
-                   live_input: np.ndarray, live_max_input: np.ndarray, fc_table: np.ndarray,
-                   split_table: np.ndarray, fixed_table: np.ndarray, cost: np.ndarray, rlp: np.ndarray,
-                   missing: np.ndarray) -> int:
-    """One iteration's cost in every environment at its TLP, FC placed by ``actions`` (N, 3):
-    ``fc_mode`` FC_ALL (column 0: the unit of all three kernels), FC_PER_KERNEL (unit per kernel)
-    or FC_SPLIT (GPU fraction steps per kernel); attention on ``attention_units`` (N,).
+def price_one(i: int, fc_mode: int, actions: np.ndarray, attention_units: np.ndarray, cm: np.ndarray,
+              tlp: np.ndarray, live: int, total: int, fc_table: np.ndarray, split_table: np.ndarray,
+              fixed_table: np.ndarray, cost: np.ndarray, missing: np.ndarray, n_missing: int) -> int:
+    """Environment i's iteration cost at its TLP into ``cost[:, i]`` (8 rows: hardware.systems.
+    IterationCost's fields), FC placed by ``actions[i]`` as ``fc_mode`` says (FC_ALL: column 0 the
+    unit of all three kernels; FC_PER_KERNEL: a unit per kernel; FC_SPLIT: GPU fraction steps per
+    kernel), attention on ``attention_units[i]``, for ``live`` requests whose contexts sum to
+    ``total`` tokens before the iteration (none is priced at RLP 1). Missing table entries are
+    listed in ``missing`` from row ``n_missing`` on; returns the new count."""
+    c, t = cm[i], tlp[i]
+    safe = max(live, 1)
+    tokens = safe * t
+    sum_ctx = float(total + live * t)
+    if fc_mode == FC_ALL:
+        fc_time = fc_table[c, ALL_FC, actions[i, 0], tokens, 0]
+        fc_energy = fc_table[c, ALL_FC, actions[i, 0], tokens, 1]
+        if np.isnan(fc_time):
+            missing[n_missing, 0], missing[n_missing, 1], missing[n_missing, 2] = TABLE_FC, c, ALL_FC
+            missing[n_missing, 3], missing[n_missing, 4] = actions[i, 0], tokens
+            n_missing += 1
+    else:
+        fc_time = fc_energy = 0.0
+        for k in range(3):  # summed in FC_KERNELS order from zero, as CostModel.iteration does
+            if fc_mode == FC_PER_KERNEL:
+                kt, ke = fc_table[c, k, actions[i, k], tokens, 0], fc_table[c, k, actions[i, k], tokens, 1]
+                table = TABLE_FC
+            else:
+                kt, ke = split_table[c, k, actions[i, k], tokens, 0], split_table[c, k, actions[i, k], tokens, 1]
+                table = TABLE_SPLIT
+            if np.isnan(kt):
+                missing[n_missing, 0], missing[n_missing, 1], missing[n_missing, 2] = table, c, k
+                missing[n_missing, 3], missing[n_missing, 4] = actions[i, k], tokens
+                n_missing += 1
+            fc_time, fc_energy = fc_time + kt, fc_energy + ke
+    u = attention_units[i]
+    if np.isnan(fixed_table[c, u, safe, t, 0]):
+        missing[n_missing, 0], missing[n_missing, 1], missing[n_missing, 2] = TABLE_FIXED, c, u
+        missing[n_missing, 3], missing[n_missing, 4] = safe, t
+        n_missing += 1
+    p = fixed_table[c, u, safe, t]
+    cost[0, i] = fc_time
+    cost[1, i] = p[0] + p[2] * sum_ctx
+    cost[2, i] = p[4]
+    cost[3, i] = p[6]
+    cost[4, i] = fc_energy
+    cost[5, i] = p[1] + p[3] * sum_ctx
+    cost[6, i] = p[5]
+    cost[7, i] = p[7]
+    return n_missing
 
-    Writes ``cost`` (8, N: hardware.systems.IterationCost's fields by row) and ``rlp`` (N,), the live
-    requests before the iteration (an environment with none is priced at RLP 1). Returns the
-    number of table entries not computed yet, listed in ``missing`` (rows of table, 4 indices);
-    when it is not 0 the outputs are incomplete and nothing else changed."""
+
+@nb.njit(cache=True)
+def stochastic_live_context(i: int, input_lengths: np.ndarray, output_lengths: np.ndarray, gen: np.ndarray
+                            ) -> tuple[int, int, int]:
+    """Environment i's (RLP, context sum, longest context) of a stochastic batch (per-request
+    progress ``gen``): the live requests' prompt + generated tokens."""
+    live = total = longest = 0
+    for j in range(gen.shape[1]):
+        if gen[i, j] < output_lengths[i, j]:
+            live += 1
+            ctx = input_lengths[i, j] + gen[i, j]
+            total += ctx
+            longest = max(longest, ctx)
+    return live, total, longest
+
+
+@nb.njit(cache=True)
+def price_batches(stochastic: bool, fc_mode: int, actions: np.ndarray, attention_units: np.ndarray,
+                  cm: np.ndarray, tlp: np.ndarray, size: np.ndarray, first: np.ndarray, generated: np.ndarray,
+                  live_input: np.ndarray, live_max_input: np.ndarray, input_lengths: np.ndarray,
+                  output_lengths: np.ndarray, gen: np.ndarray, fc_table: np.ndarray, split_table: np.ndarray,
+                  fixed_table: np.ndarray, cost: np.ndarray, rlp: np.ndarray, missing: np.ndarray) -> int:
+    """One iteration's cost (``price_one``) in every environment, from its batch: lock-step
+    (``size``, ``first``, ``generated``, ``live_input``, ``live_max_input``) or, with
+    ``stochastic``, per-request progress (``input_lengths``, ``output_lengths``, ``gen``); the other
+    layout's arrays are not read. ``rlp`` (N,) gets the live requests before the iteration. Returns
+    the number of table entries not computed yet (listed in ``missing``, rows of table and 4
+    indices); when it is not 0 the outputs are incomplete and nothing else changed."""
     n_missing = 0
     for i in range(len(cm)):
-        live, total, _ = lockstep_live_context(size, first, generated, live_input, live_max_input, i)
-        rlp[i] = live
-        c, t = cm[i], tlp[i]
-        safe = max(live, 1)
-        tokens = safe * t
-        sum_ctx = float(total + live * t)
-        if fc_mode == FC_ALL:
-            fc_time = fc_table[c, ALL_FC, actions[i, 0], tokens, 0]
-            fc_energy = fc_table[c, ALL_FC, actions[i, 0], tokens, 1]
-            if np.isnan(fc_time):
-                missing[n_missing, 0], missing[n_missing, 1], missing[n_missing, 2] = TABLE_FC, c, ALL_FC
-                missing[n_missing, 3], missing[n_missing, 4] = actions[i, 0], tokens
-                n_missing += 1
+        if stochastic:
+            live, total, _ = stochastic_live_context(i, input_lengths, output_lengths, gen)
         else:
-            fc_time = fc_energy = 0.0
-            for k in range(3):  # summed in FC_KERNELS order from zero, as CostModel.iteration does
-                if fc_mode == FC_PER_KERNEL:
-                    kt, ke = fc_table[c, k, actions[i, k], tokens, 0], fc_table[c, k, actions[i, k], tokens, 1]
-                    table = TABLE_FC
-                else:
-                    kt, ke = split_table[c, k, actions[i, k], tokens, 0], split_table[c, k, actions[i, k], tokens, 1]
-                    table = TABLE_SPLIT
-                if np.isnan(kt):
-                    missing[n_missing, 0], missing[n_missing, 1], missing[n_missing, 2] = table, c, k
-                    missing[n_missing, 3], missing[n_missing, 4] = actions[i, k], tokens
-                    n_missing += 1
-                fc_time, fc_energy = fc_time + kt, fc_energy + ke
-        u = attention_units[i]
-        if np.isnan(fixed_table[c, u, safe, t, 0]):
-            missing[n_missing, 0], missing[n_missing, 1], missing[n_missing, 2] = TABLE_FIXED, c, u
-            missing[n_missing, 3], missing[n_missing, 4] = safe, t
-            n_missing += 1
-        p = fixed_table[c, u, safe, t]
-        cost[0, i] = fc_time
-        cost[1, i] = p[0] + p[2] * sum_ctx
-        cost[2, i] = p[4]
-        cost[3, i] = p[6]
-        cost[4, i] = fc_energy
-        cost[5, i] = p[1] + p[3] * sum_ctx
-        cost[6, i] = p[5]
-        cost[7, i] = p[7]
+            live, total, _ = lockstep_live_context(size, first, generated, live_input, live_max_input, i)
+        rlp[i] = live
+        n_missing = price_one(i, fc_mode, actions, attention_units, cm, tlp, live, total, fc_table, split_table,
+                              fixed_table, cost, missing, n_missing)
     return n_missing
 
 
