@@ -221,6 +221,32 @@ def spec_cost(c: int, safe: int, before: float, tlp: int, unit: int, attention_u
 
 
 @nb.njit(cache=True, error_model="numpy")
+def spec_costs(tlp: np.ndarray, unit: np.ndarray, cm: np.ndarray, input_lengths: np.ndarray,
+               output_lengths: np.ndarray, gen: np.ndarray, draft_gpus: np.ndarray, draft_fc: np.ndarray,
+               draft_fixed: np.ndarray, attention_units: np.ndarray, fc_table: np.ndarray, fixed_table: np.ndarray,
+               out: np.ndarray, draft: np.ndarray, missing: np.ndarray) -> int:
+    """SpecCore.cost_at for K candidate actions per environment: ``out`` (8, N, K) the target
+    iteration plus the draft at TLP ``tlp[i, k]`` with FC on ``unit[i, k]`` (:func:`spec_cost`, as
+    :func:`step_spec` prices its action), ``draft`` (2, N) one draft step's seconds and joules.
+    Returns the number of missing table entries (listed; the outputs are then incomplete)."""
+    costs = np.empty(8)
+    n_missing = 0
+    for i in range(len(cm)):
+        c = cm[i]
+        live, total, _ = stochastic_live_context(i, input_lengths, output_lengths, gen)
+        safe = max(live, 1)
+        before = float(total)
+        step_time, step_energy, n_missing = draft_step(c, safe, before, draft_gpus, draft_fc, draft_fixed, costs,
+                                                       missing, n_missing)
+        draft[0, i], draft[1, i] = step_time, step_energy
+        for k in range(tlp.shape[1]):
+            n_missing = spec_cost(c, safe, before, tlp[i, k], unit[i, k], attention_units, fc_table, fixed_table,
+                                  step_time, step_energy, costs, missing, n_missing)
+            out[:, i, k] = costs
+    return n_missing
+
+
+@nb.njit(cache=True, error_model="numpy")
 def step_spec(tlp: np.ndarray, unit: np.ndarray, cm: np.ndarray, keys: np.ndarray, steps: np.ndarray,
               input_lengths: np.ndarray, output_lengths: np.ndarray, gen: np.ndarray,
               last_request_accepted: np.ndarray, last_request_rejected: np.ndarray, last_drafted: np.ndarray,

@@ -26,8 +26,12 @@ Requests arrive over time; the scheduler decides, at every iteration boundary:
   targets, window = the scored requests' arrival span; the sum is the goodput (requests/s) and
   the score.
 - **episode**: ``requests`` arrivals (Poisson at ``rate`` requests/s, drawn per episode from a
-  list; ``arrival="gamma"`` with ``cv`` for bursts; or a ``trace`` CSV ``arrival_s,lin,lout``),
-  ends when every request has finished (truncated at ``max_steps``).
+  list; ``arrival="gamma"`` with ``cv`` for bursts; or a window of ``requests`` consecutive
+  requests of a ``trace``, at a uniformly drawn start within its ``trace_split`` part (first 60%
+  ``train``, next 20% ``validation``, last 20% ``test``, or ``all``), arrivals compressed by
+  ``rate_scale`` (load x rate_scale); ``trace="azure-conv"`` is the shipped Azure LLM inference
+  trace 2023, conversation part, or give a CSV ``arrival_s,lin,lout``), ends when every request
+  has finished (truncated at ``max_steps``).
 
 ``info["score"]`` and the episode's latency summary (p50/p99 TTFT and TPOT, goodput, SLO
 attainment, J/token) come with the last step.
@@ -61,10 +65,14 @@ from sim.online import (
     load_trace,
     sample_workload,
     summarise,
+    trace_window,
     unloaded_targets,
 )
 from sim.serve_engine import ServeEngine
 
+TRACE_SPLITS = {"all": (0.0, 1.0), "train": (0.0, 0.6), "validation": (0.6, 0.8), "test": (0.8, 1.0)}
+"""[D] Parts of a trace by position (fractions of its requests): train on the first 60%, choose
+settings on the next 20%, test on the last 20%, so that no window of one part overlaps another's."""
 SERVE_REWARDS = ("latency", "energy", "goodput")  # papi_env.serve_kernels' reward codes, in order
 SHAPINGS = ("none", "remaining")
 OBS_SIZE = mk.OBS_SIZE
@@ -95,7 +103,8 @@ class ServeCore:
 
     def __init__(self, num_envs: int = 1, model: str = "llama-65b", system: Any = "papi",
                  dataset: Any = "creative-writing", rate: float | list[float] = (4.0, 8.0, 16.0, 24.0),
-                 arrival: str = "poisson", cv: float = 1.0, trace: str | Path | None = None, requests: int = 256,
+                 arrival: str = "poisson", cv: float = 1.0, trace: str | Path | None = None,
+                 trace_split: str = "all", rate_scale: float = 1.0, requests: int = 256,
                  warmup: int = 32, max_batch: int = DEFAULT_MAX_BATCH, max_admit: int = 16, max_tlp: int = 4,
                  acceptance_rate: float | None = None, reward: str = "latency",
                  ttft_target_s: float | None = None, tpot_target_s: float | None = None,
@@ -112,18 +121,29 @@ class ServeCore:
         self.rates = [float(r) for r in rates]
         self.arrival, self.cv = arrival, float(cv)
         self.trace = None if trace is None else load_trace(trace)
+        if trace_split not in TRACE_SPLITS:
+            raise ValueError(f"trace_split must be one of {list(TRACE_SPLITS)}, got {trace_split!r}")
+        if isinstance(rate_scale, bool) or not isinstance(rate_scale, (int, float)) or not (
+                math.isfinite(rate_scale) and rate_scale > 0):
+            raise ValueError(f"rate_scale must be a positive number (the trace's load times it), got {rate_scale!r}")
+        self.trace_split, self.rate_scale = trace_split, float(rate_scale)
         self.requests = _positive_int("requests", requests)
         if self.requests > MAX_REQUESTS:
             raise ValueError(f"requests must be at most {MAX_REQUESTS:,} per episode (an episode holds every "
                              f"request's arrays), got {self.requests:,}")
-        size = self.trace.size if self.trace is not None else self.requests
+        if self.trace is not None:
+            lo, hi = (round(f * self.trace.size) for f in TRACE_SPLITS[self.trace_split])
+            self.trace_rows = (lo, hi)
+            size = min(self.requests, hi - lo)  # each episode: a window of this many requests of the split
+        else:
+            size = self.requests
         if self.num_envs * size > MAX_ENV_REQUESTS:
             raise ValueError(f"num_envs x requests per episode must be at most {MAX_ENV_REQUESTS:,} (every "
                              f"environment holds its episode's request arrays), got {self.num_envs:,} x {size:,}")
         if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or not 0 <= warmup < self.requests:
             raise ValueError(f"warmup must be an integer in [0, requests), got {warmup!r}")
-        if self.trace is not None and not warmup < self.trace.size:
-            raise ValueError(f"warmup ({warmup}) must be below the trace's {self.trace.size} requests")
+        if self.trace is not None and not warmup < size:
+            raise ValueError(f"warmup ({warmup}) must be below the {size} requests of a trace window")
         self.warmup = int(warmup)
         self.max_batch = _positive_int("max_batch", max_batch)
         self.max_admit = _positive_int("max_admit", max_admit)
@@ -184,7 +204,9 @@ class ServeCore:
                 raise RuntimeError("environment has no generator: reset it with a seed first")
             self.rate[i] = self.rates[int(rng.integers(len(self.rates)))]
             if self.trace is not None:
-                w = self.trace
+                lo, hi = self.trace_rows
+                size = min(self.requests, hi - lo)
+                w = trace_window(self.trace, lo + int(rng.integers(hi - lo - size + 1)), size, self.rate_scale)
                 self.rate[i] = trace_rate(w)
             else:
                 w = sample_workload(self.rate[i], self.requests, self.dataset, rng, self.arrival, self.cv)

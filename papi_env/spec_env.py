@@ -74,7 +74,6 @@ from gymnasium import spaces
 
 from hardware.calibrate import fc_on_gpu
 from hardware.cost_tables import UNITS, CostTables
-from hardware.costs import Cost
 from hardware.speculation import DraftCost
 from hardware.systems import IterationCost
 from papi_env import kernels
@@ -86,11 +85,10 @@ from papi_env.core import (
     RLP_SCALE,
     TLP_SCALE,
     VectorCore,
-    per_env,
     put,
     put_all,
 )
-from papi_env.kernels import GPU, PRIOR_ACCEPT, PRIOR_COUNT, REWARD_CODES
+from papi_env.kernels import PRIOR_ACCEPT, PRIOR_COUNT, REWARD_CODES
 from sim.acceptance import AcceptanceModel, DriftingAcceptance, expected_gain, expected_gain_per_request
 
 OBS_SIZE = 15
@@ -98,11 +96,6 @@ UNIT_NAMES = np.array(UNITS, dtype=object)
 TOKEN_CREDITS = ("tlp1", "best")
 REWARD_TOKENS = ("drawn", "expected")
 ESTIMATE_DECAY = 0.8  # [D] per-iteration forgetting of acceptance counts (time constant ~5 iterations)
-
-
-def with_draft(c: IterationCost, draft) -> IterationCost:
-    """The target iteration's cost plus the draft model's (booked under 'other')."""
-    return c._replace(other_time=c.other_time + draft.time, other_energy=c.other_energy + draft.energy)
 
 
 def estimate(accepted, rejected):
@@ -184,26 +177,37 @@ class SpecCore(VectorCore):
     def draft_step(self) -> tuple[np.ndarray, np.ndarray]:
         """(N,) seconds and joules of one draft step in every environment now: its live requests
         (at least 1), each context one token longer than before the iteration
-        (hardware.speculation.DraftCost.step), whatever the TLP. Cached until the batches change."""
-        cost = self._derived.get("draft_step")
-        if cost is None:
-            rlp = np.maximum(self.rlp(), 1)
-            ctx1 = self.context_before_verify() + rlp
-            gpus = self.by_env("draft_gpus")
-            per_gpu = -(-rlp // gpus)
-            c = self.draft_tables.iteration_on(self.cm, per_gpu, np.ones_like(per_gpu), ctx1 * per_gpu / rlp, GPU, GPU)
-            cost = self._derived["draft_step"] = (c.time, c.energy * gpus)
-        return cost
+        (hardware.speculation.DraftCost.step), whatever the TLP (papi_env.kernels.draft_step)."""
+        ones = np.ones((self.num_envs, 1), dtype=np.int64)
+        return self._priced(ones, np.zeros_like(ones))[1]
 
     def cost_at(self, tlp: np.ndarray, unit: np.ndarray | int) -> IterationCost:
         """Target iteration plus draft at speculation length ``tlp`` with FC on ``unit``, (N,) or
-        (N, K) for K candidates per environment."""
-        live = np.maximum(self.rlp(), 1)
-        before = self.context_before_verify()
-        rlp, cm = per_env(live, tlp), per_env(self.cm, tlp)
-        c = self.tables.iteration_on(cm, rlp, tlp, per_env(before, tlp) + rlp * tlp, unit, self.attention_units[cm])
-        step_time, step_energy = self.draft_step()
-        return with_draft(c, Cost(per_env(step_time, tlp) * (tlp - 1), per_env(step_energy, tlp) * (tlp - 1)))
+        (N, K) for K candidates per environment (``unit`` broadcast to ``tlp``'s shape), priced by
+        the kernels that price a step (papi_env.kernels.spec_costs)."""
+        tlp = np.asarray(tlp, dtype=np.int64)
+        unit = np.broadcast_to(np.asarray(unit, dtype=np.int64), tlp.shape)
+        one = tlp.ndim == 1
+        t2, u2 = (tlp[:, None], unit[:, None]) if one else (tlp, unit)
+        shape = (self.num_envs, t2.shape[1])
+        costs, _ = self._priced(np.ascontiguousarray(np.broadcast_to(t2, shape)),
+                                np.ascontiguousarray(np.broadcast_to(u2, shape)))
+        return IterationCost(*(c[:, 0] if one else c for c in costs))
+
+    def _priced(self, tlp: np.ndarray, unit: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """((8, N, K) costs of the candidate actions, (N,) draft step seconds and joules), filling
+        the cost tables as the kernel reports entries missing."""
+        n, k = tlp.shape
+        out, draft = np.empty((8, n, k)), np.empty((2, n))
+        missing = np.zeros((n * (2 * k + 2), 5), dtype=np.int64)
+        b = self.batch
+        while True:
+            n_missing = kernels.spec_costs(tlp, unit, self.cm, b.input_lengths, b.output_lengths, b.gen,
+                                           self.draft_gpus, self.draft_tables.fc, self.draft_tables.fixed,
+                                           self.attention_units, self.tables.fc, self.tables.fixed, out, draft, missing)
+            if not n_missing:
+                return out, (draft[0], draft[1])
+            self._fill(missing[:n_missing])
 
     def expected_tokens(self, tlp: int | np.ndarray, probs: np.ndarray) -> np.ndarray:
         """(N,) expected tokens of every batch at ``tlp`` (one, or (N,) per environment) if request
@@ -339,10 +343,9 @@ class SpecCore(VectorCore):
     # -------------------------------------------------------------------------- features
     def draft_ratio(self) -> np.ndarray:
         """(N,) one draft step's time over one target iteration at TLP 1 with FC on FC-PIM."""
-        rlp = np.maximum(self.rlp(), 1)
-        ctx1 = self.context_before_verify() + rlp
-        target = self.tables.iteration_on(self.cm, rlp, np.ones_like(rlp), ctx1, 0, self.by_env("attention_units"))
-        return self.draft_step()[0] / target.time
+        ones = np.ones((self.num_envs, 1), dtype=np.int64)
+        target, (step_time, _) = self._priced(ones, np.zeros_like(ones))  # TLP 1: no draft in the target's cost
+        return step_time / IterationCost(*target[:, :, 0]).time
 
 
 class AcceptanceView:
@@ -440,4 +443,4 @@ class PapiSpecScheduleEnv(PapiBaseEnv):
         return f"FC on {UNITS[int(self.core.last_unit[0])]:3s} accept {self.last_accept:.2f}"
 
 
-__all__ = ["OBS_SIZE", "PapiSpecScheduleEnv", "SpecCore", "estimate", "with_draft"]
+__all__ = ["OBS_SIZE", "PapiSpecScheduleEnv", "SpecCore", "estimate"]

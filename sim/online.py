@@ -39,6 +39,8 @@ latency (finish - arrival), energy. All times in seconds, energies in joules, si
 from __future__ import annotations
 
 import csv
+import functools
+import gzip
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,34 +109,81 @@ def sample_workload(rate: float, n: int, dataset: str | Path | LengthDistributio
     return Workload(np.cumsum(gaps), lin, lout)
 
 
+TRACE_DIR = Path(__file__).resolve().parent / "traces"
+TRACES = {"azure-conv": TRACE_DIR / "AzureLLMInferenceTrace_conv.csv.gz"}
+"""Shipped traces by name (sim/traces/NOTICE.md: source, license, attribution)."""
+AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")  # the Azure LLM inference traces' header
+
+
 def load_trace(path: str | Path) -> Workload:
-    """A trace CSV with the header ``arrival_s,lin,lout``: one request per row, arrivals in seconds
-    (non-decreasing), lengths in tokens (>= 1). Errors name the file and line."""
+    """A trace: a shipped one by name (TRACES) or a CSV file (``.csv`` or ``.csv.gz``), one request
+    per row in arrival order, with the header ``arrival_s,lin,lout`` (seconds, prompt and output
+    tokens) or the Azure LLM inference traces' ``TIMESTAMP,ContextTokens,GeneratedTokens``
+    (timestamps; arrivals become seconds since the first). Lengths must be 1..MAX_TOKENS; errors
+    name the file and line."""
+    if str(path) in TRACES:
+        path = TRACES[str(path)]
     path = Path(path)
     if not path.is_file():
-        raise WorkloadError(f"trace file not found: {path}")
-    rows = []
-    with path.open(newline="", encoding="utf-8-sig") as fh:  # utf-8-sig: accept a byte-order mark
+        raise WorkloadError(f"trace file not found: {path} (shipped traces: {sorted(TRACES)})")
+    return _read_trace(path.resolve(), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_trace(path: Path, mtime_ns: int) -> Workload:
+    """A trace file's Workload (read-only arrays), read once per process and file version."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows: list[tuple[float, int, int]] = []
+    with opener(path, "rt", newline="", encoding="utf-8-sig") as fh:  # utf-8-sig: accept a byte-order mark
         reader = csv.DictReader(fh)
-        need = {"arrival_s", "lin", "lout"}
-        if reader.fieldnames is None or not need <= set(reader.fieldnames):
-            raise WorkloadError(f"{path}: the header must hold {sorted(need)}, got {reader.fieldnames}")
+        fields = set(reader.fieldnames or ())
+        if {"arrival_s", "lin", "lout"} <= fields:
+            columns, azure = ("arrival_s", "lin", "lout"), False
+        elif set(AZURE_COLUMNS) <= fields:
+            columns, azure = AZURE_COLUMNS, True
+        else:
+            raise WorkloadError(f"{path}: the header must hold ['arrival_s', 'lin', 'lout'] or "
+                                f"{list(AZURE_COLUMNS)}, got {reader.fieldnames}")
+        first = None
         for line, row in enumerate(reader, start=2):
+            when, a, b = (row[c] for c in columns)
             try:
-                t, a, b = float(row["arrival_s"]), int(row["lin"]), int(row["lout"])
+                if azure:
+                    stamp = np.datetime64(when.strip().replace(" ", "T"), "ns")
+                    first = stamp if first is None else first
+                    t = float((stamp - first) / np.timedelta64(1, "ns")) / 1e9
+                else:
+                    t = float(when)
+                a, b = int(a), int(b)
             except (TypeError, ValueError):
-                raise WorkloadError(f"{path}:{line}: need a number of seconds and two integers, got "
-                                    f"{row['arrival_s']!r}, {row['lin']!r}, {row['lout']!r}") from None
+                raise WorkloadError(f"{path}:{line}: need a {'timestamp' if azure else 'number of seconds'} and two "
+                                    f"integers, got {when!r}, {a!r}, {b!r}") from None
             if not math.isfinite(t) or t < 0 or (rows and t < rows[-1][0]):
-                raise WorkloadError(f"{path}:{line}: arrival_s must be finite, >= 0 and not before the row "
-                                    f"above, got {t}")
+                raise WorkloadError(f"{path}:{line}: arrivals must be finite, >= 0 and not before the row above, "
+                                    f"got {when}")
             if not (1 <= a <= MAX_TOKENS and 1 <= b <= MAX_TOKENS):
                 raise WorkloadError(f"{path}:{line}: lengths must be 1..{MAX_TOKENS:,} tokens, got {a}, {b}")
             rows.append((t, a, b))
     if not rows:
         raise WorkloadError(f"{path}: no requests in the file")
     data = np.asarray(rows, dtype=np.float64)
-    return Workload(data[:, 0].copy(), data[:, 1].astype(np.int64), data[:, 2].astype(np.int64))
+    arrays = data[:, 0].copy(), data[:, 1].astype(np.int64), data[:, 2].astype(np.int64)
+    for array in arrays:
+        array.flags.writeable = False  # shared by every environment of the process
+    return Workload(*arrays)
+
+
+def trace_window(trace: Workload, start: int, size: int, rate_scale: float = 1.0) -> Workload:
+    """``size`` consecutive requests of ``trace`` from index ``start``, arrivals shifted to start at
+    0 s and divided by ``rate_scale`` (the load times ``rate_scale``: the field's way of sweeping
+    load on a trace)."""
+    if not (isinstance(rate_scale, (int, float)) and math.isfinite(rate_scale) and rate_scale > 0):
+        raise WorkloadError(f"rate_scale must be a positive number, got {rate_scale!r}")
+    stop = start + size
+    if not (0 <= start and 1 <= size and stop <= trace.size):
+        raise WorkloadError(f"a window of {size} requests from {start} does not fit a trace of {trace.size}")
+    arrivals = (trace.arrival_s[start:stop] - trace.arrival_s[start]) / rate_scale
+    return Workload(arrivals, trace.lin[start:stop], trace.lout[start:stop])
 
 
 def unloaded_targets(cost_model: CostModel, dataset: str | Path | LengthDistribution,

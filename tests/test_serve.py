@@ -15,6 +15,7 @@ from agents.policies import make_policy
 from agents.rules import fcfs_rule
 from hardware.systems import CostModel
 from hardware.workloads import WorkloadError
+from papi_env.serve_env import trace_rate
 from sim.online import OnlineServer, Workload, load_trace, sample_workload, serve, summarise
 
 PAPI = CostModel("papi", "llama-65b")
@@ -241,3 +242,36 @@ def test_ppo_trains_on_papiserve_and_the_figure_script_runs(tmp_path):
     assert (tmp_path / "serve" / "serve.png").exists() and "Saturation" in (tmp_path / "serve" / "serve.md").read_text()
     assert serve.main(["--rates", "-1", "--out", str(tmp_path / "bad")]) == 2
     assert serve.main(["--arrival", "gamma", "--cv", "0", "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_azure_trace_windows_splits_and_load_scale(tmp_path):
+    """The shipped Azure conversation trace loads by name; an Azure-format CSV (gzip too) reads as
+    seconds since the first request; episodes draw windows of ``requests`` within their split,
+    compressed by ``rate_scale``."""
+    import gzip
+
+    from sim.online import load_trace, trace_window
+
+    azure = load_trace("azure-conv")
+    assert azure.size == 19366 and azure.arrival_s[0] == 0.0 and 3400 < azure.arrival_s[-1] < 3600
+    text = ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 23:59:59.5000000,10,3\n"
+            "2023-11-17 00:00:00.2500000,20,4\n")
+    with gzip.open(tmp_path / "t.csv.gz", "wt") as fh:
+        fh.write(text)
+    w = load_trace(tmp_path / "t.csv.gz")
+    assert w.arrival_s.tolist() == [0.0, 0.75] and w.lin.tolist() == [10, 20] and w.lout.tolist() == [3, 4]
+    window = trace_window(azure, 100, 50, rate_scale=2.0)
+    assert window.size == 50 and window.arrival_s[0] == 0.0
+    assert window.arrival_s[-1] == pytest.approx((azure.arrival_s[149] - azure.arrival_s[100]) / 2.0)
+    env = gym.make(SERVE, trace="azure-conv", trace_split="test", rate_scale=2.0, requests=64, warmup=8).unwrapped
+    _, info = env.reset(seed=1)
+    assert info["requests"] == 64 and info["rate"] == pytest.approx(trace_rate(env.server.w))
+    first = env.server.w.lin.tolist()  # the window lies in the last 20% of the trace
+    lo = round(0.8 * azure.size)
+    rows = {tuple(azure.lin[k:k + 64]) for k in range(lo, azure.size - 63)}
+    assert tuple(first) in rows
+    for kwargs, message in [({"trace_split": "dev"}, "trace_split must be one of"),
+                            ({"rate_scale": 0.0}, "rate_scale must be a positive number"),
+                            ({"trace": "azure-code"}, "shipped traces")]:
+        with pytest.raises((ValueError, WorkloadError), match=message):
+            gym.make(SERVE, **{"trace": "azure-conv", **kwargs})
