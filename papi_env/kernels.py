@@ -209,6 +209,20 @@ def draft_step(c: int, safe: int, before: float, draft_gpus: np.ndarray, draft_f
 
 
 @nb.njit(cache=True, error_model="numpy")
+def spec_batch(i: int, c: int, input_lengths: np.ndarray, output_lengths: np.ndarray, gen: np.ndarray,
+               draft_gpus: np.ndarray, draft_fc: np.ndarray, draft_fixed: np.ndarray, scratch: np.ndarray,
+               missing: np.ndarray, n_missing: int) -> tuple[int, int, float, float, float, int]:
+    """Environment i's batch as the spec variant prices it: (RLP, RLP priced (at least 1), context
+    sum before the iteration, one draft step's seconds and joules, missing count)."""
+    live, total, _ = stochastic_live_context(i, input_lengths, output_lengths, gen)
+    safe = max(live, 1)
+    before = float(total)
+    step_time, step_energy, n_missing = draft_step(c, safe, before, draft_gpus, draft_fc, draft_fixed, scratch,
+                                                   missing, n_missing)
+    return live, safe, before, step_time, step_energy, n_missing
+
+
+@nb.njit(cache=True, error_model="numpy")
 def spec_cost(c: int, safe: int, before: float, tlp: int, unit: int, attention_units: np.ndarray,
               fc_table: np.ndarray, fixed_table: np.ndarray, step_time: float, step_energy: float,
               costs: np.ndarray, missing: np.ndarray, n_missing: int) -> int:
@@ -233,11 +247,8 @@ def spec_costs(tlp: np.ndarray, unit: np.ndarray, cm: np.ndarray, input_lengths:
     n_missing = 0
     for i in range(len(cm)):
         c = cm[i]
-        live, total, _ = stochastic_live_context(i, input_lengths, output_lengths, gen)
-        safe = max(live, 1)
-        before = float(total)
-        step_time, step_energy, n_missing = draft_step(c, safe, before, draft_gpus, draft_fc, draft_fixed, costs,
-                                                       missing, n_missing)
+        live, safe, before, step_time, step_energy, n_missing = spec_batch(
+            i, c, input_lengths, output_lengths, gen, draft_gpus, draft_fc, draft_fixed, costs, missing, n_missing)
         draft[0, i], draft[1, i] = step_time, step_energy
         for k in range(tlp.shape[1]):
             n_missing = spec_cost(c, safe, before, tlp[i, k], unit[i, k], attention_units, fc_table, fixed_table,
@@ -274,11 +285,8 @@ def step_spec(tlp: np.ndarray, unit: np.ndarray, cm: np.ndarray, keys: np.ndarra
     n_missing = 0
     for i in range(n):  # pricing: no state changes
         c = cm[i]
-        live, total, _ = stochastic_live_context(i, input_lengths, output_lengths, gen)
-        safe = max(live, 1)
-        before = float(total)
-        step_time, step_energy, n_missing = draft_step(c, safe, before, draft_gpus, draft_fc, draft_fixed, costs,
-                                                       missing, n_missing)
+        live, safe, before, step_time, step_energy, n_missing = spec_batch(
+            i, c, input_lengths, output_lengths, gen, draft_gpus, draft_fc, draft_fixed, costs, missing, n_missing)
         n_missing = spec_cost(c, safe, before, tlp[i], unit[i], attention_units, fc_table, fixed_table, step_time,
                               step_energy, costs, missing, n_missing)
         cost[:, i] = costs
@@ -380,11 +388,8 @@ def spec_features(obs: np.ndarray, cm: np.ndarray, input_lengths: np.ndarray, ou
     n_missing = 0
     for i in range(len(cm)):
         c = cm[i]
-        live, total, _ = stochastic_live_context(i, input_lengths, output_lengths, gen)
-        safe = max(live, 1)
-        before = float(total)
-        step_time, _, n_missing = draft_step(c, safe, before, draft_gpus, draft_fc, draft_fixed, costs, missing,
-                                             n_missing)
+        live, safe, before, step_time, _, n_missing = spec_batch(
+            i, c, input_lengths, output_lengths, gen, draft_gpus, draft_fc, draft_fixed, costs, missing, n_missing)
         n_missing = iteration_on(fc_table, fixed_table, 0, c, safe, 1, before + safe, 0, attention_units[c], costs,
                                  missing, n_missing)
         ratio = step_time / (costs[0] + costs[1] + costs[2] + costs[3])
