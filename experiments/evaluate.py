@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -64,10 +65,19 @@ def run_episode(env: gym.Env, policy: Any, seed: int) -> dict[str, float]:
             return episode_totals(info, steps, gpu, tlp)
 
 
+SERVING_METRICS = ("ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "slo_attainment", "goodput_rps",
+                   "offered_rps", "queue_growth", "steady")
+"""What a PapiServe-v0 episode adds to its totals (sim.online.summarise of its scored requests)."""
+
+
 def episode_totals(info: dict[str, Any], steps: int, gpu: float, tlp: float) -> dict[str, float]:
     """An episode's totals from its last step's info (a scalar env's, Python numbers), its step
-    count and the sums over its steps of the GPU share and the TLP."""
-    return {
+    count and the sums over its steps of the GPU share and the TLP; a serving episode's latency
+    summary (SERVING_METRICS) too, NaN where it was truncated before every request finished."""
+    serving = {}
+    if "summary" in info:
+        serving = {key: float(info["summary"].get(key, math.nan)) for key in SERVING_METRICS}
+    return {**serving,
         "score": info["score"],
         "time_s": info["episode_time"],
         "energy_j": info["episode_energy"],
@@ -208,6 +218,9 @@ def evaluate(env_id: str, policy_specs: list[Any] | None, episodes: int, seed: i
         row["iqm_vs_best_rule"] = stats.iqm_ci(best) if intervals else None
         row["p_improvement_vs_best_rule"] = stats.probability_of_improvement(
             [e["score"] for e in eps], [e["score"] for e in per_policy[best_rule]]) if intervals else None
+        for key in SERVING_METRICS if SERVING_METRICS[0] in eps[0] else ():
+            vals = np.array([e[key] for e in eps])
+            row[key] = float(np.nanmean(vals)) if not np.isnan(vals).all() else math.nan
         row["episode_scores"] = [float(e["score"]) for e in eps]
         row["energy_eff_vs_threshold"] = float(np.mean([r["joules_per_token"] / e["joules_per_token"]
                                                         for e, r in zip(eps, per_policy[ref_name], strict=True)]))
@@ -260,7 +273,25 @@ def to_markdown(result: dict[str, Any]) -> str:
             "Ratios are paired per episode: mean ± standard deviation over episodes; IQM [95% CI]: "
             "interquartile mean with rliable's stratified-bootstrap interval (episodes resampled); "
             "P(> best rule): probability that the policy scores higher than the best rule on a random "
-            "episode (ties count half).\n")
+            "episode (ties count half).\n" + _serving_table(result))
+
+
+def _serving_table(result: dict[str, Any]) -> str:
+    """PapiServe-v0's latency table (means over episodes of each one's percentiles), or ''."""
+    policies = result["policies"]
+    if not policies or SERVING_METRICS[0] not in next(iter(policies.values())):
+        return ""
+    rows = [[name if len(name) < 40 else name.partition(":")[0] + ":…", f"{r['ttft_p50_s'] * 1e3:.1f}",
+             f"{r['ttft_p99_s'] * 1e3:.1f}", f"{r['tpot_p50_s'] * 1e3:.2f}", f"{r['tpot_p99_s'] * 1e3:.2f}",
+             f"{r['slo_attainment']:.3f}", f"{r['goodput_rps']:.2f}", f"{r['offered_rps']:.2f}",
+             f"{r['steady']:.2f}", f"{r['joules_per_token']:.3f}"] for name, r in policies.items()]
+    return ("\n## Serving latency (scored requests; means over episodes of each episode's percentiles)\n\n"
+            + markdown_table(["policy", "TTFT p50 (ms)", "TTFT p99 (ms)", "TPOT p50 (ms)", "TPOT p99 (ms)",
+                              "SLO attainment", "goodput (req/s)", "offered (req/s)", "steady share", "J/token"],
+                             rows)
+            + "\nSteady share: the share of episodes whose queueing delay grew by less than "
+            "sim.online.STEADY_GROWTH of the elapsed time (sim.online.queue_growth); past saturation the "
+            "numbers are a growing queue's transient.\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,9 @@ Requests arrive over time; the scheduler decides, at every iteration boundary:
   ``goodput``: +1 / window for each scored request that finishes within both its TTFT and TPOT
   targets, window = the scored requests' arrival span; the sum is the goodput (requests/s) and
   the score.
+- **latency targets** (goodput, SLO attainment): ``ttft_target_s`` and ``tpot_target_s``, by default
+  ``slo_scale`` (5: medium; 2: tight) times the unloaded TTFT and TPOT of the median request (of
+  the dataset, or of the trace's split) on the PAPI system with the env's model.
 - **episode**: ``requests`` arrivals (Poisson at ``rate`` requests/s, drawn per episode from a
   list; ``arrival="gamma"`` with ``cv`` for bursts; or a window of ``requests`` consecutive
   requests of a ``trace``, at a uniformly drawn start within its ``trace_split`` part (first 60%
@@ -108,7 +111,7 @@ class ServeCore:
                  warmup: int = 32, max_batch: int = DEFAULT_MAX_BATCH, max_admit: int = 16, max_tlp: int = 4,
                  acceptance_rate: float | None = None, reward: str = "latency",
                  ttft_target_s: float | None = None, tpot_target_s: float | None = None,
-                 max_steps: int = 100_000, shaping: str = "none") -> None:
+                 max_steps: int = 100_000, shaping: str = "none", slo_scale: float = SLO_SCALE) -> None:
         self.num_envs = _positive_int("num_envs", num_envs)
         if reward not in SERVE_REWARDS:
             raise ValueError(f"reward must be one of {SERVE_REWARDS}, got {reward!r}")
@@ -131,6 +134,7 @@ class ServeCore:
         if self.requests > MAX_REQUESTS:
             raise ValueError(f"requests must be at most {MAX_REQUESTS:,} per episode (an episode holds every "
                              f"request's arrays), got {self.requests:,}")
+        lo = hi = 0
         if self.trace is not None:
             lo, hi = (round(f * self.trace.size) for f in TRACE_SPLITS[self.trace_split])
             self.trace_rows = (lo, hi)
@@ -158,12 +162,17 @@ class ServeCore:
             raise ValueError(f"shaping must be one of {SHAPINGS}, got {shaping!r}")
         self.shaping = shaping
         self.shaped = shaping != "none" and reward == "latency"
-        ttft0, tpot0 = unloaded_targets(CostModel("papi", self.cost_model.model), self.dataset, SLO_SCALE)
+        if isinstance(slo_scale, bool) or not isinstance(slo_scale, (int, float)) or not (
+                math.isfinite(slo_scale) and slo_scale > 0):
+            raise ValueError(f"slo_scale must be a positive number (targets = slo_scale x unloaded), got {slo_scale!r}")
+        self.slo_scale = float(slo_scale)
+        lengths = self.dataset if self.trace is None else trace_window(self.trace, lo, hi - lo)
+        ttft0, tpot0 = unloaded_targets(CostModel("papi", self.cost_model.model), lengths, self.slo_scale)
         self.ttft_target_s = float(ttft_target_s) if ttft_target_s is not None else ttft0
         self.tpot_target_s = float(tpot_target_s) if tpot_target_s is not None else tpot0
         if not (self.ttft_target_s > 0 and self.tpot_target_s > 0):
             raise ValueError("ttft_target_s and tpot_target_s must be > 0 seconds")
-        self.token_time_s = self.tpot_target_s / SLO_SCALE  # the unloaded TPOT: the shaping's time per token
+        self.token_time_s = tpot0 / self.slo_scale  # the unloaded TPOT: the shaping's time per token
         unit_mask = np.array([u in self.cost_model.fc_units for u in UNITS])
         self.unit_mask = np.repeat(unit_mask[None], self.num_envs, axis=0)
         self._alpha = (calibrate_alpha(self.cost_model, CALIBRATION_MAX_TOKENS, calibration_objective(reward))

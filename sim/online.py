@@ -55,6 +55,7 @@ from sim.serve_engine import ServeEngine
 
 ARRIVALS = ("poisson", "gamma")
 DEFAULT_MAX_BATCH = 256  # [D] vLLM's default max_num_seqs
+STEADY_GROWTH = 0.05  # [D] a load point is steady when the queueing delay grows by less than 5% of elapsed time
 SLO_SCALE = 5.0  # [D] default latency targets: this many times the unloaded TTFT / TPOT on PAPI (as DistServe)
 
 
@@ -186,11 +187,15 @@ def trace_window(trace: Workload, start: int, size: int, rate_scale: float = 1.0
     return Workload(arrivals, trace.lin[start:stop], trace.lout[start:stop])
 
 
-def unloaded_targets(cost_model: CostModel, dataset: str | Path | LengthDistribution,
+def unloaded_targets(cost_model: CostModel, dataset: str | Path | LengthDistribution | Workload,
                      scale: float = SLO_SCALE) -> tuple[float, float]:
     """Default (TTFT, TPOT) targets, s: ``scale`` times one median request's own TTFT (its prefill)
-    and TPOT (a decoding iteration alone at its median context, the FC on its fastest unit)."""
-    lin, lout = get_dataset(dataset).sample(4001, np.random.default_rng(0))
+    and TPOT (a decoding iteration alone at its median context, the FC on its fastest unit). The
+    median request of a dataset (4,001 draws) or of a trace's requests."""
+    if isinstance(dataset, Workload):
+        lin, lout = dataset.lin, dataset.lout
+    else:
+        lin, lout = get_dataset(dataset).sample(4001, np.random.default_rng(0))
     a, b = int(np.median(lin)), int(np.median(lout))
     ttft = cost_model.prefill([a]).time
     tpot = min(cost_model.iteration(1, 1, a + b / 2, u).time for u in cost_model.fc_units)
@@ -396,11 +401,27 @@ def serve(server: OnlineServer, decide, max_iterations: int = 10_000_000) -> lis
     return records
 
 
+def queue_growth(arrival_s: np.ndarray, queue_s: np.ndarray) -> float:
+    """How fast the queueing delay grows over an episode, s per s of arrival time: the difference
+    of the mean queueing delay (admission - arrival) of the last and the first quarter of the
+    requests over the difference of their mean arrival times. About 0 in a steady state; past
+    saturation about (arrival rate / service rate - 1). NaN for fewer than 8 requests."""
+    n = len(arrival_s)
+    if n < 8:
+        return math.nan
+    q = n // 4
+    dt = float(arrival_s[-q:].mean() - arrival_s[:q].mean())
+    return float(queue_s[-q:].mean() - queue_s[:q].mean()) / dt if dt > 0 else math.nan
+
+
 def summarise(server: OnlineServer, warmup: int = 0, ttft_target_s: float = math.inf,
               tpot_target_s: float = math.inf) -> dict[str, float]:
     """Latency percentiles, throughput, energy and goodput of the requests after the first ``warmup``.
 
-    Goodput: requests meeting both targets per second of the scored requests' arrival window."""
+    Goodput: requests meeting both targets per second of the scored requests' arrival window.
+    ``offered_rps``: their arrival rate; ``queue_growth`` (:func:`queue_growth`) and ``steady``
+    (it is below STEADY_GROWTH): whether the server kept up with the arrivals; past saturation the
+    queue grows for the whole episode and its numbers are a transient."""
     m = server.request_metrics()
     s = slice(warmup, None)
     ttft, tpot, lat = m["ttft_s"][s], m["tpot_s"][s], m["latency_s"][s]
@@ -410,6 +431,8 @@ def summarise(server: OnlineServer, warmup: int = 0, ttft_target_s: float = math
     finish = server.finish_s[s]
     span = float(np.nanmax(finish) - arrivals[0])
     tokens = float(m["tokens"][s].sum())
+    offered = (len(lat) - 1) / window if window > 0 else math.nan  # the scored requests' arrival rate
+    growth = queue_growth(arrivals, m["queue_s"][s])
     tp = tpot[~np.isnan(tpot)]
     return {
         "requests": int(len(lat)), "ttft_p50_s": float(np.median(ttft)), "ttft_p99_s": float(np.quantile(ttft, 0.99)),
@@ -420,4 +443,5 @@ def summarise(server: OnlineServer, warmup: int = 0, ttft_target_s: float = math
         "tokens_per_s": tokens / span if span > 0 else math.nan,
         "joules_per_token": float(m["energy_j"][s].sum()) / tokens,
         "slo_attainment": float(good.mean()), "goodput_rps": float(good.sum()) / window if window > 0 else math.nan,
+        "offered_rps": offered, "queue_growth": growth, "steady": bool(growth < STEADY_GROWTH),
     }

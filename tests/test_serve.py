@@ -275,3 +275,22 @@ def test_azure_trace_windows_splits_and_load_scale(tmp_path):
                             ({"trace": "azure-code"}, "shipped traces")]:
         with pytest.raises((ValueError, WorkloadError), match=message):
             gym.make(SERVE, **{"trace": "azure-conv", **kwargs})
+
+
+def test_evaluate_reports_serving_latency_and_steadiness():
+    """experiments.evaluate on PapiServe-v0 reports TTFT/TPOT percentiles, SLO attainment, goodput
+    and whether each load point kept up with its arrivals; a trace's targets come from its own
+    median request, and slo_scale tightens them."""
+    from experiments.evaluate import SERVING_METRICS, evaluate, to_markdown
+
+    result = evaluate(SERVE, ["threshold", "fixed-tlp:2"], episodes=2, seed=0, intervals=False,
+                      env_kwargs={"requests": 48, "warmup": 8, "rate": [6.0]})
+    for row in result["policies"].values():
+        assert set(SERVING_METRICS) <= set(row) and row["steady"] == 1.0 and row["offered_rps"] > 0
+        assert 0 < row["ttft_p50_s"] <= row["ttft_p99_s"] and 0 <= row["slo_attainment"] <= 1
+    assert "Serving latency" in to_markdown(result)
+    medium = gym.make(SERVE, trace="azure-conv").unwrapped
+    tight = gym.make(SERVE, trace="azure-conv", slo_scale=2.0).unwrapped
+    plain = gym.make(SERVE).unwrapped
+    assert medium.ttft_target_s > 3 * plain.ttft_target_s  # the trace's prompts are longer
+    assert tight.ttft_target_s == pytest.approx(0.4 * medium.ttft_target_s)
