@@ -60,16 +60,15 @@ def split_oracle(env: Any) -> np.ndarray:
     return np.array([grid[i] for i in best], dtype=np.float32)
 
 
-def serve_oracle(env: Any) -> np.ndarray:
-    """PapiServe: a greedy planner with the hidden acceptance rate: admit all that fit, then the
-    (unit, TLP) of least time (latency, goodput) or energy (energy) per expected token this
-    iteration. It looks one iteration ahead."""
+def serve_greedy(env: Any, p: float) -> np.ndarray:
+    """PapiServe: admit all that fit, then the (unit, TLP) of least time (latency, goodput) or
+    energy (energy) per expected token this iteration, each draft accepted with probability ``p``
+    (expected tokens per request (1 - p^TLP) / (1 - p)). It looks one iteration ahead."""
     s = env.server
     rlp = len(s.running)
     admit = min(s.admissible(), env.max_admit)
     if rlp == 0:
         return np.array([int(not env.unit_mask[0]), 0, max(admit, 1)])
-    p = env.acceptance_rate or 1.0
     ctx = s.sum_context()
     best, best_cost = (0, 0), math.inf
     for unit in (u for u in (0, 1) if env.unit_mask[u]):
@@ -80,6 +79,24 @@ def serve_oracle(env: Any) -> np.ndarray:
             if cost < best_cost:
                 best, best_cost = (unit, tlp - 1), cost
     return np.array([best[0], best[1], admit])
+
+
+def serve_oracle(env: Any) -> np.ndarray:
+    """PapiServe's oracle: :func:`serve_greedy` with the hidden acceptance rate."""
+    return serve_greedy(env, env.acceptance_rate or 1.0)
+
+
+class SmartSpec(Bound):
+    """PapiServe: SmartSpec's goodput-based speculation length (Liu et al., "Optimizing Speculative
+    Decoding for Serving Large Language Models Using Goodput", 2024) on the cost model: each
+    iteration the (TLP, FC unit) of the most expected tokens per second for the running batch
+    (:func:`serve_greedy`; least joules per token for the energy objective), with the acceptance
+    rate the runtime's moving average of kept / verified tokens (``accept_ema``), not the truth;
+    FCFS admission of all that fits. SmartSpec profiles its batch-time model; here the cost model
+    stands in for the profile."""
+
+    def act(self, env):
+        return serve_greedy(env, min(env.accept_ema, 1.0))
 
 
 class Oracle(Bound):

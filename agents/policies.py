@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from agents.planners import GreedyEMA, LookaheadOracle, Oracle
+from agents.planners import GreedyEMA, LookaheadOracle, Oracle, SmartSpec
 from agents.rules import (
     AlwaysGPU,
     AlwaysPIM,
@@ -27,6 +27,7 @@ from agents.rules import (
     SplitTable,
     Static,
     ThresholdCharacterizer,
+    ValidatedTLP,
     shape_like,
 )
 
@@ -69,8 +70,9 @@ class RandomPolicy:
 
 POLICY_KINDS = {
     "threshold": "rule", "kernel-threshold": "rule", "split-table": "rule", "fixed-tlp": "rule",
-    "leviathan": "rule", "always-gpu": "rule", "always-pim": "rule",
-    "greedy-ema": "planner", "oracle": "oracle", "oracle-lookahead": "oracle", "random": "floor",
+    "validated-tlp": "rule", "leviathan": "rule", "always-gpu": "rule", "always-pim": "rule",
+    "greedy-ema": "planner", "smartspec": "planner", "oracle": "oracle", "oracle-lookahead": "oracle",
+    "random": "floor",
 }
 RULES_BY_VARIANT = {
     "schedule": ("threshold", "always-gpu", "always-pim", "random", "oracle"),
@@ -78,12 +80,14 @@ RULES_BY_VARIANT = {
     "split": ("threshold", "split-table", "always-gpu", "always-pim", "random", "oracle"),
     "spec": ("threshold", "fixed-tlp:2", "fixed-tlp:3", "fixed-tlp:4", "fixed-tlp:8", "leviathan", "greedy-ema",
              "random", "oracle"),
-    "serve": ("threshold", "fixed-tlp:2", "fixed-tlp:3", "fixed-tlp:4", "always-gpu", "always-pim", "random", "oracle"),
+    "serve": ("threshold", "fixed-tlp:2", "fixed-tlp:3", "fixed-tlp:4", "validated-tlp", "smartspec", "always-gpu",
+              "always-pim", "random", "oracle"),
 }
 """The policies an evaluation runs by default on each variant."""
 VARIANTS_OF_RULE = {  # rules that decide what only some variants' action spaces hold
     "kernel-threshold": ("kernel",), "split-table": ("split",), "fixed-tlp": ("spec", "serve"),
-    "leviathan": ("spec",), "greedy-ema": ("spec",), "oracle-lookahead": ("spec",),
+    "validated-tlp": ("spec", "serve"),
+    "leviathan": ("spec",), "greedy-ema": ("spec",), "oracle-lookahead": ("spec",), "smartspec": ("serve",),
 }
 RULES = {
     "threshold": ThresholdCharacterizer,
@@ -95,8 +99,10 @@ RULES = {
     "kernel-threshold": KernelThreshold,
     "split-table": SplitTable,
     "fixed-tlp": FixedTLP,
+    "validated-tlp": ValidatedTLP,
     "leviathan": Leviathan,
     "greedy-ema": GreedyEMA,
+    "smartspec": SmartSpec,
 }
 
 

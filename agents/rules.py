@@ -159,6 +159,60 @@ class FixedTLP(PapiRule):
     """PAPI's rule with a fixed speculation length K (PapiSpecSchedule, PapiServe)."""
 
 
+VALIDATION_EPISODES = 4  # [D] episodes per candidate TLP when ValidatedTLP chooses
+VALIDATION_SEED = 7_000_000  # [D] their seeds: disjoint from experiments.evaluate's (1,000,000 + 1000 x seed + i)
+VALIDATION_SPLIT = {"test": "validation", "all": "validation"}  # a trace's part to validate on, by the env's
+
+
+class ValidatedTLP(PapiRule):
+    """PAPI's rule (FCFS admission, FC by the threshold) with the fixed TLP that scored best on
+    validation episodes, chosen before it acts, as a deployment would tune it: every TLP in
+    1..max_tlp runs ``episodes`` episodes of the env's own settings on seeds no evaluation uses
+    (VALIDATION_SEED) and, for a trace, on its validation split (VALIDATION_SPLIT), never the
+    test episodes; the best mean score wins (ties: the shorter TLP). PapiServe-v0 and
+    PapiSpecSchedule-v0 made by ``gymnasium.make`` (their settings are ``env.spec.kwargs``)."""
+
+    def __init__(self, episodes: int = VALIDATION_EPISODES) -> None:
+        super().__init__(None)
+        self.episodes = int(episodes)
+        self.chosen: dict[str, int] = {}  # by the env's settings: bind() runs before every episode
+        self.validation_scores: dict[int, float] = {}
+
+    def bind(self, env: Any) -> ValidatedTLP:
+        super().bind(env)
+        spec = self.env.spec
+        if spec is None:
+            raise ValueError("ValidatedTLP validates on the env's own settings: make the env with gymnasium.make")
+        key = repr(sorted(spec.kwargs.items()))
+        if key not in self.chosen:
+            self.chosen[key] = self.choose(spec.id, dict(spec.kwargs))
+        self.tlp = self.chosen[key]
+        return self
+
+    def choose(self, env_id: str, settings: dict[str, Any]) -> int:
+        """The TLP with the best mean validation score for these env settings."""
+        import gymnasium as gym  # the rule builds its own validation envs
+
+        if settings.get("trace") is not None:
+            split = settings.get("trace_split", "all")
+            settings["trace_split"] = VALIDATION_SPLIT.get(split, split)
+        env = gym.make(env_id, **settings).unwrapped
+        scores = {}
+        for tlp in range(1, env.max_tlp + 1):
+            rule = PapiRule(tlp).bind(env)
+            total = 0.0
+            for k in range(self.episodes):
+                env.reset(seed=VALIDATION_SEED + k)
+                done = False
+                while not done:
+                    _, _, terminated, truncated, info = env.step(rule.act(env))
+                    done = terminated or truncated
+                total += info["score"]
+            scores[tlp] = total / self.episodes
+        self.validation_scores = scores
+        return max(scores, key=lambda t: (scores[t], -t))
+
+
 class KernelThreshold(Bound):
     """PAPI's rule per kernel (PapiKernelSchedule): each FC kernel on the GPU iff RLP x TLP > its
     own offline crossover; attention stays on Attn-PIM, as in PAPI."""

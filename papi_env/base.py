@@ -193,6 +193,13 @@ class PapiBaseEnv(gym.Env):
         obs, reward, terminated, truncated, info = self.core.step(self._checked(action))
         return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), scalar_info(info)
 
+    def episode_info(self) -> dict[str, Any]:
+        """The episode's infos as its last step gives them (score, totals), for the episode so far:
+        what papi_env.wrappers.EpisodeEndInfo adds when gymnasium's TimeLimit ends an episode."""
+        info: dict[str, np.ndarray] = {}
+        self.core._episode_info(info, np.zeros(1, dtype=np.int64))
+        return scalar_info(info)
+
     def _checked(self, action: Any) -> Any:
         """The action as the core's checked batch of one; ValueError naming what is allowed."""
         return self.core.check_actions(self.core.batch_action(action), ONE_STEPS)

@@ -439,6 +439,12 @@ class PapiServeEnv(gym.Env):
             self._last = info
         return obs, reward, terminated, truncated, info
 
+    def episode_info(self) -> dict[str, Any]:
+        """The episode's infos as its last step gives them (score, totals, latency summary), for the
+        episode so far: what papi_env.wrappers.EpisodeEndInfo adds when gymnasium's TimeLimit ends
+        an episode."""
+        return self.core.episode_info(0)
+
     def _check_action(self, action: Any) -> np.ndarray:
         a = np.asarray(action)
         if a.shape != (3,) or not np.issubdtype(a.dtype, np.integer) and not np.all(a == np.floor(a)):

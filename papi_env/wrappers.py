@@ -1,10 +1,30 @@
 """Training aids that change rewards or the action encoding, never the environment's dynamics or its
-``info["score"]``."""
+``info["score"]``; and EpisodeEndInfo, for the score of an episode that gymnasium's TimeLimit
+ends."""
 
 from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+
+
+class EpisodeEndInfo(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """The episode infos (``info["score"]``, totals) on the step where gymnasium's TimeLimit
+    (``gymnasium.make(id, max_episode_steps=K)``) truncates an episode the env did not end itself:
+    ``env.unwrapped.episode_info()``, the episode so far. TimeLimit wraps the env from outside, so
+    the env cannot see the limit; wrap the made env in this one (registering it for every env
+    would forbid the native vector forms: gymnasium's make_vec refuses additional wrappers).
+    The env's own ``max_steps=K`` truncates at the same step with the score and no wrapper."""
+
+    def __init__(self, env: gym.Env) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if truncated and "score" not in info:
+            info.update(self.env.unwrapped.episode_info())
+        return obs, reward, terminated, truncated, info
 
 
 class EDPStepScale(gym.Wrapper):

@@ -191,3 +191,26 @@ def test_bench_prints_every_variant(capsys):
     for env_id in papi_env.ALL_ENV_IDS:
         assert env_id in out
     assert "as trained" in out and "x CartPole" in out and "(target 0.1x)" in out and "peak memory" in out
+
+
+@pytest.mark.parametrize("env_id", list(papi_env.ALL_ENV_IDS))
+def test_time_limit_from_make_ends_with_a_score(env_id):
+    """gymnasium.make(id, max_episode_steps=K) in EpisodeEndInfo: the episode gymnasium's TimeLimit
+    truncates comes with its score and episode infos so far; the env's own max_steps=K gives the
+    same score unwrapped."""
+    from papi_env.wrappers import EpisodeEndInfo
+
+    kwargs = {"requests": 64, "warmup": 4} if env_id == papi_env.SERVE_ENV_ID else {"batch_size": 64}
+    own = gym.make(env_id, max_steps=5, **kwargs)
+    own.reset(seed=0)
+    own.action_space.seed(0)
+    for _ in range(5):
+        *_, own_info = own.step(own.action_space.sample())
+    env = EpisodeEndInfo(gym.make(env_id, max_episode_steps=5, **kwargs))
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    for step in range(5):
+        _, _, terminated, truncated, info = env.step(env.action_space.sample())
+        assert not terminated and truncated == (step == 4)
+    assert "episode_time" in info and info["episode_time"] > 0 and info["score"] == own_info["score"]
+    assert info["score"] > 0 if env_id != papi_env.SERVE_ENV_ID else info["score"] >= 0  # none served yet

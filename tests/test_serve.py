@@ -294,3 +294,55 @@ def test_evaluate_reports_serving_latency_and_steadiness():
     plain = gym.make(SERVE).unwrapped
     assert medium.ttft_target_s > 3 * plain.ttft_target_s  # the trace's prompts are longer
     assert tight.ttft_target_s == pytest.approx(0.4 * medium.ttft_target_s)
+
+
+def test_validated_tlp_chooses_on_validation_episodes_only():
+    """validated-tlp runs PAPI's rule at every TLP on validation seeds (a trace's validation split)
+    and keeps the best mean score; it never sees the evaluation's episodes."""
+    from agents.rules import VALIDATION_SEED
+
+    kwargs = {"requests": 24, "warmup": 4, "rate": [8.0], "acceptance_rate": 0.8, "max_tlp": 3}
+    env = gym.make(SERVE, **kwargs)
+    rule = make_policy("validated-tlp", env).bind(env)
+    scores = rule.validation_scores
+    assert sorted(scores) == [1, 2, 3] and rule.tlp == max(scores, key=scores.get)
+    by_hand = []
+    for k in range(4):
+        env.reset(seed=VALIDATION_SEED + k)
+        fixed, done = make_policy(f"fixed-tlp:{rule.tlp}", env).bind(env), False
+        while not done:
+            *_, term, trunc, info = env.step(fixed.act(env.unwrapped))
+            done = term or trunc
+        by_hand.append(info["score"])
+    assert np.mean(by_hand) == pytest.approx(scores[rule.tlp], rel=1e-12)
+    trace = gym.make(SERVE, trace="azure-conv", trace_split="test", requests=16, warmup=2, max_tlp=2)
+    chosen = make_policy("validated-tlp", trace).bind(trace)
+    assert chosen.tlp in (1, 2) and len(chosen.chosen) == 1
+    with pytest.raises(ValueError, match="gymnasium.make"):
+        make_policy("validated-tlp", papi_env.PapiServeEnv(requests=8, warmup=0)).bind(
+            papi_env.PapiServeEnv(requests=8, warmup=0))
+
+
+def test_smartspec_is_the_oracle_when_its_estimate_is_the_truth():
+    """smartspec prices (TLP, unit) by expected tokens per second with the runtime's acceptance
+    estimate; with every draft accepted the estimate stays 1 and it decides as the oracle does,
+    and with rejections it differs from the oracle only through its estimate."""
+    env = gym.make(SERVE, requests=32, warmup=4, rate=[16.0])
+    env.reset(seed=3)
+    smart, oracle = make_policy("smartspec", env).bind(env), make_policy("oracle", env).bind(env)
+    done = False
+    while not done:
+        a = smart.act(env.unwrapped)
+        assert np.array_equal(a, oracle.act(env.unwrapped))
+        *_, term, trunc, _ = env.step(a)
+        done = term or trunc
+    noisy = gym.make(SERVE, requests=32, warmup=4, rate=[16.0], acceptance_rate=0.6)
+    noisy.reset(seed=3)
+    for _ in range(40):
+        noisy.step(make_policy("fixed-tlp:4", noisy).bind(noisy).act(noisy.unwrapped))
+    assert noisy.unwrapped.accept_ema < 0.9  # the estimate has learnt the rejections
+    from agents.planners import serve_greedy
+
+    estimate = noisy.unwrapped.accept_ema
+    assert np.array_equal(make_policy("smartspec", noisy).bind(noisy).act(noisy.unwrapped),
+                          serve_greedy(noisy.unwrapped, estimate))
