@@ -28,8 +28,11 @@ Requests arrive over time; the scheduler decides, at every iteration boundary:
 - **latency targets** (goodput, SLO attainment): ``ttft_target_s`` and ``tpot_target_s``, by default
   ``slo_scale`` (5: medium; 2: tight) times the unloaded TTFT and TPOT of the median request (of
   the dataset, or of the trace's split) on the PAPI system with the env's model.
-- **episode**: ``requests`` arrivals (Poisson at ``rate`` requests/s, drawn per episode from a
-  list; ``arrival="gamma"`` with ``cv`` for bursts; or a window of ``requests`` consecutive
+- **episode**: ``requests`` arrivals from the ``arrival`` source (one, or a list: one drawn per
+  episode, as ``cv`` and ``rate_scale`` are when lists): Poisson at ``rate`` requests/s, drawn per
+  episode from a list; ``"gamma"`` with coefficient of variation ``cv`` for bursts (lengths from
+  ``dataset``, by default creative-writing, or the trace split's requests when a trace is given);
+  or (``"trace"``, the default when a ``trace`` is given) a window of ``requests`` consecutive
   requests of a ``trace``, at a uniformly drawn start within its ``trace_split`` part (first 60%
   ``train``, next 20% ``validation``, last 20% ``test``, or ``all``), arrivals compressed by
   ``rate_scale`` (load x rate_scale); ``trace="azure-conv"`` is the shipped Azure LLM inference
@@ -54,7 +57,7 @@ from gymnasium import spaces
 from hardware.calibrate import CALIBRATION_MAX_TOKENS, calibrate_alpha, calibration_objective
 from hardware.cost_tables import UNITS
 from hardware.systems import CostModel
-from hardware.workloads import get_dataset
+from hardware.workloads import LengthDistribution, get_dataset
 from papi_env import serve_kernels as mk
 from papi_env.base import merge_env_config
 from papi_env.core import put_all, put_rows, scalar_info
@@ -73,6 +76,7 @@ from sim.online import (
 )
 from sim.serve_engine import ServeEngine
 
+SOURCES = ("poisson", "gamma", "trace")  # where an episode's arrivals come from (``arrival``)
 TRACE_SPLITS = {"all": (0.0, 1.0), "train": (0.0, 0.6), "validation": (0.6, 0.8), "test": (0.8, 1.0)}
 """[D] Parts of a trace by position (fractions of its requests): train on the first 60%, choose
 settings on the next 20%, test on the last 20%, so that no window of one part overlaps another's."""
@@ -94,6 +98,15 @@ MAX_ENV_REQUESTS = 20_000_000
 UNIT_NAMES = np.array(UNITS, dtype=object)
 
 
+def _positive_list(name: str, value: Any, meaning: str) -> list[float]:
+    """A positive number or a non-empty list of them, as a list of floats; ValueError otherwise."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0)
+                         for v in values):
+        raise ValueError(f"{name} must be a positive number ({meaning}) or a list of them, got {value!r}")
+    return [float(v) for v in values]
+
+
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -105,9 +118,10 @@ class ServeCore:
     (papi_env.serve_kernels). Keyword arguments as PapiServeEnv's (the module docstring)."""
 
     def __init__(self, num_envs: int = 1, model: str = "llama-65b", system: Any = "papi",
-                 dataset: Any = "creative-writing", rate: float | list[float] = (4.0, 8.0, 16.0, 24.0),
-                 arrival: str = "poisson", cv: float = 1.0, trace: str | Path | None = None,
-                 trace_split: str = "all", rate_scale: float = 1.0, requests: int = 256,
+                 dataset: Any = None, rate: float | list[float] = (4.0, 8.0, 16.0, 24.0),
+                 arrival: str | list[str] | None = None, cv: float | list[float] = 1.0,
+                 trace: str | Path | None = None, trace_split: str = "all", rate_scale: float | list[float] = 1.0,
+                 requests: int = 256,
                  warmup: int = 32, max_batch: int = DEFAULT_MAX_BATCH, max_admit: int = 16, max_tlp: int = 4,
                  acceptance_rate: float | None = None, reward: str = "latency",
                  ttft_target_s: float | None = None, tpot_target_s: float | None = None,
@@ -120,16 +134,20 @@ class ServeCore:
                             for r in rates):
             raise ValueError(f"rate must be a positive number of requests/s or a list of them, got {rate!r}")
         self.cost_model = CostModel(system, model)
-        self.dataset = get_dataset(dataset)
         self.rates = [float(r) for r in rates]
-        self.arrival, self.cv = arrival, float(cv)
         self.trace = None if trace is None else load_trace(trace)
         if trace_split not in TRACE_SPLITS:
             raise ValueError(f"trace_split must be one of {list(TRACE_SPLITS)}, got {trace_split!r}")
-        if isinstance(rate_scale, bool) or not isinstance(rate_scale, (int, float)) or not (
-                math.isfinite(rate_scale) and rate_scale > 0):
-            raise ValueError(f"rate_scale must be a positive number (the trace's load times it), got {rate_scale!r}")
-        self.trace_split, self.rate_scale = trace_split, float(rate_scale)
+        self.trace_split = trace_split
+        arrivals = [arrival] if isinstance(arrival, str) or arrival is None else list(arrival)
+        arrivals = [("trace" if self.trace is not None else "poisson") if a is None else a for a in arrivals]
+        if not arrivals or any(a not in SOURCES for a in arrivals):
+            raise ValueError(f"arrival must be one of {list(SOURCES)} or a list of them, got {arrival!r}")
+        if "trace" in arrivals and self.trace is None:
+            raise ValueError("arrival 'trace' needs a trace= (a shipped name such as 'azure-conv' or a CSV)")
+        self.arrivals = arrivals
+        self.cvs = _positive_list("cv", cv, "the gamma gaps' coefficient of variation")
+        self.rate_scales = _positive_list("rate_scale", rate_scale, "the trace's load times it")
         self.requests = _positive_int("requests", requests)
         if self.requests > MAX_REQUESTS:
             raise ValueError(f"requests must be at most {MAX_REQUESTS:,} per episode (an episode holds every "
@@ -138,16 +156,17 @@ class ServeCore:
         if self.trace is not None:
             lo, hi = (round(f * self.trace.size) for f in TRACE_SPLITS[self.trace_split])
             self.trace_rows = (lo, hi)
-            size = min(self.requests, hi - lo)  # each episode: a window of this many requests of the split
+            window = min(self.requests, hi - lo)  # a trace episode: a window of this many requests of the split
+            size = window if self.arrivals == ["trace"] else self.requests
         else:
-            size = self.requests
+            window = size = self.requests
         if self.num_envs * size > MAX_ENV_REQUESTS:
             raise ValueError(f"num_envs x requests per episode must be at most {MAX_ENV_REQUESTS:,} (every "
                              f"environment holds its episode's request arrays), got {self.num_envs:,} x {size:,}")
         if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or not 0 <= warmup < self.requests:
             raise ValueError(f"warmup must be an integer in [0, requests), got {warmup!r}")
-        if self.trace is not None and not warmup < size:
-            raise ValueError(f"warmup ({warmup}) must be below the {size} requests of a trace window")
+        if self.trace is not None and not warmup < window:
+            raise ValueError(f"warmup ({warmup}) must be below the {window} requests of a trace window")
         self.warmup = int(warmup)
         self.max_batch = _positive_int("max_batch", max_batch)
         self.max_admit = _positive_int("max_admit", max_admit)
@@ -166,7 +185,13 @@ class ServeCore:
                 math.isfinite(slo_scale) and slo_scale > 0):
             raise ValueError(f"slo_scale must be a positive number (targets = slo_scale x unloaded), got {slo_scale!r}")
         self.slo_scale = float(slo_scale)
-        lengths = self.dataset if self.trace is None else trace_window(self.trace, lo, hi - lo)
+        # generated arrivals' lengths: the dataset's; with a trace (and no dataset), its split's requests
+        split = None if self.trace is None else trace_window(self.trace, lo, hi - lo)
+        if dataset is None and split is not None:
+            self.dataset = LengthDistribution(f"{trace}:{trace_split}", rows=np.stack([split.lin, split.lout], axis=1))
+        else:
+            self.dataset = get_dataset("creative-writing" if dataset is None else dataset)
+        lengths = self.dataset if split is None else split
         ttft0, tpot0 = unloaded_targets(CostModel("papi", self.cost_model.model), lengths, self.slo_scale)
         self.ttft_target_s = float(ttft_target_s) if ttft_target_s is not None else ttft0
         self.tpot_target_s = float(tpot_target_s) if tpot_target_s is not None else tpot0
@@ -207,18 +232,24 @@ class ServeCore:
         the trace), the acceptance draws' key; return their reset infos."""
         envs = np.asarray(envs, dtype=np.int64)
         sizes = np.empty(len(envs), dtype=np.int64)
+        sources = np.empty(len(envs), dtype=object)
         for k, i in enumerate(envs):
             rng = self.rngs[i]
             if rng is None:
                 raise RuntimeError("environment has no generator: reset it with a seed first")
             self.rate[i] = self.rates[int(rng.integers(len(self.rates)))]
-            if self.trace is not None:
+            source = self._pick(self.arrivals, rng)
+            if source == "trace":
                 lo, hi = self.trace_rows
                 size = min(self.requests, hi - lo)
-                w = trace_window(self.trace, lo + int(rng.integers(hi - lo - size + 1)), size, self.rate_scale)
+                start = lo + int(rng.integers(hi - lo - size + 1))
+                scale = self._pick(self.rate_scales, rng)
+                w = trace_window(self.trace, start, size, scale)
                 self.rate[i] = trace_rate(w)
             else:
-                w = sample_workload(self.rate[i], self.requests, self.dataset, rng, self.arrival, self.cv)
+                cv = self._pick(self.cvs, rng) if source == "gamma" else 1.0
+                w = sample_workload(self.rate[i], self.requests, self.dataset, rng, source, cv)
+            sources[k] = source
             self.workloads[i] = w
             sizes[k] = w.size
             self.engine.load(i, w.arrival_s, w.lin, w.lout, 0, draw_key(rng, self.acceptance_rate),
@@ -233,8 +264,13 @@ class ServeCore:
             m[mk.M_ALPHA], m[mk.M_TOKEN_TIME_S] = self._alpha, self.token_time_s
             m[mk.M_POTENTIAL] = mk.potential(self.engine.srv, self.mdp, int(i), self.shaped)
         info: dict[str, np.ndarray] = {}
-        put_rows(info, {"rate": self.rate[envs], "requests": sizes}, envs, self.num_envs)
+        put_rows(info, {"rate": self.rate[envs], "requests": sizes, "arrival": sources}, envs, self.num_envs)
         return info
+
+    @staticmethod
+    def _pick(values: list[Any], rng: np.random.Generator) -> Any:
+        """One of ``values``, drawn from ``rng`` only when there is a choice."""
+        return values[int(rng.integers(len(values)))] if len(values) > 1 else values[0]
 
     # ---------------------------------------------------------------------------------- step
     def observe(self) -> np.ndarray:

@@ -346,3 +346,26 @@ def test_smartspec_is_the_oracle_when_its_estimate_is_the_truth():
     estimate = noisy.unwrapped.accept_ema
     assert np.array_equal(make_policy("smartspec", noisy).bind(noisy).act(noisy.unwrapped),
                           serve_greedy(noisy.unwrapped, estimate))
+
+
+def test_arrival_mixtures_draw_a_source_per_episode():
+    """arrival as a list: each episode draws its source (and a gamma cv, a trace load scale);
+    generated arrivals take their lengths from the trace split when a trace is given."""
+    env = gym.make(SERVE, trace="azure-conv", trace_split="train", arrival=["trace", "poisson", "gamma"],
+                   cv=[2.0, 4.0], rate=[4.0], rate_scale=[0.5, 1.0], requests=32, warmup=4).unwrapped
+    azure = load_trace("azure-conv")
+    train_pairs = set(zip(azure.lin[:round(0.6 * azure.size)].tolist(), azure.lout[:round(0.6 * azure.size)].tolist(),
+                          strict=True))
+    seen = set()
+    for seed in range(12):
+        _, info = env.reset(seed=seed)
+        seen.add(info["arrival"])
+        w = env.server.w
+        assert set(zip(w.lin.tolist(), w.lout.tolist(), strict=True)) <= train_pairs
+    assert seen == {"trace", "poisson", "gamma"}
+    with pytest.raises(ValueError, match="arrival must be one of"):
+        gym.make(SERVE, arrival=["poisson", "uniform"])
+    with pytest.raises(ValueError, match="needs a trace"):
+        gym.make(SERVE, arrival="trace")
+    with pytest.raises(ValueError, match="cv must be a positive number"):
+        gym.make(SERVE, arrival="gamma", cv=[2.0, -1.0])
