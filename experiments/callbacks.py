@@ -22,6 +22,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 import papi_env  # noqa: F401  (registers the environments)
 from agents.learned import LearnedPolicy
 from agents.policies import Oracle, make_policy
+from experiments import stats
 from experiments.checkpoints import checkpoints, save_checkpoint
 from experiments.evaluate import episodes_of, run_episode
 from experiments.io import write_json
@@ -85,8 +86,9 @@ class DomainEvalCallback(BaseCallback):
     def evaluate_now(self) -> dict:
         agent = self._agent()
         eps = episodes_of(self.eval_env, self.env_id, self.env_kwargs, agent, self.seeds, batched=True)
-        ratio = np.mean([e["score"] / r["score"] for e, r in zip(eps, self.reference, strict=True)])
-        to_oracle = np.mean([e["score"] / o["score"] for e, o in zip(eps, self.oracle, strict=True)])
+        scores = [e["score"] for e in eps]
+        ratio = np.nanmean(stats.paired_ratios(scores, [r["score"] for r in self.reference]))
+        to_oracle = np.nanmean(stats.paired_ratios(scores, [o["score"] for o in self.oracle]))
         entry = {
             "timesteps": int(self.num_timesteps),
             "wall_s": time.perf_counter() - self._t0,

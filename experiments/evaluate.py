@@ -126,7 +126,8 @@ def run_episodes(env_id: str, env_kwargs: dict[str, Any], policy: Any, seeds: li
 
 
 def _paired(eps: list[dict], ref: list[dict]) -> np.ndarray:
-    return np.array([e["score"] / r["score"] for e, r in zip(eps, ref, strict=True)])
+    """Per-episode score ratios (stats.paired_ratios: NaN where only the reference scores 0)."""
+    return stats.paired_ratios([e["score"] for e in eps], [r["score"] for r in ref])
 
 
 def episodes_of(env: gym.Env, env_id: str, env_kwargs: dict[str, Any], policy: Any, seeds: list[int],
@@ -208,16 +209,18 @@ def evaluate(env_id: str, policy_specs: list[Any] | None, episodes: int, seed: i
             vals = np.array([e[key] for e in eps])
             row[key] = float(vals.mean())
             row[key + "_std"] = float(vals.std())
-        ratios = _paired(eps, per_policy[ref_name])
-        row["ratio_vs_threshold"] = float(ratios.mean())
-        row["ratio_vs_threshold_std"] = float(ratios.std())
-        row["ratio_vs_threshold_min"] = float(ratios.min())
-        best = _paired(eps, per_policy[best_rule])
-        row["ratio_vs_best_rule"] = float(best.mean())
-        row["ratio_vs_best_rule_std"] = float(best.std())
-        row["iqm_vs_best_rule"] = stats.iqm_ci(best) if intervals else None
+        ratios = stats.finite(_paired(eps, per_policy[ref_name]))
+        row["ratio_vs_threshold"] = float(ratios.mean()) if ratios.size else math.nan
+        row["ratio_vs_threshold_std"] = float(ratios.std()) if ratios.size else math.nan
+        row["ratio_vs_threshold_min"] = float(ratios.min()) if ratios.size else math.nan
+        best = stats.finite(_paired(eps, per_policy[best_rule]))
+        row["ratio_vs_best_rule"] = float(best.mean()) if best.size else math.nan
+        row["ratio_vs_best_rule_std"] = float(best.std()) if best.size else math.nan
+        row["iqm_vs_best_rule"] = stats.iqm_ci(best) if intervals and best.size else None
         row["p_improvement_vs_best_rule"] = stats.probability_of_improvement(
             [e["score"] for e in eps], [e["score"] for e in per_policy[best_rule]]) if intervals else None
+        if SERVING_METRICS[0] in eps[0]:
+            row["serving_episodes"] = {key: [float(e[key]) for e in eps] for key in SERVING_METRICS}
         for key in SERVING_METRICS if SERVING_METRICS[0] in eps[0] else ():
             vals = np.array([e[key] for e in eps])
             row[key] = float(np.nanmean(vals)) if not np.isnan(vals).all() else math.nan

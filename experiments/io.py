@@ -115,3 +115,12 @@ def write_results(folder: str | Path, files: dict[str, Any]) -> None:
     finally:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
+
+
+def publish(folder: str | Path, stem: str, record: Any, markdown: str, plot: Callable[[Any, Path], Any]) -> None:
+    """A study's outputs: ``<stem>.json`` (the record) and ``<stem>.md`` written atomically, the
+    figure ``<stem>.png`` (and .pdf) drawn by ``plot(record, path)``, the markdown printed."""
+    folder = Path(folder)
+    write_results(folder, {f"{stem}.json": record, f"{stem}.md": markdown})
+    plot(record, folder / f"{stem}.png")
+    print(markdown)

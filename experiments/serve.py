@@ -38,7 +38,7 @@ from agents.policies import make_policy
 from experiments import fanout, stats
 from experiments.cli import UsageError, check_output_dir, finite, positive
 from experiments.evaluate import eval_seeds, run_episode
-from experiments.io import markdown_table, save_figure, write_results
+from experiments.io import markdown_table, publish, save_figure
 from experiments.jobs import TrainJob, check_jobs, run_jobs
 from experiments.plotting import pyplot
 from sim.online import summarise
@@ -266,10 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     if jobs:
         args.agent += [f"ppo:{run / 'best_model.zip'}" for run in run_jobs(jobs, args.num_cpus, args.address)]
     record = run(args.agent, rates, args.episodes, args.eval_seed, kwargs, args.num_cpus, args.address)
-    md = to_markdown(record)
-    write_results(args.out, {"serve.json": record, "serve.md": md})
-    plot(record, args.out / "serve.png")
-    print(md)
+    publish(args.out, "serve", record, to_markdown(record), plot)
     return 0
 
 

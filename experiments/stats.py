@@ -60,16 +60,48 @@ def as_runs(values: Any) -> np.ndarray:
     return arr
 
 
-def iqm_ci(values: Any, reps: int = REPS, seed: int = 0) -> dict[str, float]:
-    """IQM of ``values`` (runs x episodes) with its 95% stratified-bootstrap CI."""
+def paired_ratios(scores: Any, reference: Any) -> np.ndarray:
+    """Per-episode ratios ``scores / reference`` of two policies on the same episodes. An episode
+    where the reference scores 0 (goodput at a tight SLO can) gives 1 if the policy scores 0 too,
+    and NaN (no finite ratio) otherwise: ratio statistics leave it out (``finite``);
+    probability_of_improvement, on the scores themselves, still counts it."""
+    x, y = np.asarray(scores, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = x / y
+    return np.where(y > 0, ratios, np.where(x == 0, 1.0, np.nan))
+
+
+def finite(values: np.ndarray) -> np.ndarray:
+    """The finite entries of ``values`` (ratios without the NaN of zero-reference episodes)."""
+    values = np.asarray(values, dtype=np.float64)
+    return values[np.isfinite(values)]
+
+
+def _interval(values: Any, aggregate: str, reps: int, seed: int) -> tuple[float, float, float]:
+    """(point, CI low, CI high) of rliable's ``metrics.aggregate_<aggregate>`` over ``values`` (runs x
+    episodes), 95% stratified bootstrap."""
     library, metrics = _rliable()
     scores = as_runs(values)
+    fn = getattr(metrics, f"aggregate_{aggregate}")
     with _seeded(seed) as rs, warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # arch's random_state deprecation
         point, interval = library.get_interval_estimates(
-            {"x": scores}, lambda s: np.array([metrics.aggregate_iqm(s)]), task_bootstrap=True, reps=reps,
+            {"x": scores}, lambda s: np.array([fn(s)]), task_bootstrap=True, reps=reps,
             confidence_interval_size=CONFIDENCE, random_state=rs)
-    return {"iqm": float(point["x"][0]), "ci_low": float(interval["x"][0][0]), "ci_high": float(interval["x"][1][0])}
+    return float(point["x"][0]), float(interval["x"][0][0]), float(interval["x"][1][0])
+
+
+def iqm_ci(values: Any, reps: int = REPS, seed: int = 0) -> dict[str, float]:
+    """IQM of ``values`` (runs x episodes) with its 95% stratified-bootstrap CI."""
+    point, low, high = _interval(values, "iqm", reps, seed)
+    return {"iqm": point, "ci_low": low, "ci_high": high}
+
+
+def mean_ci(values: Any, reps: int = REPS, seed: int = 0) -> dict[str, float]:
+    """Mean of ``values`` (runs x episodes) with its 95% stratified-bootstrap CI: error bars of a
+    curve of means."""
+    point, low, high = _interval(values, "mean", reps, seed)
+    return {"mean": point, "ci_low": low, "ci_high": high}
 
 
 def _poi(x: np.ndarray, y: np.ndarray) -> np.ndarray:

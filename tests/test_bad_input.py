@@ -264,3 +264,12 @@ def test_train_device_flag_is_checked(tmp_path):
                               "--logdir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
         assert out.returncode == 2 and "--device" in out.stderr, out.stderr
     assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+@pytest.mark.parametrize("flags, message", [(["--loads", "0.5,inf"], "--loads"), (["--loads", "x"], "--loads"),
+                                            (["--episodes", "0"], "--episodes"),
+                                            (["--train-seeds", "-1"], "--train-seeds")])
+def test_serve_goodput_rejects_bad_flags(flags, message, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "experiments.serve_goodput", *flags, "--out", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 2 and message in out.stderr and not list(tmp_path.iterdir())

@@ -369,3 +369,25 @@ def test_arrival_mixtures_draw_a_source_per_episode():
         gym.make(SERVE, arrival="trace")
     with pytest.raises(ValueError, match="cv must be a positive number"):
         gym.make(SERVE, arrival="gamma", cv=[2.0, -1.0])
+
+
+@pytest.mark.slow
+def test_goodput_study_runs_end_to_end(tmp_path):
+    """experiments.serve_goodput at one load, one episode, with a given agent (a tiny PPO run):
+    every policy evaluated, the learned comparison and the figure written."""
+    import json
+
+    ray = pytest.importorskip("ray")
+    from experiments import serve_goodput
+
+    try:
+        assert serve_goodput.main(["--loads", "0.5", "--episodes", "1", "--train-seeds", "1", "--total-timesteps",
+                                   "2048", "--num-cpus", "1", "--out", str(tmp_path)]) == 0
+    finally:
+        ray.shutdown()
+    record = json.loads((tmp_path / "serve_goodput.json").read_text())
+    [point] = record["points"]
+    assert set(serve_goodput.BASELINES) <= set(point["policies"])
+    assert point["best_deployable"] in serve_goodput.DEPLOYABLE and "learned_vs_best" in point
+    assert (tmp_path / "serve_goodput.png").exists() and (tmp_path / "serve_goodput.pdf").exists()
+    assert "Goodput versus load" in (tmp_path / "serve_goodput.md").read_text()
