@@ -25,6 +25,10 @@ Requests arrive over time; the scheduler decides, at every iteration boundary:
   ``goodput``: +1 / window for each scored request that finishes within both its TTFT and TPOT
   targets, window = the scored requests' arrival span; the sum is the goodput (requests/s) and
   the score.
+- **KV memory** (``kv_policy``): ``"reserve"`` (default) each request's full length at admission,
+  never preempting; ``"paged"`` as vLLM: blocks of ``block_tokens`` tokens allocated as contexts
+  grow, admission keeping a ``watermark`` share free, preemption by recompute (the most recently
+  admitted first; ``info["preempted"]``) when running requests cannot grow.
 - **latency targets** (goodput, SLO attainment): ``ttft_target_s`` and ``tpot_target_s``, by default
   ``slo_scale`` (5: medium; 2: tight) times the unloaded TTFT and TPOT of the median request (of
   the dataset, or of the trace's split) on the PAPI system with the env's model.
@@ -74,7 +78,7 @@ from sim.online import (
     trace_window,
     unloaded_targets,
 )
-from sim.serve_engine import ServeEngine
+from sim.serve_engine import BLOCK_TOKENS, WATERMARK, KVPolicy, ServeEngine
 
 SOURCES = ("poisson", "gamma", "trace")  # where an episode's arrivals come from (``arrival``)
 TRACE_SPLITS = {"all": (0.0, 1.0), "train": (0.0, 0.6), "validation": (0.6, 0.8), "test": (0.8, 1.0)}
@@ -125,7 +129,8 @@ class ServeCore:
                  warmup: int = 32, max_batch: int = DEFAULT_MAX_BATCH, max_admit: int = 16, max_tlp: int = 4,
                  acceptance_rate: float | None = None, reward: str = "latency",
                  ttft_target_s: float | None = None, tpot_target_s: float | None = None,
-                 max_steps: int = 100_000, shaping: str = "none", slo_scale: float = SLO_SCALE) -> None:
+                 max_steps: int = 100_000, shaping: str = "none", slo_scale: float = SLO_SCALE,
+                 kv_policy: str = "reserve", block_tokens: int = BLOCK_TOKENS, watermark: float = WATERMARK) -> None:
         self.num_envs = _positive_int("num_envs", num_envs)
         if reward not in SERVE_REWARDS:
             raise ValueError(f"reward must be one of {SERVE_REWARDS}, got {reward!r}")
@@ -176,6 +181,7 @@ class ServeCore:
                                                 and 0.0 < acceptance_rate <= 1.0):
             raise ValueError(f"acceptance_rate must be in (0, 1] or None, got {acceptance_rate!r}")
         self.acceptance_rate = acceptance_rate
+        self.kv = KVPolicy(kv_policy, block_tokens, watermark)
         self.reward_kind = reward
         if shaping not in SHAPINGS:
             raise ValueError(f"shaping must be one of {SHAPINGS}, got {shaping!r}")
@@ -253,7 +259,7 @@ class ServeCore:
             self.workloads[i] = w
             sizes[k] = w.size
             self.engine.load(i, w.arrival_s, w.lin, w.lout, 0, draw_key(rng, self.acceptance_rate),
-                             self.acceptance_rate, self.warmup, self.ttft_target_s, self.tpot_target_s)
+                             self.acceptance_rate, self.warmup, self.ttft_target_s, self.tpot_target_s, self.kv)
             m = self.mdp[i]
             m[:] = 0.0
             scored = w.size - self.warmup
@@ -277,7 +283,7 @@ class ServeCore:
         """(N, OBS_SIZE) float32 observations (the module docstring)."""
         obs = np.empty((self.num_envs, OBS_SIZE), dtype=np.float32)
         e = self.engine
-        mk.observe(obs, e.req, e.srv, self.mdp, self.max_batch, self.max_tlp, self.max_admit)
+        mk.observe(obs, e.req, e.srv, e.lists, self.mdp, self.max_batch, self.max_tlp, self.max_admit)
         return obs
 
     def ended(self) -> np.ndarray:
@@ -298,7 +304,7 @@ class ServeCore:
         terminated, truncated = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
         e.fit_tlp(self.max_tlp)
         while mk.step(actions, self.unit_mask, pending, e.req, e.srv, e.running, e.keys, e.decode_table,
-                      e.prefill_table, e.out, e.finished, e.missing, self.mdp, self.reward_code, self.shaped,
+                      e.prefill_table, e.out, e.lists, e.missing, self.mdp, self.reward_code, self.shaped,
                       self.max_steps, RATE_TAU_S, ACCEPT_EMA, reward, unit_used, clamped, fallback, terminated,
                       truncated):
             e.fill(np.flatnonzero(pending))
@@ -311,14 +317,16 @@ class ServeCore:
         reward, unit_used, clamped, fallback, terminated, truncated = self.run(actions)
         o, srv = self.engine.out, self.engine.srv
         info: dict[str, np.ndarray] = {}
+        queue = (srv[:, sk.S_ARRIVED] - srv[:, sk.S_NEXT] + srv[:, sk.S_PREEMPTED]).astype(np.int64)
         for key, values in (("time", o[:, sk.O_END] - o[:, sk.O_START]), ("energy", o[:, sk.O_ENERGY].copy()),
                             ("tokens", o[:, sk.O_TOKENS].astype(np.int64)), ("rlp", o[:, sk.O_RLP].astype(np.int64)),
                             ("tlp", actions[:, 1] + 1), ("placement", UNIT_NAMES[unit_used]),
                             ("gpu_share", unit_used.astype(np.float64)),
                             ("admitted", o[:, sk.O_ADMITTED].astype(np.int64)), ("admit_clamped", clamped),
-                            ("unit_fallback", fallback), ("queue", (srv[:, sk.S_ARRIVED] - srv[:, sk.S_NEXT]).astype(
-                                np.int64)), ("kv_occupancy", srv[:, sk.S_KV_USED] / srv[:, sk.S_KV_CAPACITY]),
-                            ("finished", o[:, sk.O_FINISHED].astype(np.int64)), ("rate", self.rate.copy())):
+                            ("unit_fallback", fallback), ("queue", queue),
+                            ("kv_occupancy", srv[:, sk.S_KV_USED] / srv[:, sk.S_KV_CAPACITY]),
+                            ("finished", o[:, sk.O_FINISHED].astype(np.int64)),
+                            ("preempted", o[:, sk.O_PREEMPTED].astype(np.int64)), ("rate", self.rate.copy())):
             put_all(info, key, values, fresh=True)
         ended = np.flatnonzero(terminated | truncated)
         if len(ended):
@@ -345,8 +353,9 @@ class ServeCore:
             "tokens": int(o[sk.O_TOKENS]), "rlp": int(o[sk.O_RLP]), "tlp": int(action[1]) + 1,
             "placement": UNITS[unit], "gpu_share": float(unit), "admitted": int(o[sk.O_ADMITTED]),
             "admit_clamped": bool(clamped[0]), "unit_fallback": bool(fallback[0]),
-            "queue": int(srv[sk.S_ARRIVED] - srv[sk.S_NEXT]), "kv_occupancy": float(srv[sk.S_KV_USED] / srv[
-                sk.S_KV_CAPACITY]), "finished": int(o[sk.O_FINISHED]), "rate": float(self.rate[0]),
+            "queue": int(srv[sk.S_ARRIVED] - srv[sk.S_NEXT] + srv[sk.S_PREEMPTED]),
+            "kv_occupancy": float(srv[sk.S_KV_USED] / srv[sk.S_KV_CAPACITY]), "finished": int(o[sk.O_FINISHED]),
+            "preempted": int(o[sk.O_PREEMPTED]), "rate": float(self.rate[0]),
         }
         term, trunc = bool(terminated[0]), bool(truncated[0])
         if term or trunc:

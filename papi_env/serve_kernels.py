@@ -39,17 +39,20 @@ def potential(srv: np.ndarray, mdp: np.ndarray, i: int, shaped: bool) -> float:
 
 
 @nb.njit(cache=True)
-def observe(obs: np.ndarray, req: np.ndarray, srv: np.ndarray, mdp: np.ndarray, max_batch: int, max_tlp: int,
-            max_admit: int) -> None:
+def observe(obs: np.ndarray, req: np.ndarray, srv: np.ndarray, lists: np.ndarray, mdp: np.ndarray, max_batch: int,
+            max_tlp: int, max_admit: int) -> None:
     """(N, OBS_SIZE) float32 observations in [0, 1] of every environment's state."""
     for i in range(len(srv)):
         rlp = srv[i, sk.S_RUNNING]
-        arrived, nxt = int(srv[i, sk.S_ARRIVED]), int(srv[i, sk.S_NEXT])
-        queue = arrived - nxt
-        wait = srv[i, sk.S_TIME] - req[i, sk.R_ARRIVAL, nxt] if queue > 0 else 0.0
+        arrived, nxt, n_pre = int(srv[i, sk.S_ARRIVED]), int(srv[i, sk.S_NEXT]), int(srv[i, sk.S_PREEMPTED])
+        queue = arrived - nxt + n_pre
+        oldest = np.inf if nxt == arrived else req[i, sk.R_ARRIVAL, nxt]
+        for k in range(n_pre):  # preempted requests wait too (paged KV)
+            oldest = min(oldest, req[i, sk.R_ARRIVAL, lists[i, sk.L_PREEMPTED, k]])
+        wait = srv[i, sk.S_TIME] - oldest if queue > 0 else 0.0
         ttft_target = srv[i, sk.S_TTFT_TARGET]
         alpha = mdp[i, M_ALPHA]
-        possible = sk.admissible(req, srv, i, max_batch)
+        possible = sk.admissible(req, srv, lists, i, max_batch)
         values = (
             rlp / max_batch,
             math.log1p(queue) / math.log1p(QUEUE_SCALE * max_batch),
@@ -71,7 +74,7 @@ def observe(obs: np.ndarray, req: np.ndarray, srv: np.ndarray, mdp: np.ndarray, 
 @nb.njit(cache=True)
 def step(actions: np.ndarray, unit_mask: np.ndarray, pending: np.ndarray, req: np.ndarray, srv: np.ndarray,
          running: np.ndarray, keys: np.ndarray, decode_table: np.ndarray, prefill_table: np.ndarray,
-         out: np.ndarray, finished: np.ndarray, missing: np.ndarray, mdp: np.ndarray, reward_code: int,
+         out: np.ndarray, lists: np.ndarray, missing: np.ndarray, mdp: np.ndarray, reward_code: int,
          shaped: bool, max_steps: int, rate_tau_s: float, accept_weight: float, reward: np.ndarray,
          unit_used: np.ndarray, clamped: np.ndarray, fallback: np.ndarray, terminated: np.ndarray,
          truncated: np.ndarray) -> int:
@@ -89,8 +92,8 @@ def step(actions: np.ndarray, unit_mask: np.ndarray, pending: np.ndarray, req: n
         unit, tlp, admit = actions[i, 0], actions[i, 1] + 1, actions[i, 2]
         fallback[i] = not unit_mask[i, unit]
         used = 1 - unit if fallback[i] else unit
-        clamped[i] = admit > sk.admissible(req, srv, i, running.shape[1])
-        if not sk.iterate(i, used, tlp, admit, req, srv, running, keys, decode_table, prefill_table, out, finished,
+        clamped[i] = admit > sk.admissible(req, srv, lists, i, running.shape[1])
+        if not sk.iterate(i, used, tlp, admit, req, srv, running, keys, decode_table, prefill_table, out, lists,
                           missing):
             left += 1
             continue

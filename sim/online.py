@@ -14,15 +14,21 @@ requests to admit, first come first served. One iteration is:
 
 Assumptions (docs/MODEL.md has the reasons):
 
-- **KV cache: reserve the maximum.** A request is admitted only when its KV cache at its full
-  length (prompt + output, as the static batches reserve) fits beside the reservations of the
-  running requests; it holds that reservation until it finishes, so nothing is ever preempted.
-  vLLM instead grows a request's cache page by page and preempts (recomputes) when memory runs
-  out; that admits more requests at once but wastes work under pressure. Reserving the maximum
-  uses the true output length, as an oracle of lengths would; a server reserving a fixed
-  max_tokens would admit fewer.
-- Admission is FCFS and stops at the first request that does not fit (head-of-line blocking, as
-  vLLM's default scheduler); at most ``max_batch`` requests run at once (vLLM's max_num_seqs).
+- **KV cache** (``KVPolicy``), two policies. *Reserve* (default): a request is admitted only when
+  its KV cache at its full length (prompt + output, as the static batches reserve) fits beside
+  the reservations of the running requests; it holds that reservation until it finishes, so
+  nothing is ever preempted. Reserving the maximum uses the true output length, as an oracle of
+  lengths would; a server reserving a fixed max_tokens would admit fewer. *Paged* (vLLM): KV is
+  held in blocks of ``block_tokens`` tokens as each context grows; admission needs the blocks of
+  the prompt plus one token and keeps a ``watermark`` share of the cache free; before each
+  iteration the running requests' contexts must be able to grow by TLP tokens, and when they
+  cannot, the most recently admitted are preempted by recompute (their blocks freed; back at the
+  head of the queue, readmitted first; their prefill then covers prompt + generated tokens, and
+  it yields their next token; their first-token time is kept). Nothing is admitted in an
+  iteration that preempts (as vLLM).
+- Admission is FCFS (preempted requests first) and stops at the first request that does not fit
+  (head-of-line blocking, as vLLM's default scheduler); at most ``max_batch`` requests run at
+  once (vLLM's max_num_seqs).
 - The server never idles with work waiting: when nothing runs, at least one queued request is
   admitted. When nothing runs and nothing waits, the clock jumps to the next arrival; idle time
   costs no energy (the cost model counts dynamic energy only).
@@ -51,7 +57,7 @@ from hardware.cost_tables import UNITS
 from hardware.systems import CostModel
 from hardware.workloads import MAX_TOKENS, LengthDistribution, WorkloadError, get_dataset
 from sim import serve_kernels as sk
-from sim.serve_engine import ServeEngine
+from sim.serve_engine import KVPolicy, ServeEngine
 
 ARRIVALS = ("poisson", "gamma")
 DEFAULT_MAX_BATCH = 256  # [D] vLLM's default max_num_seqs
@@ -238,7 +244,7 @@ class OnlineServer:
 
     def __init__(self, cost_model: CostModel, workload: Workload, max_batch: int = DEFAULT_MAX_BATCH,
                  acceptance_rate: float | None = None, rng: np.random.Generator | None = None,
-                 scored_from: int = 0) -> None:
+                 scored_from: int = 0, kv: KVPolicy | None = None) -> None:
         if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) or max_batch < 1:
             raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
         if acceptance_rate is not None and not 0.0 < acceptance_rate <= 1.0:
@@ -246,7 +252,7 @@ class OnlineServer:
         rng = rng if rng is not None else np.random.default_rng(0)
         engine = ServeEngine(1, [cost_model], int(max_batch), workload.size)
         engine.load(0, workload.arrival_s, workload.lin, workload.lout, 0, draw_key(rng, acceptance_rate),
-                    acceptance_rate, int(scored_from))
+                    acceptance_rate, int(scored_from), kv=kv)
         self._bind(engine, 0, workload)
 
     @classmethod
@@ -295,9 +301,16 @@ class OnlineServer:
         return self.engine.running[self.i, :self._count(sk.S_RUNNING)].copy()
 
     @property
-    def queue(self) -> range:
-        """Indices of the waiting requests, FCFS (the arrived ones not admitted yet)."""
-        return range(self._count(sk.S_NEXT), self.arrived)
+    def queue(self) -> list[int]:
+        """Indices of the waiting requests in admission order: the preempted ones (paged KV), then
+        the arrived ones not admitted yet, FCFS."""
+        n_pre = self._count(sk.S_PREEMPTED)
+        return [int(j) for j in self.engine.lists[self.i, sk.L_PREEMPTED, :n_pre][::-1]] + list(
+            range(self._count(sk.S_NEXT), self.arrived))
+
+    preemptions = property(lambda self: self._count(sk.S_PREEMPTIONS), doc="Requests preempted so far (paged KV).")
+    recomputed_tokens = property(lambda self: self._count(sk.S_RECOMPUTED),
+                                 doc="Generated tokens recomputed by readmitted preempted requests.")
 
     @property
     def done(self) -> bool:
@@ -309,9 +322,9 @@ class OnlineServer:
         return self.arrived - self.finished_count
 
     def oldest_wait_s(self) -> float:
-        """Seconds the head of the queue has waited (0 when the queue is empty)."""
+        """Seconds the longest-waiting request has waited since its arrival (0 when none waits)."""
         queue = self.queue
-        return self.t - float(self.w.arrival_s[queue[0]]) if queue else 0.0
+        return self.t - float(self.w.arrival_s[min(queue)]) if queue else 0.0
 
     @property
     def scored_in_system(self) -> int:
@@ -358,12 +371,11 @@ class OnlineServer:
 
     def record(self, fc_unit: str, tlp: int) -> IterationRecord:
         """The IterationRecord of the iteration just run."""
-        o = self.engine.out[self.i]
-        first, admitted = int(o[sk.O_FIRST_ADMITTED]), int(o[sk.O_ADMITTED])
+        o, lists = self.engine.out[self.i], self.engine.lists[self.i]
         return IterationRecord(
             float(o[sk.O_START]), float(o[sk.O_END]), float(o[sk.O_PREFILL_S]), float(o[sk.O_DECODE_S]),
-            float(o[sk.O_ENERGY]), int(o[sk.O_RLP]), tlp, fc_unit, np.arange(first, first + admitted),
-            self.engine.finished[self.i, :int(o[sk.O_FINISHED])].copy(), int(o[sk.O_TOKENS]),
+            float(o[sk.O_ENERGY]), int(o[sk.O_RLP]), tlp, fc_unit, lists[sk.L_ADMITTED, :int(o[sk.O_ADMITTED])].copy(),
+            lists[sk.L_FINISHED, :int(o[sk.O_FINISHED])].copy(), int(o[sk.O_TOKENS]),
             float(o[sk.O_ACCEPTED_SHARE]), float(o[sk.O_AREA]), float(o[sk.O_SCORED_AREA]),
             float(o[sk.O_SCORED_ENERGY]))
 

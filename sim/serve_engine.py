@@ -9,6 +9,7 @@ server i of a bigger engine), papi_env.serve_env's core the environments' one.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,6 +17,31 @@ from hardware.cost_tables import CostTables
 from hardware.specs import SpecError
 from hardware.systems import CapacityError, CostModel
 from sim import serve_kernels as sk
+
+KV_POLICIES = ("reserve", "paged")
+BLOCK_TOKENS = 16  # [D] vLLM's default block size, tokens
+WATERMARK = 0.01  # [D] vLLM's default watermark: the share of the KV cache admission keeps free
+
+
+@dataclass(frozen=True)
+class KVPolicy:
+    """How a server manages its KV cache (sim.online's docstring): ``reserve`` each request's full
+    length at admission (never preempts), or ``paged`` as vLLM: blocks of ``block_tokens`` tokens
+    allocated as contexts grow, admission keeping a ``watermark`` share free, and preemption by
+    recompute (the most recently admitted first) when running requests cannot grow."""
+
+    policy: str = "reserve"
+    block_tokens: int = BLOCK_TOKENS
+    watermark: float = WATERMARK
+
+    def __post_init__(self) -> None:
+        if self.policy not in KV_POLICIES:
+            raise ValueError(f"kv_policy must be one of {KV_POLICIES}, got {self.policy!r}")
+        if isinstance(self.block_tokens, bool) or not isinstance(self.block_tokens, (int, np.integer)) or (
+                self.block_tokens < 1):
+            raise ValueError(f"block_tokens must be a positive integer, got {self.block_tokens!r}")
+        if not (isinstance(self.watermark, (int, float)) and 0.0 <= self.watermark < 1.0):
+            raise ValueError(f"watermark must be a share of the KV cache in [0, 1), got {self.watermark!r}")
 
 
 class ServeEngine:
@@ -35,7 +61,7 @@ class ServeEngine:
         self.running = np.zeros((n, self.max_batch), dtype=np.int64)
         self.keys = np.zeros(n, dtype=np.uint64)
         self.out = np.zeros((n, sk.OUT_FIELDS))
-        self.finished = np.zeros((n, self.max_batch), dtype=np.int64)
+        self.lists = np.zeros((n, sk.LISTS, self.max_batch), dtype=np.int64)  # finished, admitted, preempted
         self.missing = np.zeros((n, 4), dtype=np.int64)
         self.tables = CostTables.shared(self.cost_models)  # the process's, shared with every engine on these
         self.tables.fit_serving(self.max_batch, 1, 0)
@@ -53,12 +79,14 @@ class ServeEngine:
     # ------------------------------------------------------------------------------ episodes
     def load(self, i: int, arrival_s: np.ndarray, lin: np.ndarray, lout: np.ndarray, model: int, key: int,
              acceptance_rate: float | None = None, scored_from: int = 0, ttft_target_s: float = math.inf,
-             tpot_target_s: float = math.inf) -> None:
+             tpot_target_s: float = math.inf, kv: KVPolicy | None = None) -> None:
         """Start server i on a workload (arrival s, prompt and output tokens per request, in
         arrival order) on cost model ``model``, its acceptance draws keyed by ``key``; requests from
-        ``scored_from`` on are scored, and count as good when they meet both latency targets (s).
+        ``scored_from`` on are scored, and count as good when they meet both latency targets (s);
+        KV memory managed as ``kv`` says (default: reserve each request's full length).
         CapacityError when one request's KV cache alone exceeds the system's capacity."""
         cm = self.cost_models[model]
+        policy = kv if kv is not None else KVPolicy()
         size = len(arrival_s)
         kv = (np.asarray(lin) + np.asarray(lout)).astype(np.float64) * cm.model.kv_bytes_per_token
         capacity = cm.kv_capacity_bytes
@@ -81,6 +109,10 @@ class ServeEngine:
         s[sk.S_SIZE], s[sk.S_SCORED_FROM], s[sk.S_KV_CAPACITY], s[sk.S_MODEL] = size, scored_from, capacity, model
         s[sk.S_ACCEPT_P] = 1.0 if acceptance_rate is None else float(acceptance_rate)
         s[sk.S_TTFT_TARGET], s[sk.S_TPOT_TARGET] = ttft_target_s, tpot_target_s
+        s[sk.S_PAGED] = policy.policy == "paged"
+        s[sk.S_BLOCK_TOKENS] = policy.block_tokens
+        s[sk.S_BLOCK_BYTES] = policy.block_tokens * cm.model.kv_bytes_per_token
+        s[sk.S_WATERMARK] = policy.watermark * capacity
         self.keys[i] = np.uint64(key)
         self.running[i] = 0
         s[sk.S_ARRIVED] = 0
@@ -92,10 +124,10 @@ class ServeEngine:
     # ------------------------------------------------------------------------------ stepping
     def iterate(self, units: np.ndarray, tlps: np.ndarray, admits: np.ndarray, pending: np.ndarray) -> None:
         """One iteration of every server with ``pending`` (cleared as they run): FC unit index, TLP
-        and admissions per server (checked by the caller); results in ``out`` and ``finished``."""
+        and admissions per server (checked by the caller); results in ``out`` and ``lists``."""
         self.fit_tlp(int(tlps[pending].max()) if pending.any() else 1)
         while sk.iterate_all(units, tlps, admits, pending, self.req, self.srv, self.running, self.keys,
-                             self.decode_table, self.prefill_table, self.out, self.finished, self.missing):
+                             self.decode_table, self.prefill_table, self.out, self.lists, self.missing):
             self.fill(np.flatnonzero(pending))
 
     def fit_tlp(self, tlp: int) -> None:
@@ -124,7 +156,7 @@ class ServeEngine:
 
     # ------------------------------------------------------------------------------ views
     def admissible(self, i: int) -> int:
-        return int(sk.admissible(self.req, self.srv, i, self.max_batch))
+        return int(sk.admissible(self.req, self.srv, self.lists, i, self.max_batch))
 
     def size(self, i: int) -> int:
         return int(self.srv[i, sk.S_SIZE])

@@ -33,15 +33,21 @@ from sim.kernels import uniform_at
 from sim.random_streams import ACCEPT_STREAM
 
 # per-request fields of ``req``
-R_ARRIVAL, R_LIN, R_LOUT, R_GENERATED, R_ADMITTED_S, R_FIRST_TOKEN_S, R_FINISH_S, R_ENERGY_J, R_KV_BYTES = range(9)
-REQUEST_FIELDS = 9
+(R_ARRIVAL, R_LIN, R_LOUT, R_GENERATED, R_ADMITTED_S, R_FIRST_TOKEN_S, R_FINISH_S, R_ENERGY_J, R_KV_BYTES,
+ R_KV_HELD) = range(10)
+REQUEST_FIELDS = 10
 # per-server fields of ``srv``: state, then settings
 (S_TIME, S_ARRIVED, S_NEXT, S_RUNNING, S_KV_USED, S_FINISHED, S_SCORED_FINISHED, S_SCORED_DUE, S_SCORED_MADE,
  S_SUM_CONTEXT, S_ITERATIONS, S_SIZE, S_SCORED_FROM, S_KV_CAPACITY, S_ACCEPT_P, S_TTFT_TARGET, S_TPOT_TARGET,
- S_MODEL) = range(18)
-SERVER_FIELDS = 18
+ S_MODEL, S_PAGED, S_BLOCK_BYTES, S_BLOCK_TOKENS, S_WATERMARK, S_PREEMPTED, S_PREEMPTIONS,
+ S_RECOMPUTED) = range(25)
+SERVER_FIELDS = 25
+# rows of ``lists`` (N, LISTS, max_batch) int64: the last iteration's finished and admitted requests,
+# and the preempted requests waiting to be readmitted (a stack: the last preempted first)
+L_FINISHED, L_ADMITTED, L_PREEMPTED = range(3)
+LISTS = 3
 # what one iteration did (``out`` (N, OUT_FIELDS)): times s, energies J
-(O_START, O_END, O_PREFILL_S, O_DECODE_S, O_ENERGY, O_RLP, O_ADMITTED, O_FIRST_ADMITTED, O_FINISHED, O_TOKENS,
+(O_START, O_END, O_PREFILL_S, O_DECODE_S, O_ENERGY, O_RLP, O_ADMITTED, O_PREEMPTED, O_FINISHED, O_TOKENS,
  O_ACCEPTED_SHARE, O_AREA, O_SCORED_AREA, O_SCORED_ENERGY, O_ARRIVALS, O_GOOD, O_MISSES) = range(17)
 OUT_FIELDS = 17
 # ``missing`` (N, 4) rows: (kind, model, a, b); kind MISSING_PREFILL: a = prompt tokens;
@@ -61,26 +67,53 @@ def arrived_by(req: np.ndarray, srv: np.ndarray, i: int, until: float) -> int:
 
 
 @nb.njit(cache=True)
-def admissible_upto(req: np.ndarray, srv: np.ndarray, i: int, arrived: int, max_batch: int) -> int:
-    """How many queued requests of server i (indices next..arrived-1) fit FCFS beside the running
-    ones: the batch limit and the KV capacity, stopping at the first that does not fit."""
+def blocks_bytes(srv: np.ndarray, i: int, tokens: float) -> float:
+    """Bytes of the KV blocks that ``tokens`` tokens of context take on server i (paged KV)."""
+    block = srv[i, S_BLOCK_TOKENS]
+    return np.ceil(tokens / block) * srv[i, S_BLOCK_BYTES]
+
+
+@nb.njit(cache=True)
+def waiting_at(srv: np.ndarray, lists: np.ndarray, i: int, k: int) -> int:
+    """The k-th waiting request of server i: the preempted ones first (the last preempted first, as
+    vLLM puts them back at the queue's head), then the queue in arrival order."""
+    n_pre = int(srv[i, S_PREEMPTED])
+    if k < n_pre:
+        return lists[i, L_PREEMPTED, n_pre - 1 - k]
+    return int(srv[i, S_NEXT]) + k - n_pre
+
+
+@nb.njit(cache=True)
+def admissible_upto(req: np.ndarray, srv: np.ndarray, lists: np.ndarray, i: int, arrived: int, max_batch: int,
+                    free: float) -> int:
+    """How many waiting requests of server i (preempted, then queued up to index ``arrived``) fit
+    FCFS beside the running ones in ``free`` bytes: the batch limit, then the KV cache (reserve:
+    each one's full length; paged: the blocks of its context plus one token, keeping the
+    watermark free), stopping at the first that does not fit."""
     room = max_batch - int(srv[i, S_RUNNING])
-    free = srv[i, S_KV_CAPACITY] - srv[i, S_KV_USED]
+    paged = srv[i, S_PAGED] > 0
+    waiting = int(srv[i, S_PREEMPTED]) + arrived - int(srv[i, S_NEXT])
     count = 0
-    j = int(srv[i, S_NEXT])
-    while j < arrived:
-        if count >= room or req[i, R_KV_BYTES, j] > free:
-            break
-        free -= req[i, R_KV_BYTES, j]
+    while count < waiting and count < room:
+        j = waiting_at(srv, lists, i, count)
+        if paged:
+            need = blocks_bytes(srv, i, req[i, R_LIN, j] + req[i, R_GENERATED, j] + 1.0)
+            if free - need < srv[i, S_WATERMARK]:
+                break
+        else:
+            need = req[i, R_KV_BYTES, j]
+            if need > free:
+                break
+        free -= need
         count += 1
-        j += 1
     return count
 
 
 @nb.njit(cache=True)
-def admissible(req: np.ndarray, srv: np.ndarray, i: int, max_batch: int) -> int:
-    """How many queued requests of server i fit now (OnlineServer.admissible)."""
-    return admissible_upto(req, srv, i, int(srv[i, S_ARRIVED]), max_batch)
+def admissible(req: np.ndarray, srv: np.ndarray, lists: np.ndarray, i: int, max_batch: int) -> int:
+    """How many waiting requests of server i fit now (OnlineServer.admissible)."""
+    return admissible_upto(req, srv, lists, i, int(srv[i, S_ARRIVED]), max_batch,
+                           srv[i, S_KV_CAPACITY] - srv[i, S_KV_USED])
 
 
 @nb.njit(cache=True)
@@ -94,68 +127,127 @@ def _arrive(req: np.ndarray, srv: np.ndarray, i: int, arrived: int) -> None:
 
 
 @nb.njit(cache=True)
+def victims(req: np.ndarray, srv: np.ndarray, running: np.ndarray, i: int, tlp: int) -> tuple[int, float]:
+    """Paged KV: how many running requests of server i, the most recently admitted first, must be
+    preempted so that the others' contexts can grow by ``tlp`` tokens this iteration, and the
+    bytes those that stay need beyond what they hold."""
+    n = int(srv[i, S_RUNNING])
+    free = srv[i, S_KV_CAPACITY] - srv[i, S_KV_USED]
+    need = 0.0
+    for slot in range(n):
+        j = running[i, slot]
+        need += blocks_bytes(srv, i, req[i, R_LIN, j] + req[i, R_GENERATED, j] + tlp) - req[i, R_KV_HELD, j]
+    count = 0
+    while need > free and count < n - 1:  # one request alone always fits (checked at load)
+        j = running[i, n - 1 - count]
+        need -= blocks_bytes(srv, i, req[i, R_LIN, j] + req[i, R_GENERATED, j] + tlp) - req[i, R_KV_HELD, j]
+        free += req[i, R_KV_HELD, j]
+        count += 1
+    return count, need
+
+
+@nb.njit(cache=True)
 def iterate(i: int, unit: int, tlp: int, admit: int, req: np.ndarray, srv: np.ndarray, running: np.ndarray,
             keys: np.ndarray, decode_table: np.ndarray, prefill_table: np.ndarray, out: np.ndarray,
-            finished: np.ndarray, missing: np.ndarray) -> bool:
+            lists: np.ndarray, missing: np.ndarray) -> bool:
     """One iteration of server i: FC on ``unit`` (0 FC-PIM, 1 GPU; checked by the caller), ``tlp``
-    tokens verified per request, up to ``admit`` queued requests admitted. Writes ``out[i]`` and the
-    finished requests' indices to ``finished[i, :out[i, O_FINISHED]]``. Returns False, having changed
-    nothing, when a cost-table entry is missing (listed in ``missing[i]``)."""
+    tokens verified per request, up to ``admit`` waiting requests admitted. With paged KV, running
+    requests whose contexts cannot grow are first preempted (recompute: their blocks freed, back
+    to the head of the queue; nothing is admitted in such an iteration, as vLLM does). Writes
+    ``out[i]`` and the finished and admitted requests to ``lists[i]``. Returns False, having
+    changed nothing, when a cost-table entry is missing (listed in ``missing[i]``)."""
     max_batch = running.shape[1]
     model = int(srv[i, S_MODEL])
+    paged = srv[i, S_PAGED] > 0
     n_running = int(srv[i, S_RUNNING])
     start = srv[i, S_TIME]
     arrived0 = arrived = int(srv[i, S_ARRIVED])
     nxt = int(srv[i, S_NEXT])
-    if n_running == 0 and nxt == arrived:  # idle: jump to the next arrival
+    n_pre = int(srv[i, S_PREEMPTED])
+    if n_running == 0 and nxt == arrived and n_pre == 0:  # idle: jump to the next arrival
         start = max(start, req[i, R_ARRIVAL, arrived])
         arrived = arrived_by(req, srv, i, start)
-    admit = min(admit, admissible_upto(req, srv, i, arrived, max_batch))
-    if n_running == 0 and nxt < arrived:
+    n_victims, growth = victims(req, srv, running, i, tlp) if paged and n_running > 0 else (0, 0.0)
+    free = srv[i, S_KV_CAPACITY] - srv[i, S_KV_USED]
+    if paged:
+        for slot in range(n_running - n_victims, n_running):
+            free += req[i, R_KV_HELD, running[i, slot]]
+        free -= growth
+    n_running -= n_victims  # the requests decoded this iteration
+    srv[i, S_RUNNING] = n_running  # (restored below if an entry is missing)
+    admit = 0 if n_victims else min(admit, admissible_upto(req, srv, lists, i, arrived, max_batch, free))
+    waiting = n_pre + arrived - nxt
+    if n_running == 0 and waiting > 0:
         admit = max(admit, 1)  # never idle with work waiting (one request always fits: checked at load)
     # price first: nothing changes until every table entry is there
     prompt_tokens = 0
     causal = 0.0
-    for j in range(nxt, nxt + admit):
-        length = req[i, R_LIN, j]
+    for k in range(admit):
+        j = waiting_at(srv, lists, i, k)
+        length = req[i, R_LIN, j] + req[i, R_GENERATED, j]  # a preempted request recomputes its context
         prompt_tokens += int(length)
         causal += length * (length + 1.0) / 2.0
     missing[i, 0] = NOTHING_MISSING
     if prompt_tokens > 0 and (prompt_tokens >= prefill_table.shape[1]
                               or np.isnan(prefill_table[model, prompt_tokens, 0])):
         missing[i, 0], missing[i, 1], missing[i, 2], missing[i, 3] = MISSING_PREFILL, model, prompt_tokens, 0
-        return False
-    if n_running > 0 and (tlp >= decode_table.shape[2] or np.isnan(decode_table[model, n_running, tlp, unit, 0])):
+    elif n_running > 0 and (tlp >= decode_table.shape[2] or np.isnan(decode_table[model, n_running, tlp, unit, 0])):
         missing[i, 0], missing[i, 1], missing[i, 2], missing[i, 3] = MISSING_DECODE, model, n_running, tlp * 2 + unit
+    if missing[i, 0] != NOTHING_MISSING:
+        srv[i, S_RUNNING] = n_running + n_victims
         return False
 
     _arrive(req, srv, i, arrived)  # the idle jump's arrivals (none otherwise)
     n_start = arrived - int(srv[i, S_FINISHED])
     scored_from = int(srv[i, S_SCORED_FROM])
     scored_start = max(0, arrived - scored_from) - int(srv[i, S_SCORED_FINISHED])
+    for v in range(n_victims):  # preempted: the last admitted first, stacked so that it is readmitted last
+        j = running[i, n_running + n_victims - 1 - v]
+        srv[i, S_KV_USED] -= req[i, R_KV_HELD, j]
+        req[i, R_KV_HELD, j] = 0.0
+        lists[i, L_PREEMPTED, n_pre] = j
+        n_pre += 1
+    srv[i, S_PREEMPTED] = n_pre
+    srv[i, S_PREEMPTIONS] += n_victims
     prefill_s = energy = scored_energy = 0.0
     tokens = 0
+    new_pre = min(admit, n_pre)  # readmitted preempted requests (from the top of the stack)
+    for k in range(admit):
+        lists[i, L_ADMITTED, k] = waiting_at(srv, lists, i, k)
     if admit > 0:
         p_time, p_energy = prefill_cost(prefill_table[model, prompt_tokens], causal)
         prefill_s, energy = p_time, p_energy
         kv_new = 0.0
-        for j in range(nxt, nxt + admit):
-            share = p_energy * req[i, R_LIN, j] / prompt_tokens
+        for k in range(admit):
+            j = lists[i, L_ADMITTED, k]
+            gen = req[i, R_GENERATED, j]
+            share = p_energy * (req[i, R_LIN, j] + gen) / prompt_tokens
             req[i, R_ENERGY_J, j] += share
             if j >= scored_from:
                 scored_energy += share
                 srv[i, S_SCORED_MADE] += 1.0
-            kv_new += req[i, R_KV_BYTES, j]
-            req[i, R_ADMITTED_S, j] = start
-            req[i, R_FIRST_TOKEN_S, j] = start + prefill_s
-            req[i, R_GENERATED, j] = 1.0
+            held = blocks_bytes(srv, i, req[i, R_LIN, j] + gen + 1.0) if paged else req[i, R_KV_BYTES, j]
+            req[i, R_KV_HELD, j] = held
+            kv_new += held
+            if gen == 0:  # a new request: its first token
+                req[i, R_ADMITTED_S, j] = start
+                req[i, R_FIRST_TOKEN_S, j] = start + prefill_s
+            else:
+                srv[i, S_RECOMPUTED] += gen
+            req[i, R_GENERATED, j] = gen + 1.0
         srv[i, S_KV_USED] += kv_new
         tokens += admit
+    srv[i, S_PREEMPTED] = n_pre - new_pre
+    srv[i, S_NEXT] = nxt + admit - new_pre
 
     decode_s, accepted_share = 0.0, 1.0
+    finished = lists[i, L_FINISHED]
     if n_running > 0:
         c = decode_table[model, n_running, tlp, unit]
-        context = srv[i, S_SUM_CONTEXT]
+        context = 0.0
+        for slot in range(n_running):
+            j = running[i, slot]
+            context += req[i, R_LIN, j] + req[i, R_GENERATED, j]
         dt, de = c[0] + c[1] * context, c[2] + c[3] * context
         p = srv[i, S_ACCEPT_P]
         iteration = int(srv[i, S_ITERATIONS])
@@ -172,15 +264,19 @@ def iterate(i: int, unit: int, tlp: int, admit: int, req: np.ndarray, srv: np.nd
             req[i, R_GENERATED, j] += made
             kept_total += kept
             produced += made
-            finished[i, slot] = made  # scratch: each request's tokens, read back below
+            finished[slot] = made  # scratch: each request's tokens, read back below
         for slot in range(n_running):
             j = running[i, slot]
-            made = finished[i, slot]
+            made = finished[slot]
             share = de * made / produced
             req[i, R_ENERGY_J, j] += share
             if j >= scored_from:
                 scored_energy += share
                 srv[i, S_SCORED_MADE] += made
+            if paged:  # the blocks of its context now
+                held = blocks_bytes(srv, i, req[i, R_LIN, j] + req[i, R_GENERATED, j])
+                srv[i, S_KV_USED] += held - req[i, R_KV_HELD, j]
+                req[i, R_KV_HELD, j] = held
         accepted_share = kept_total / (n_running * tlp)
         decode_s, energy = dt, energy + de
         tokens += produced
@@ -188,10 +284,10 @@ def iterate(i: int, unit: int, tlp: int, admit: int, req: np.ndarray, srv: np.nd
     end = start + prefill_s + decode_s
     srv[i, S_TIME] = end
     # the running batch: the old requests, then the admitted ones; the finished leave
-    for j in range(nxt, nxt + admit):
-        running[i, n_running] = j
+    n_decoded = n_running
+    for k in range(admit):
+        running[i, n_running] = lists[i, L_ADMITTED, k]
         n_running += 1
-    srv[i, S_NEXT] = nxt + admit
     kept_count = n_finished = good = misses = 0
     context = 0.0
     kv_freed = 0.0
@@ -200,8 +296,9 @@ def iterate(i: int, unit: int, tlp: int, admit: int, req: np.ndarray, srv: np.nd
         j = running[i, slot]
         if req[i, R_GENERATED, j] >= req[i, R_LOUT, j]:
             req[i, R_FINISH_S, j] = end
-            kv_freed += req[i, R_KV_BYTES, j]
-            finished[i, n_finished] = j
+            kv_freed += req[i, R_KV_HELD, j]
+            req[i, R_KV_HELD, j] = 0.0
+            finished[n_finished] = j
             n_finished += 1
             ttft = req[i, R_FIRST_TOKEN_S, j] - req[i, R_ARRIVAL, j]
             lout = req[i, R_LOUT, j]
@@ -236,7 +333,7 @@ def iterate(i: int, unit: int, tlp: int, admit: int, req: np.ndarray, srv: np.nd
     srv[i, S_ITERATIONS] += 1.0
     o = out[i]
     o[O_START], o[O_END], o[O_PREFILL_S], o[O_DECODE_S], o[O_ENERGY] = start, end, prefill_s, decode_s, energy
-    o[O_RLP], o[O_ADMITTED], o[O_FIRST_ADMITTED], o[O_FINISHED] = n_running - admit, admit, nxt, n_finished
+    o[O_RLP], o[O_ADMITTED], o[O_PREEMPTED], o[O_FINISHED] = n_decoded, admit, n_victims, n_finished
     o[O_TOKENS], o[O_ACCEPTED_SHARE] = tokens, accepted_share
     o[O_AREA] = n_start * (end - start) + waited
     o[O_SCORED_AREA] = scored_start * (end - start) + scored_waited
@@ -247,14 +344,14 @@ def iterate(i: int, unit: int, tlp: int, admit: int, req: np.ndarray, srv: np.nd
 @nb.njit(cache=True)
 def iterate_all(units: np.ndarray, tlps: np.ndarray, admits: np.ndarray, pending: np.ndarray, req: np.ndarray,
                 srv: np.ndarray, running: np.ndarray, keys: np.ndarray, decode_table: np.ndarray,
-                prefill_table: np.ndarray, out: np.ndarray, finished: np.ndarray, missing: np.ndarray) -> int:
+                prefill_table: np.ndarray, out: np.ndarray, lists: np.ndarray, missing: np.ndarray) -> int:
     """:func:`iterate` on every server with ``pending[i]``, which is cleared for those that ran.
     Returns how many are left waiting for a cost-table entry."""
     left = 0
     for i in range(len(pending)):
         if pending[i]:
             if iterate(i, units[i], tlps[i], admits[i], req, srv, running, keys, decode_table, prefill_table, out,
-                       finished, missing):
+                       lists, missing):
                 pending[i] = False
             else:
                 left += 1

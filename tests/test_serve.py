@@ -16,18 +16,21 @@ from agents.rules import fcfs_rule
 from hardware.systems import CostModel
 from hardware.workloads import WorkloadError
 from papi_env.serve_env import trace_rate
-from sim.online import OnlineServer, Workload, load_trace, sample_workload, serve, summarise
+from sim import serve_kernels as sk
+from sim.online import OnlineServer, Workload, load_trace, sample_workload, serve, summarise, trace_window
+from sim.serve_engine import KVPolicy
 
 PAPI = CostModel("papi", "llama-65b")
 SERVE = papi_env.SERVE_ENV_ID
 
 
-def test_littles_law_on_a_long_run():
+@pytest.mark.parametrize("kv", [None, KVPolicy("paged")], ids=["reserve", "paged"])
+def test_littles_law_on_a_long_run(kv):
     """Mean number in the system (from the server's own per-iteration counts) = arrival rate x mean
-    time in the system (from the requests' timestamps)."""
+    time in the system (from the requests' timestamps), for either KV policy."""
     rate = 8.0
     w = sample_workload(rate, 4000, "creative-writing", np.random.default_rng(3))
-    server = OnlineServer(PAPI, w)
+    server = OnlineServer(PAPI, w, kv=kv)
     records = serve(server, fcfs_rule(PAPI, tlp=2))
     horizon = records[-1].end_s
     area = sum(r.in_system_area for r in records)
@@ -39,10 +42,11 @@ def test_littles_law_on_a_long_run():
     assert number_in_system == pytest.approx(len(w.arrival_s) / horizon * latency.mean(), rel=1e-9)
 
 
-def test_at_a_very_low_rate_each_request_costs_what_it_costs_alone():
+@pytest.mark.parametrize("kv", [None, KVPolicy("paged")], ids=["reserve", "paged"])
+def test_at_a_very_low_rate_each_request_costs_what_it_costs_alone(kv):
     drawn = sample_workload(1.0, 12, "creative-writing", np.random.default_rng(0))
     w = Workload(np.arange(12) * 1000.0, drawn.lin, drawn.lout)  # 1000 s apart: no request meets another
-    server = OnlineServer(PAPI, w)
+    server = OnlineServer(PAPI, w, kv=kv)
     serve(server, fcfs_rule(PAPI, tlp=1))
     m = server.request_metrics()
     for i in range(w.size):
@@ -72,15 +76,15 @@ def test_every_request_is_served_once_and_completely():
 
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 10_000), rate=st.floats(0.5, 200.0), tlp=st.integers(1, 4), admit=st.integers(0, 8),
-       acceptance=st.sampled_from([None, 0.5, 0.9]))
-def test_kv_never_exceeds_capacity_and_time_moves_forward(seed, rate, tlp, admit, acceptance):
+       acceptance=st.sampled_from([None, 0.5, 0.9]), paged=st.booleans())
+def test_kv_never_exceeds_capacity_and_time_moves_forward(seed, rate, tlp, admit, acceptance, paged):
     rng = np.random.default_rng(seed)
     n = 40
     lin = rng.integers(500, 4000, n)
     lout = rng.integers(1, 3000, n)
     w = Workload(np.cumsum(rng.exponential(1 / rate, n)), lin, lout)
     cm = CostModel("gpu_only", "llama-65b")  # 230 GB of KV: ~10-25 such requests at once
-    server = OnlineServer(cm, w, acceptance_rate=acceptance, rng=rng)
+    server = OnlineServer(cm, w, acceptance_rate=acceptance, rng=rng, kv=KVPolicy("paged") if paged else None)
     t = 0.0
     while not server.done:
         r = server.iteration("gpu", tlp, int(rng.integers(0, admit + 1)))
@@ -391,3 +395,37 @@ def test_goodput_study_runs_end_to_end(tmp_path):
     assert point["best_deployable"] in serve_goodput.DEPLOYABLE and "learned_vs_best" in point
     assert (tmp_path / "serve_goodput.png").exists() and (tmp_path / "serve_goodput.pdf").exists()
     assert "Goodput versus load" in (tmp_path / "serve_goodput.md").read_text()
+
+
+def test_paged_kv_admits_more_preempts_by_recompute_and_serves_everything():
+    """Paged KV (vLLM): more requests run at once than when each reserves its full length; when
+    the running ones cannot grow, the most recently admitted are preempted and later readmitted
+    with their context recomputed; every request is still served once to its last token, its
+    first token time kept, and the KV in use is what its requests hold."""
+    cm = CostModel("gpu_only", "llama-65b")  # 230 GB of KV: the Azure prompts fill it at 20x load
+    w = trace_window(load_trace("azure-conv"), 0, 600, 20.0)
+    reserve, paged = OnlineServer(cm, w), OnlineServer(cm, w, kv=KVPolicy("paged"))
+    rec_r = serve(reserve, fcfs_rule(cm, fc="gpu", tlp=2))
+    rec_p = []
+    while not paged.done:
+        rec_p.append(paged.iteration("gpu", 2, 256))
+        held = paged.engine.field(0, sk.R_KV_HELD).sum()
+        assert paged.kv_used == pytest.approx(held, rel=1e-9) and paged.kv_used <= paged.kv_capacity
+    assert max(r.rlp for r in rec_p) > max(r.rlp for r in rec_r)
+    assert paged.preemptions > 0 and paged.recomputed_tokens > 0
+    assert np.array_equal(paged.generated, w.lout) and sum(r.tokens for r in rec_p) == int(w.lout.sum())
+    admitted = np.concatenate([r.admitted for r in rec_p])
+    assert set(admitted.tolist()) == set(range(w.size)) and len(admitted) == w.size + paged.preemptions
+    m = paged.request_metrics()
+    assert np.all(m["ttft_s"] > 0) and np.all(m["latency_s"] >= m["ttft_s"])
+    with pytest.raises(ValueError, match="kv_policy must be one of"):
+        KVPolicy("swap")
+    env = gym.make(SERVE, kv_policy="paged", system="gpu_only", trace="azure-conv", rate_scale=20.0, requests=200,
+                   warmup=10)
+    env.reset(seed=0)
+    done, preempted = False, 0
+    while not done:
+        *_, term, trunc, info = env.step(np.array([1, 1, 16]))
+        preempted += info["preempted"]
+        done = term or trunc
+    assert preempted == env.unwrapped.server.preemptions and info["summary"]["requests"] == 190

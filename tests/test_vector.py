@@ -328,6 +328,8 @@ SERVE_SETTINGS = [
      "max_steps": 60},
     {"shaping": "remaining", "requests": 20, "warmup": 3, "rate": 32.0, "max_tlp": 6, "max_steps": 70},
     {"trace": "short", "warmup": 2, "acceptance_rate": 0.6, "reward": "goodput"},  # episodes that terminate
+    {"kv_policy": "paged", "block_tokens": 8, "system": "gpu_only", "requests": 24, "warmup": 2, "rate": 64.0,
+     "max_steps": 60},
 ]
 
 
