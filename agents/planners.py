@@ -17,6 +17,7 @@ import numpy as np
 from agents.rules import SPLIT_TABLE_STEPS, Bound
 from hardware.cost_tables import UNITS
 from hardware.systems import FC_KERNELS
+from sim import serve_kernels as sk
 from sim.acceptance import expected_gain
 
 
@@ -84,6 +85,67 @@ def serve_greedy(env: Any, p: float) -> np.ndarray:
 def serve_oracle(env: Any) -> np.ndarray:
     """PapiServe's oracle: :func:`serve_greedy` with the hidden acceptance rate."""
     return serve_greedy(env, env.acceptance_rate or 1.0)
+
+
+LOOKAHEAD_S = 4.0
+"""[D] Seconds of serving a rollout looks ahead: about one request's service time on the Azure trace
+(with 1 s a rollout sees too few completions to rank the candidates)."""
+
+
+class ServeLookahead(Bound):
+    """PapiServe: a hindsight lookahead oracle over the compiled server. Each iteration it copies the
+    server (sim.serve_engine.ServeEngine.fork: its future arrivals and acceptance draws included,
+    which no runtime knows) once per candidate (FC unit x TLP, admitting all that fit or none) and
+    rolls every copy ``horizon_s`` seconds ahead, keeping the candidate's unit and TLP and then
+    admitting all that fit. Over each rollout it takes the rate of requests (scored or not) served
+    within their latency targets (goodput), the mean number of requests in the system (latency, Little's
+    law) and joules per token (energy), and picks the best for the env's objective (goodput: the
+    highest, then the fewest in the system). A headroom estimate, not a bound: the rollout's own
+    policy is fixed and its horizon short."""
+
+    kind = "oracle"
+
+    def __init__(self, horizon_s: float = LOOKAHEAD_S) -> None:
+        self.horizon_s = float(horizon_s)
+
+    def act(self, env):
+        s = env.server
+        units = [u for u in (0, 1) if env.unit_mask[u]] or [1]
+        candidates = [(u, t, a) for a in (env.max_admit, 0) for u in units for t in range(1, env.max_tlp + 1)]
+        if not len(s.running):  # nothing to decode: only admission matters, and one is admitted anyway
+            candidates = [(units[0], 1, env.max_admit)]
+        n = len(candidates)
+        fork = s.engine.fork(s.i, n)
+        units_a = np.array([c[0] for c in candidates], dtype=np.int64)
+        tlps = np.array([c[1] for c in candidates], dtype=np.int64)
+        first_admits = np.array([c[2] for c in candidates], dtype=np.int64)
+        later_admits = np.full(n, env.max_admit, dtype=np.int64)
+        good, area, energy, tokens = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+        t0, t_end = s.t, s.t + self.horizon_s
+        first = True
+        while True:
+            srv = fork.srv
+            pending = (srv[:, sk.S_FINISHED] < srv[:, sk.S_SIZE]) & (srv[:, sk.S_TIME] < t_end)
+            if not pending.any():
+                break
+            stepped = pending.copy()
+            fork.iterate(units_a, tlps, first_admits if first else later_admits, pending)
+            first = False
+            out = fork.out
+            good += np.where(stepped, out[:, sk.O_FINISHED] - out[:, sk.O_MISSES], 0.0)  # every request
+            area += np.where(stepped, out[:, sk.O_AREA], 0.0)
+            energy += np.where(stepped, out[:, sk.O_ENERGY], 0.0)
+            tokens += np.where(stepped, out[:, sk.O_TOKENS], 0.0)
+        elapsed = np.maximum(fork.srv[:, sk.S_TIME] - t0, 1e-12)
+        in_system = area / elapsed
+        if env.reward_kind == "energy":
+            order = np.lexsort((in_system, energy / np.maximum(tokens, 1.0)))
+        elif env.reward_kind == "goodput":
+            order = np.lexsort((in_system, -good / elapsed))
+        else:
+            order = np.argsort(in_system, kind="stable")
+        u, t, a = candidates[int(order[0])]
+        return np.array([u, t - 1, a])
 
 
 class SmartSpec(Bound):

@@ -154,6 +154,18 @@ class ServeEngine:
             self.fill(np.array([i]))
         return c[0] + c[1] * sum_ctx, c[2] + c[3] * sum_ctx
 
+    def fork(self, i: int, copies: int) -> ServeEngine:
+        """An engine of ``copies`` servers, each an exact copy of server i now (its requests, future
+        arrivals and acceptance key included), sharing this engine's cost tables: what-if rollouts."""
+        forked = ServeEngine.__new__(ServeEngine)
+        forked.num_envs, forked.cost_models, forked.max_batch = int(copies), self.cost_models, self.max_batch
+        size = self.size(i)
+        forked.req = np.repeat(self.req[i:i + 1, :, :size], copies, axis=0)
+        for name in ("srv", "running", "keys", "out", "lists", "missing"):
+            setattr(forked, name, np.repeat(getattr(self, name)[i:i + 1], copies, axis=0))
+        forked.tables = self.tables
+        return forked
+
     # ------------------------------------------------------------------------------ views
     def admissible(self, i: int) -> int:
         return int(sk.admissible(self.req, self.srv, self.lists, i, self.max_batch))

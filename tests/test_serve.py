@@ -429,3 +429,24 @@ def test_paged_kv_admits_more_preempts_by_recompute_and_serves_everything():
         preempted += info["preempted"]
         done = term or trunc
     assert preempted == env.unwrapped.server.preemptions and info["summary"]["requests"] == 190
+
+
+def test_a_forked_server_steps_as_the_original_and_the_rollout_oracle_acts():
+    """ServeEngine.fork copies a server exactly (future arrivals and acceptance draws included):
+    each copy steps as the original would; the rollout oracle picks a valid action from such copies."""
+    env = gym.make(SERVE, requests=64, warmup=8, rate=[24.0], acceptance_rate=0.7, reward="goodput")
+    env.reset(seed=5)
+    smart = make_policy("smartspec", env).bind(env)
+    for _ in range(30):
+        env.step(smart.act(env.unwrapped))
+    s = env.unwrapped.server
+    fork = s.engine.fork(s.i, 3)
+    fork.iterate(np.array([1, 1, 1]), np.array([3, 3, 3]), np.array([5, 5, 5]), np.ones(3, dtype=bool))
+    _, _, _, _, info = env.step(np.array([1, 2, 5]))
+    for k in range(3):
+        assert fork.out[k, sk.O_END] - fork.out[k, sk.O_START] == info["time"]
+        assert fork.out[k, sk.O_TOKENS] == info["tokens"] and fork.out[k, sk.O_ADMITTED] == info["admitted"]
+    rollout = make_policy("oracle-rollout", env).bind(env)
+    action = rollout.act(env.unwrapped)
+    assert env.action_space.contains(action.astype(env.action_space.dtype))
+    env.step(action)
