@@ -56,7 +56,7 @@ reach10: setup
 # versus request rate for the baselines, PAPI's rule, the best fixed TLP and the agents (~5 min).
 serve: setup
 	$(BIN)/python -m experiments.serve --train-seeds 3 --out results/serve
-	$(BIN)/python -m experiments.serve_goodput --train-seeds 3 --total-timesteps 1000000 --out results/serve_goodput
+	$(BIN)/python -m experiments.serve_goodput --algos ppo,maskable_ppo --train-seeds 3 --total-timesteps 1000000 --out results/serve_goodput
 
 # Transfer: PPO trained on 32 drawn systems and models (kernel and spec variants, latency and EDP, 3 seeds,
 # the configs' steps), evaluated zero-shot on the held-out systems (docs/RESULTS.md).

@@ -8,10 +8,11 @@ strongest non-learned policies, measured the way serving papers measure.
    completions) is the load scale's unit.
 2. **Loads.** ``--loads`` fractions of it (default 0.5, 0.65, 0.8, 0.95), offered by compressing
    the test split's arrivals (``rate_scale``).
-3. **Agents.** PPO (``papi_env/PapiServe-v0`` in experiments/configs/ppo.yaml, laid over with
+3. **Agents.** PPO and MaskablePPO (``--algos``; ``papi_env/PapiServe-v0`` in
+   experiments/configs/<algo>.yaml, laid over with
    TRAIN_KWARGS: the goodput reward at the tight SLO, trained on the trace's *train* split with
    arrivals drawn per episode from the trace, Poisson and bursty gamma (cv 2-4), at loads spanning
-   the evaluated ones), ``--train-seeds`` seeds as Ray tasks (experiments.jobs).
+   the evaluated ones), ``--train-seeds`` seeds each, as Ray tasks (experiments.jobs).
 4. **Evaluation** at each load on held-out windows of the *test* split (experiments.evaluate:
    paired episodes, the goodput objective): PAPI's rule, fixed TLPs, ``validated-tlp`` (the fixed
    TLP chosen on the validation split), ``smartspec`` (goodput-based speculation on the cost model
@@ -61,6 +62,7 @@ TRAIN_KWARGS = {"trace_split": "train", "arrival": ["trace", "trace", "poisson",
 """[D] What training changes: the train split, half the episodes trace windows and half generated
 (Poisson or gamma with cv 2-4, lengths from the train split), shorter episodes."""
 DEPLOYABLE = ("threshold", "validated-tlp", "smartspec")
+TRAINABLE = ("ppo", "maskable_ppo")  # algorithms with a PapiServe-v0 block in experiments/configs
 BASELINES = ("threshold", "fixed-tlp:2", "fixed-tlp:3", "fixed-tlp:4", "validated-tlp", "smartspec", "random",
              "oracle", "oracle-rollout")
 
@@ -81,20 +83,29 @@ def saturation(spec: str = "threshold", seed: int = 0) -> float:
     return (int(0.6 * n) - int(0.1 * n)) / float(done[int(0.6 * n)] - done[int(0.1 * n)])
 
 
-def train_jobs(seeds: int, loads: list[float], sat: float, out: Path, steps: int | None, reuse: bool) -> list[TrainJob]:
-    """PPO runs on the train split at loads spanning the evaluated ones (TRAIN_KWARGS)."""
+def train_jobs(algos: list[str], seeds: int, loads: list[float], sat: float, out: Path, steps: int | None,
+               reuse: bool, eval_kwargs: dict[str, Any]) -> list[TrainJob]:
+    """Runs of each algorithm on the train split at loads spanning the evaluated ones (TRAIN_KWARGS)."""
     rates = [round(f * sat, 3) for f in loads]
     scales = [round(r / split_rate("train"), 4) for r in rates]
-    kwargs = {**EVAL_KWARGS, **TRAIN_KWARGS, "rate": rates, "rate_scale": scales}
+    kwargs = {**eval_kwargs, **TRAIN_KWARGS, "rate": rates, "rate_scale": scales}
     kwargs.pop("max_steps")
-    return [TrainJob("ppo", SERVE, seed, str(out / "runs"), steps, env_kwargs=kwargs, label="goodput",
-                     resume="continue" if reuse else "overwrite") for seed in range(seeds)]
+    return [TrainJob(algo, SERVE, seed, str(out / "runs"), steps, env_kwargs=kwargs, label="goodput",
+                     resume="continue" if reuse else "overwrite") for algo in algos for seed in range(seeds)]
 
 
-def evaluate_load(job: tuple[float, float, list[str], int, int]) -> dict[str, Any]:
-    """Every policy at one load (a Ray task): experiments.evaluate's record."""
-    load, scale, agents, episodes, seed = job
-    return evaluate(SERVE, list(BASELINES), episodes, seed, {**EVAL_KWARGS, "rate_scale": scale},
+def by_algo(agents: list[str]) -> dict[str, list[str]]:
+    """Learned policies ``ALGO:PATH`` grouped by algorithm (their seeds are pooled)."""
+    groups: dict[str, list[str]] = {}
+    for agent in agents:
+        groups.setdefault(agent.partition(":")[0], []).append(agent)
+    return groups
+
+
+def evaluate_load(job: tuple[float, list[str], int, int, dict[str, Any]]) -> dict[str, Any]:
+    """Every policy at one load scale (a Ray task): experiments.evaluate's record."""
+    scale, agents, episodes, seed, eval_kwargs = job
+    return evaluate(SERVE, list(BASELINES), episodes, seed, {**eval_kwargs, "rate_scale": scale},
                     extra_policies=agents)
 
 
@@ -112,17 +123,17 @@ def summarise_load(load: float, rate: float, result: dict[str, Any], agents: lis
             "episode_goodput": ep["goodput_rps"]}
     best = max(DEPLOYABLE, key=lambda n: point["policies"][n]["goodput_rps"]["mean"])
     point["best_deployable"] = best
-    if agents:
-        base = np.array(point["policies"][best]["episode_goodput"])
-        learned = np.array([point["policies"][a]["episode_goodput"] for a in agents])  # seeds x episodes
+    base = np.array(point["policies"][best]["episode_goodput"])
+    oracle = np.array([max(a, b) for a, b in zip(point["policies"]["oracle"]["episode_goodput"],
+                                                 point["policies"]["oracle-rollout"]["episode_goodput"], strict=True)])
+    point["best_vs_oracle"] = float(base.mean() / oracle.mean()) if oracle.mean() > 0 else math.nan
+    point["learned"] = {}
+    for algo, members in by_algo(agents).items():
+        learned = np.array([point["policies"][a]["episode_goodput"] for a in members])  # seeds x episodes
         ratio = stats.finite(stats.paired_ratios(learned, base[None, :]).ravel())
-        oracle = np.array([max(a, b) for a, b in zip(point["policies"]["oracle"]["episode_goodput"],
-                                                     point["policies"]["oracle-rollout"]["episode_goodput"],
-                                                     strict=True)])
-        point["learned_vs_best"] = stats.iqm_ci(ratio)
-        point["learned_p_improvement"] = stats.probability_of_improvement(learned, base[None, :])
-        point["best_vs_oracle"] = float(base.mean() / oracle.mean()) if oracle.mean() > 0 else math.nan
-        point["learned_ttft_p99_s"] = float(np.mean([rows[a]["ttft_p99_s"] for a in agents]))
+        point["learned"][algo] = {
+            "vs_best": stats.iqm_ci(ratio), "p_improvement": stats.probability_of_improvement(learned, base[None, :]),
+            "ttft_p99_s": float(np.mean([rows[a]["ttft_p99_s"] for a in members])), "seeds": len(members)}
     return point
 
 
@@ -138,7 +149,8 @@ def to_markdown(record: dict[str, Any]) -> str:
                          f"{r['tpot_p99_s']['mean'] * 1e3:.1f}", f"{r['mean_tlp']:.2f}", f"{r['steady_share']:.2f}"])
     text = (f"# Goodput versus load on the Azure conversation trace (test split), tight SLO\n\n"
             f"PAPI rule saturation {record['saturation_rps']:.2f} req/s; {record['episodes']} held-out windows of "
-            f"{EVAL_KWARGS['requests']} requests per load (the first {EVAL_KWARGS['warmup']} unscored); TTFT target "
+            f"{record['env_kwargs']['requests']} requests per load (the first {record['env_kwargs']['warmup']} "
+            f"unscored); TTFT target "
             f"{record['ttft_target_s'] * 1e3:.0f} ms, TPOT target {record['tpot_target_s'] * 1e3:.1f} ms.\n\n"
             + markdown_table(["load (req/s)", "policy", "goodput req/s [95% CI]", "SLO attainment", "TTFT p99 (ms)",
                               "TPOT p99 (ms)", "mean TLP", "steady share"], rows))
@@ -146,12 +158,14 @@ def to_markdown(record: dict[str, Any]) -> str:
         comp = []
         for p in record["points"]:
             best_ttft = p["policies"][p["best_deployable"]]["ttft_p99_s"]["mean"]
-            comp.append([f"{p['load']:.2f}", p["best_deployable"], stats.fmt_ci(p["learned_vs_best"]),
-                         f"{p['learned_p_improvement']['p']:.2f}", f"{p['best_vs_oracle']:.3f}",
-                         f"{p['learned_ttft_p99_s'] * 1e3:.0f} vs {best_ttft * 1e3:.0f}"])
+            for algo, c in p["learned"].items():
+                comp.append([f"{p['load']:.2f}", f"{algo} ({c['seeds']} seeds)", p["best_deployable"],
+                             stats.fmt_ci(c["vs_best"]), f"{c['p_improvement']['p']:.2f}", f"{p['best_vs_oracle']:.3f}",
+                             f"{c['ttft_p99_s'] * 1e3:.0f} vs {best_ttft * 1e3:.0f}"])
         text += ("\n## Learned (seeds pooled) against the best deployable policy\n\n"
-                 + markdown_table(["load", "best deployable", "learned / best: IQM [95% CI]", "P(learned > best)",
-                                   "best / best oracle per episode (goodput)", "TTFT p99 ms: learned vs best"], comp)
+                 + markdown_table(["load", "agent", "best deployable", "learned / best: IQM [95% CI]",
+                                   "P(learned > best)", "best / best oracle per episode (goodput)",
+                                   "TTFT p99 ms: learned vs best"], comp)
                  + "\nDeployable: PAPI's rule, validated-tlp, smartspec (the oracle knows the acceptance rate; "
                  "fixed TLPs are chosen here in hindsight, so they are shown but not counted).\n")
     return text
@@ -169,7 +183,8 @@ def plot(record: dict[str, Any], path: Path) -> None:
             ci = [p["policies"][name][key] for p in record["points"]]
             mean = np.array([c["mean"] for c in ci]) * scale
             err = np.array([[c["mean"] - c["ci_low"], c["ci_high"] - c["mean"]] for c in ci]).T * scale
-            short = name if ":" not in name else f"PPO s{record['agents'].index(name)}"
+            algo, _, model_path = name.partition(":")
+            short = name if not model_path else f"{algo} {Path(model_path).parent.name[-2:]}"
             ax.errorbar(xs, mean, yerr=err, marker=".", capsize=2, label=short)
         ax.axvline(record["saturation_rps"], color="grey", linestyle=":")
         ax.set_ylabel(label)
@@ -183,13 +198,17 @@ def plot(record: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Goodput versus load on the Azure trace, tight SLO.")
     parser.add_argument("--agent", action="append", default=[], help="a learned policy ALGO:PATH (repeatable)")
-    parser.add_argument("--train-seeds", type=int, default=0, help="first train this many PPO seeds (TRAIN_KWARGS)")
+    parser.add_argument("--train-seeds", type=int, default=0,
+                        help="first train this many seeds of each --algos (TRAIN_KWARGS)")
+    parser.add_argument("--algos", default="ppo", help="algorithms to train, comma-separated (ppo, maskable_ppo)")
     parser.add_argument("--total-timesteps", type=int, default=None,
                         help="steps per trained seed (default: the config's)")
     parser.add_argument("--reuse", action="store_true", help="keep finished training runs in --out/runs")
     parser.add_argument("--loads", default=",".join(f"{f:g}" for f in DEFAULT_LOADS),
                         help="fractions of PAPI's rule's saturation, comma-separated")
     parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--requests", type=int, default=EVAL_KWARGS["requests"], help="requests per evaluated window")
+    parser.add_argument("--warmup", type=int, default=EVAL_KWARGS["warmup"], help="unscored requests per window")
     parser.add_argument("--eval-seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("results/serve_goodput"))
     fanout.add_arguments(parser)
@@ -202,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
         if not loads or any(not (0 < f and math.isfinite(f)) for f in loads):
             raise UsageError(f"--loads must be positive, finite fractions of saturation, got {args.loads!r}")
         positive(args.episodes, "--episodes")
+        positive(args.requests, "--requests")
+        if not 0 <= args.warmup < args.requests:
+            raise UsageError(f"--warmup must be in [0, --requests), got {args.warmup}")
+        eval_kwargs = {**EVAL_KWARGS, "requests": args.requests, "warmup": args.warmup}
         if args.train_seeds < 0:
             raise UsageError(f"--train-seeds must be >= 0, got {args.train_seeds}")
         if args.total_timesteps is not None:
@@ -209,20 +232,24 @@ def main(argv: list[str] | None = None) -> int:
         check_output_dir(args.out)
         for agent in args.agent:
             make_policy(agent)
+        algos = [a.strip() for a in args.algos.split(",") if a.strip()]
+        if not algos or any(a not in TRAINABLE for a in algos):
+            raise UsageError(f"--algos must name algorithms among {list(TRAINABLE)}, got {args.algos!r}")
         sat = saturation(seed=args.eval_seed)
-        jobs = train_jobs(args.train_seeds, loads, sat, args.out, args.total_timesteps, args.reuse)
+        jobs = train_jobs(algos, args.train_seeds, loads, sat, args.out, args.total_timesteps, args.reuse, eval_kwargs)
         check_jobs(jobs)
     except (UsageError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     agents = list(args.agent)
     if jobs:
-        agents += [f"ppo:{run / 'best_model.zip'}" for run in run_jobs(jobs, args.num_cpus, args.address)]
+        agents += [f"{job.algo}:{run / 'best_model.zip'}"
+                   for job, run in zip(jobs, run_jobs(jobs, args.num_cpus, args.address), strict=True)]
     test_rate = split_rate("test")
-    cells = [(f, f * sat / test_rate, agents, args.episodes, args.eval_seed) for f in loads]
+    cells = [(f * sat / test_rate, agents, args.episodes, args.eval_seed, eval_kwargs) for f in loads]
     results = fanout.run_all(evaluate_load, cells, args.num_cpus, args.address)
-    env = gym.make(SERVE, **EVAL_KWARGS).unwrapped
-    record = {"env": SERVE, "env_kwargs": EVAL_KWARGS, "train_kwargs": TRAIN_KWARGS, "saturation_rps": sat,
+    env = gym.make(SERVE, **eval_kwargs).unwrapped
+    record = {"env": SERVE, "env_kwargs": eval_kwargs, "train_kwargs": TRAIN_KWARGS, "saturation_rps": sat,
               "loads": loads, "episodes": args.episodes, "eval_seed": args.eval_seed, "agents": agents,
               "ttft_target_s": env.ttft_target_s, "tpot_target_s": env.tpot_target_s,
               "points": [summarise_load(f, f * sat, r, agents) for f, r in zip(loads, results, strict=True)]}

@@ -268,7 +268,9 @@ def test_train_device_flag_is_checked(tmp_path):
 
 @pytest.mark.parametrize("flags, message", [(["--loads", "0.5,inf"], "--loads"), (["--loads", "x"], "--loads"),
                                             (["--episodes", "0"], "--episodes"),
-                                            (["--train-seeds", "-1"], "--train-seeds")])
+                                            (["--train-seeds", "-1"], "--train-seeds"),
+                                            (["--requests", "8", "--warmup", "8"], "--warmup"),
+                                            (["--algos", "dqn"], "--algos")])
 def test_serve_goodput_rejects_bad_flags(flags, message, tmp_path):
     out = subprocess.run([sys.executable, "-m", "experiments.serve_goodput", *flags, "--out", str(tmp_path)],
                          cwd=ROOT, capture_output=True, text=True)

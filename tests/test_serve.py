@@ -385,14 +385,15 @@ def test_goodput_study_runs_end_to_end(tmp_path):
     from experiments import serve_goodput
 
     try:
-        assert serve_goodput.main(["--loads", "0.5", "--episodes", "1", "--train-seeds", "1", "--total-timesteps",
-                                   "2048", "--num-cpus", "1", "--out", str(tmp_path)]) == 0
+        assert serve_goodput.main(["--loads", "0.5", "--episodes", "1", "--requests", "48", "--warmup", "8",
+                                   "--train-seeds", "1", "--total-timesteps", "2048", "--num-cpus", "1",
+                                   "--out", str(tmp_path)]) == 0
     finally:
         ray.shutdown()
     record = json.loads((tmp_path / "serve_goodput.json").read_text())
     [point] = record["points"]
     assert set(serve_goodput.BASELINES) <= set(point["policies"])
-    assert point["best_deployable"] in serve_goodput.DEPLOYABLE and "learned_vs_best" in point
+    assert point["best_deployable"] in serve_goodput.DEPLOYABLE and "ppo" in point["learned"]
     assert (tmp_path / "serve_goodput.png").exists() and (tmp_path / "serve_goodput.pdf").exists()
     assert "Goodput versus load" in (tmp_path / "serve_goodput.md").read_text()
 
