@@ -62,6 +62,7 @@ TRAIN_KWARGS = {"trace_split": "train", "arrival": ["trace", "trace", "poisson",
 """[D] What training changes: the train split, half the episodes trace windows and half generated
 (Poisson or gamma with cv 2-4, lengths from the train split), shorter episodes."""
 DEPLOYABLE = ("threshold", "validated-tlp", "smartspec")
+PANELS = ("goodput_rps", "slo_attainment", "ttft_p99_s", "tpot_p99_s")  # the figure's, in its order
 TRAINABLE = ("ppo", "maskable_ppo")  # algorithms with a PapiServe-v0 block in experiments/configs
 BASELINES = ("threshold", "fixed-tlp:2", "fixed-tlp:3", "fixed-tlp:4", "validated-tlp", "smartspec", "random",
              "oracle", "oracle-rollout")
@@ -120,7 +121,7 @@ def summarise_load(load: float, rate: float, result: dict[str, Any], agents: lis
             "slo_attainment": stats.mean_ci(ep["slo_attainment"]),
             "ttft_p99_s": stats.mean_ci(ep["ttft_p99_s"]), "tpot_p99_s": stats.mean_ci(ep["tpot_p99_s"]),
             "steady_share": float(np.mean(ep["steady"])), "mean_tlp": r["mean_tlp"],
-            "episode_goodput": ep["goodput_rps"]}
+            "episodes": {key: ep[key] for key in PANELS}, "episode_goodput": ep["goodput_rps"]}
     best = max(DEPLOYABLE, key=lambda n: point["policies"][n]["goodput_rps"]["mean"])
     point["best_deployable"] = best
     base = np.array(point["policies"][best]["episode_goodput"])
@@ -133,7 +134,8 @@ def summarise_load(load: float, rate: float, result: dict[str, Any], agents: lis
         ratio = stats.finite(stats.paired_ratios(learned, base[None, :]).ravel())
         point["learned"][algo] = {
             "vs_best": stats.iqm_ci(ratio), "p_improvement": stats.probability_of_improvement(learned, base[None, :]),
-            "ttft_p99_s": float(np.mean([rows[a]["ttft_p99_s"] for a in members])), "seeds": len(members)}
+            "seeds": len(members),
+            **{key: stats.mean_ci([point["policies"][a]["episodes"][key] for a in members]) for key in PANELS}}
     return point
 
 
@@ -161,7 +163,7 @@ def to_markdown(record: dict[str, Any]) -> str:
             for algo, c in p["learned"].items():
                 comp.append([f"{p['load']:.2f}", f"{algo} ({c['seeds']} seeds)", p["best_deployable"],
                              stats.fmt_ci(c["vs_best"]), f"{c['p_improvement']['p']:.2f}", f"{p['best_vs_oracle']:.3f}",
-                             f"{c['ttft_p99_s'] * 1e3:.0f} vs {best_ttft * 1e3:.0f}"])
+                             f"{c['ttft_p99_s']['mean'] * 1e3:.0f} vs {best_ttft * 1e3:.0f}"])
         text += ("\n## Learned (seeds pooled) against the best deployable policy\n\n"
                  + markdown_table(["load", "agent", "best deployable", "learned / best: IQM [95% CI]",
                                    "P(learned > best)", "best / best oracle per episode (goodput)",
@@ -172,20 +174,26 @@ def to_markdown(record: dict[str, Any]) -> str:
 
 
 def plot(record: dict[str, Any], path: Path) -> None:
+    """Four panels versus offered load: the deployable policies, the two oracles and each learning
+    algorithm (its seeds pooled), mean and 95% CI over episodes, series offset a little in x."""
     plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
-    panels = [("goodput_rps", "goodput (req/s)", 1.0), ("slo_attainment", "SLO attainment", 1.0),
-              ("ttft_p99_s", "TTFT p99 (ms)", 1e3), ("tpot_p99_s", "TPOT p99 (ms)", 1e3)]
-    shown = ["threshold", "validated-tlp", "smartspec", "oracle", "oracle-rollout", *record["agents"]]
-    for ax, (key, label, scale) in zip(axes.ravel(), panels, strict=True):
-        for name in shown:
-            xs = [p["rate_rps"] for p in record["points"]]
-            ci = [p["policies"][name][key] for p in record["points"]]
+    labels = {"goodput_rps": ("goodput (req/s)", 1.0), "slo_attainment": ("SLO attainment", 1.0),
+              "ttft_p99_s": ("TTFT p99 (ms)", 1e3), "tpot_p99_s": ("TPOT p99 (ms)", 1e3)}
+    series = [(name, lambda p, key, n=name: p["policies"][n][key])
+              for name in ("threshold", "validated-tlp", "smartspec", "oracle", "oracle-rollout")]
+    series += [(f"{algo} ({len(members)} seeds)", lambda p, key, a=algo: p["learned"][a][key])
+               for algo, members in by_algo(record["agents"]).items()]
+    colors = plt.get_cmap("tab10").colors
+    width = 0.012 * (record["points"][-1]["rate_rps"] - record["points"][0]["rate_rps"] or 1.0)
+    for ax, key in zip(axes.ravel(), PANELS, strict=True):
+        label, scale = labels[key]
+        for k, (name, get) in enumerate(series):
+            xs = [p["rate_rps"] + (k - len(series) / 2) * width for p in record["points"]]
+            ci = [get(p, key) for p in record["points"]]
             mean = np.array([c["mean"] for c in ci]) * scale
             err = np.array([[c["mean"] - c["ci_low"], c["ci_high"] - c["mean"]] for c in ci]).T * scale
-            algo, _, model_path = name.partition(":")
-            short = name if not model_path else f"{algo} {Path(model_path).parent.name[-2:]}"
-            ax.errorbar(xs, mean, yerr=err, marker=".", capsize=2, label=short)
+            ax.errorbar(xs, mean, yerr=err, marker=".", capsize=2, label=name, color=colors[k % len(colors)])
         ax.axvline(record["saturation_rps"], color="grey", linestyle=":")
         ax.set_ylabel(label)
         ax.set_xlabel("offered load (req/s); dotted: PAPI rule's saturation")
