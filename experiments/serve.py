@@ -89,15 +89,17 @@ def pooled(label: str, cells: list[dict[str, Any]]) -> dict[str, Any]:
     """One point of a curve from the cells of one policy at one rate (several for the seeds of a
     learned policy): percentiles over all their scored requests; episode scores per seed."""
     eps = [e for c in cells for e in c["episodes"]]
-    ttft = np.concatenate([e["ttft"] for e in eps])
-    tpot = np.concatenate([e["tpot"] for e in eps])
-    tpot = tpot[~np.isnan(tpot)]
+    ttft = [e["ttft"] for e in eps]
+    tpot = [e["tpot"][~np.isnan(e["tpot"])] for e in eps]
+    tpot = [t for t in tpot if t.size] or [np.array([np.nan])]
     latency = np.concatenate([e["latency"] for e in eps])
-    return {"label": label, "specs": [c["spec"] for c in cells], "system": cells[0]["system"],
-            "rate": cells[0]["rate"],
-            "ttft_p50_s": float(np.median(ttft)), "ttft_p99_s": float(np.quantile(ttft, 0.99)),
-            "tpot_p50_s": float(np.median(tpot)), "tpot_p99_s": float(np.quantile(tpot, 0.99)),
-            "latency_mean_s": float(latency.mean()),
+    point: dict[str, Any] = {"label": label, "specs": [c["spec"] for c in cells], "system": cells[0]["system"],
+                             "rate": cells[0]["rate"]}
+    for key, samples, q in (("ttft_p50_s", ttft, 0.5), ("ttft_p99_s", ttft, 0.99), ("tpot_p50_s", tpot, 0.5),
+                            ("tpot_p99_s", tpot, 0.99)):  # pooled over requests, CI over episodes
+        ci = stats.pooled_quantile_ci(samples, q)
+        point[key], point[key + "_ci"] = ci["value"], [ci["ci_low"], ci["ci_high"]]
+    return {**point, "latency_mean_s": float(latency.mean()),
             "slo_attainment": float(np.mean([e["summary"]["slo_attainment"] for e in eps])),
             "goodput_rps": float(np.mean([e["summary"]["goodput_rps"] for e in eps])),
             "joules_per_token": float(np.mean([e["summary"]["joules_per_token"] for e in eps])),
@@ -189,7 +191,10 @@ def plot(record: dict[str, Any], path: Path) -> None:
             curve = record["curves"][label]
             sat = record["saturation_rps"].get(label)
             name = label if sat is None else f"{label} (sat. {sat:.1f} req/s)"
-            ax.plot([c["rate"] for c in curve], [c[key] * 1e3 for c in curve], marker=".", label=name)
+            line, = ax.plot([c["rate"] for c in curve], [c[key] * 1e3 for c in curve], marker=".", label=name)
+            if all(key + "_ci" in c for c in curve):  # 95% CI, episodes resampled
+                ax.fill_between([c["rate"] for c in curve], [c[key + "_ci"][0] * 1e3 for c in curve],
+                                [c[key + "_ci"][1] * 1e3 for c in curve], color=line.get_color(), alpha=0.15, lw=0)
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))  # plain numbers, not 3x10^1
         ax.yaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "235" else ""))
@@ -203,7 +208,7 @@ def plot(record: dict[str, Any], path: Path) -> None:
     axes[0, 0].legend(fontsize=7)
     kw = record["env_kwargs"]
     fig.suptitle(f"PapiServe-v0: {kw.get('model', 'llama-65b')}, {_arrivals(kw)}, {record['episodes']} episodes "
-                 f"per point; best fixed TLP chosen in hindsight per rate")
+                 f"per point (bands: 95% CI, episodes resampled); best fixed TLP chosen in hindsight per rate")
     save_figure(fig, path)
     plt.close(fig)
 

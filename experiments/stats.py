@@ -104,6 +104,20 @@ def mean_ci(values: Any, reps: int = REPS, seed: int = 0) -> dict[str, float]:
     return {"mean": point, "ci_low": low, "ci_high": high}
 
 
+def pooled_quantile_ci(samples: list[np.ndarray], q: float, reps: int = 1000, seed: int = 0) -> dict[str, float]:
+    """The ``q`` quantile of every episode's samples pooled (e.g. p99 TTFT over all requests), with a
+    95% bootstrap CI that resamples whole episodes (the independent unit; rliable offers no pooled
+    quantile)."""
+    arrays = [np.asarray(a, dtype=np.float64) for a in samples]
+    if not arrays or not all(a.size for a in arrays):
+        raise ValueError("pooled_quantile_ci needs at least one episode, each with samples")
+    rng = np.random.default_rng(seed)
+    boots = np.array([np.quantile(np.concatenate([arrays[k] for k in rng.integers(0, len(arrays), len(arrays))]), q)
+                      for _ in range(reps)])
+    low, high = np.quantile(boots, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+    return {"value": float(np.quantile(np.concatenate(arrays), q)), "ci_low": float(low), "ci_high": float(high)}
+
+
 def _poi(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """P(X > Y) per leading index: x (..., m, n), y (..., k, n) -> mean over tasks n of the
     Mann-Whitney probability over the m x k run pairs (ties half)."""

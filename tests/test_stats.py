@@ -104,3 +104,16 @@ def test_evaluate_without_intervals_gives_the_same_means_without_the_bootstrap()
         assert {k: v for k, v in row.items() if "iqm" not in k and "p_improvement" not in k} == {
             k: v for k, v in other.items() if "iqm" not in k and "p_improvement" not in k}
     assert "| - | - |" in to_markdown(means)
+
+
+def test_pooled_quantile_ci_resamples_episodes():
+    """The pooled quantile is the quantile of all samples; its CI comes from resampling whole
+    episodes: identical episodes give a zero-width interval, different ones a wider one."""
+    same = [np.arange(100.0)] * 5
+    ci = stats.pooled_quantile_ci(same, 0.99)
+    assert ci["value"] == np.quantile(np.concatenate(same), 0.99) and ci["ci_low"] == ci["ci_high"] == ci["value"]
+    spread = [np.arange(100.0) * k for k in range(1, 6)]
+    wide = stats.pooled_quantile_ci(spread, 0.5)
+    assert wide["ci_low"] < wide["value"] < wide["ci_high"]
+    with pytest.raises(ValueError, match="at least one episode"):
+        stats.pooled_quantile_ci([], 0.5)
