@@ -402,7 +402,9 @@ class ServeCore:
     def action_masks(self) -> np.ndarray:
         """(N, 2 + max_tlp + max_admit + 1) valid choices, per action dimension (MaskablePPO's layout)."""
         n, e = self.num_envs, self.engine
-        possible = np.array([min(e.admissible(i), self.max_admit) for i in range(n)])
+        possible = np.empty(n, dtype=np.int64)
+        sk.admissible_all(e.req, e.srv, e.lists, self.max_batch, possible)
+        np.minimum(possible, self.max_admit, out=possible)
         admit = np.arange(self.max_admit + 1)[None] <= possible[:, None]
         idle = e.srv[:, sk.S_RUNNING] == 0  # the server admits one anyway (the next arrival if none waits)
         admit[idle, 0] = False

@@ -117,6 +117,13 @@ def admissible(req: np.ndarray, srv: np.ndarray, lists: np.ndarray, i: int, max_
 
 
 @nb.njit(cache=True)
+def admissible_all(req: np.ndarray, srv: np.ndarray, lists: np.ndarray, max_batch: int, out: np.ndarray) -> None:
+    """:func:`admissible` of every server into ``out`` (N,) (action masks of N environments at once)."""
+    for i in range(len(srv)):
+        out[i] = admissible(req, srv, lists, i, max_batch)
+
+
+@nb.njit(cache=True)
 def _arrive(req: np.ndarray, srv: np.ndarray, i: int, arrived: int) -> None:
     """Move server i's arrival counter to ``arrived``, counting the scored requests' tokens due."""
     scored_from = int(srv[i, S_SCORED_FROM])
