@@ -22,7 +22,7 @@ EXTRAS_KEY = "papi-gym"
 EXTRA_KEYS = {"eval_freq", "eval_episodes", "checkpoint_freq", "edp_step_scaling", "vec"}
 FLAT_WRAPPER = "papi_env.wrappers.FlatDiscreteActions"
 DEFAULT_TIMESTEPS = 50_000  # a run's env steps when neither the config nor the caller says
-RUN_KEYS = ("n_envs", "normalize", "eval_freq", "eval_episodes", "checkpoint_freq", "vec", "n_timesteps")
+RUN_KEYS = ("n_envs", "normalize", "eval_freq", "eval_episodes", "checkpoint_freq", "vec", "n_timesteps", "init_model")
 """Config keys an override may set besides the algorithm's hyperparameters and ``env_kwargs.<name>``."""
 
 
@@ -150,6 +150,9 @@ def validate_config(cfg: dict[str, Any], where: str) -> None:
         if value is not None and not isinstance(value, str) and (
                 isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
             raise ConfigError(f"{where}.{key} must be a positive number or 'lin_<positive number>', got {value!r}")
+    init = cfg.get("init_model")
+    if init is not None and not (isinstance(init, str) and init.endswith(".zip") and Path(init).is_file()):
+        raise ConfigError(f"{where}.init_model must be the path of a saved model (.zip) to fine-tune, got {init!r}")
     parse_schedules(cfg.get("hyperparams", {}), where)
 
 

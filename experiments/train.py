@@ -43,7 +43,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
 import papi_env  # noqa: F401  (registers the environments)
-from agents.learned import ALGOS, algo_class
+from agents.learned import ALGOS, algo_class, vecnormalize_path
 from experiments.callbacks import DomainEvalCallback, RolloutProgressBar, RunCheckpoint, effective_checkpoint_freq
 from experiments.checkpoints import CHECKPOINT_DIR, discard_after, latest_intact, restore_rng_state
 from experiments.cli import UsageError, parse_env_kwargs, positive
@@ -132,6 +132,26 @@ def configure_torch(threads: int | None = 1) -> None:
     torch.distributions.Distribution.set_default_validate_args(False)
 
 
+def fine_tuning_start(cls: Any, cfg: dict, base_venv: Any, seed: int, device: str) -> tuple[Any, Any]:
+    """(model, env) starting from the saved agent ``cfg["init_model"]``: its weights and optimiser
+    state, its VecNormalize statistics (``<stem>_vecnormalize.pkl``, still updated) when the run
+    normalises, on the new environments; the config's hyperparameters apply from here on."""
+    path = Path(cfg["init_model"])
+    venv = base_venv
+    if cfg["normalize"]:
+        stats = vecnormalize_path(path)
+        if not stats.is_file():
+            raise FileNotFoundError(f"init_model {path}: the run normalises but {stats} is missing")
+        venv = VecNormalize.load(str(stats), base_venv)
+        venv.training = True
+    hyperparams = parse_schedules(cfg["hyperparams"], "init_model.hyperparams")
+    model = cls.load(path, env=venv, device=device, custom_objects={k: v for k, v in hyperparams.items()
+                                                                   if k in ("learning_rate", "clip_range")})
+    model.set_random_seed(seed)
+    model.num_timesteps = 0  # this run's steps count from here
+    return model, venv
+
+
 def train(algo: str, env_id: str, cfg: dict, total_timesteps: int, seed: int, logdir: Path,
           resume: bool = False, run_name: str | None = None, progress_bar: bool = True, verbose: int = 1,
           overwrite: bool = False, command: list[str] | None = None, torch_threads: int | None = 1,
@@ -183,9 +203,12 @@ def train(algo: str, env_id: str, cfg: dict, total_timesteps: int, seed: int, lo
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "run.json", run_record(algo, env_id, cfg, seed, total_timesteps, command))
         base_venv = make_env(env_id, cfg, seed)
-        venv = normalized(base_venv, cfg)
-        model = cls(cfg["policy"], venv, seed=seed, device=device, verbose=0,
-                    **parse_schedules(cfg["hyperparams"], f"{env_id}.hyperparams"))
+        if cfg.get("init_model"):  # fine-tuning: the saved agent's weights and normalisation statistics
+            model, venv = fine_tuning_start(cls, cfg, base_venv, seed, device)
+        else:
+            venv = normalized(base_venv, cfg)
+            model = cls(cfg["policy"], venv, seed=seed, device=device, verbose=0,
+                        **parse_schedules(cfg["hyperparams"], f"{env_id}.hyperparams"))
         model.set_logger(tensorboard_logger(run_dir, purge_step=None))
     callbacks = CallbackList([
         *([RolloutProgressBar()] if progress_bar else []),
@@ -227,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-freq", type=int)
     parser.add_argument("--eval-episodes", type=int)
     parser.add_argument("--env-kwargs", help="JSON dict merged over the config's env_kwargs")
+    parser.add_argument("--init-model", help="fine-tune this saved model (.zip; its VecNormalize statistics beside "
+                        "it) instead of starting from random weights")
     parser.add_argument("--checkpoint-freq", type=int,
                         help="env steps between checkpoints (default: the config's; at least every 10%% of a run)")
     parser.add_argument("--resume", action="store_true",
@@ -254,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides["n_timesteps"] = positive(args.total_timesteps, "--total-timesteps")
         overrides["env_kwargs"] = parse_env_kwargs(args.env_kwargs)
         overrides["vec"] = args.vec
+        if args.init_model is not None:
+            overrides["init_model"] = args.init_model
         cfg = resolve_config(args.algo, args.env, args.config, overrides, where="command line")
         total = cfg["n_timesteps"]
         command = [sys.executable, "-m", "experiments.train", *(sys.argv[1:] if argv is None else argv)]

@@ -202,3 +202,28 @@ def test_tensorboard_default_loader_shows_the_descriptions(tmp_path):
     finally:
         board.terminate()
         board.wait(10)
+
+
+def test_fine_tuning_starts_from_a_saved_agent(tmp_path):
+    """train --init-model: a run starts from a saved agent's weights and VecNormalize statistics
+    (issue "Agents that transfer": few-shot fine-tuning on a target); a bad path exits 2."""
+    from experiments import train as train_module
+
+    common = ["--env", "papi_env/PapiSchedule-v0", "--no-progress", "--eval-freq", "1024", "--eval-episodes", "1",
+              "--checkpoint-freq", "1024", "--n-envs", "2"]
+    assert train_module.main(["--total-timesteps", "2048", "--logdir", str(tmp_path / "a"), *common]) == 0
+    source = tmp_path / "a" / "ppo_PapiSchedule-v0_s0" / "final_model.zip"
+    assert train_module.main(["--total-timesteps", "1024", "--logdir", str(tmp_path / "b"), "--init-model",
+                              str(source), "--env-kwargs", '{"model": "gpt3-175b"}', *common]) == 0
+    from stable_baselines3 import PPO
+
+    start = PPO.load(source, device="cpu").policy.state_dict()
+    tuned_run = tmp_path / "b" / "ppo_PapiSchedule-v0_s0"
+    tuned = PPO.load(tuned_run / "final_model.zip", device="cpu").policy.state_dict()
+    assert all(start[k].shape == tuned[k].shape for k in start)
+    assert any(not (start[k] == tuned[k]).all() for k in start)  # trained further
+    import json
+
+    assert json.loads((tuned_run / "run.json").read_text())["config"]["init_model"] == str(source)
+    assert train_module.main(["--total-timesteps", "1024", "--logdir", str(tmp_path / "c"), "--init-model",
+                              str(tmp_path / "missing.zip"), *common]) == 2
