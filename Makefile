@@ -61,7 +61,7 @@ serve: setup
 # Transfer: PPO trained on 32 drawn systems and models (kernel and spec variants, latency and EDP, 3 seeds,
 # the configs' steps), evaluated zero-shot on the held-out systems (docs/RESULTS.md).
 transfer: setup
-	$(BIN)/python -m experiments.transfer --seeds 3 --out results/transfer
+	$(BIN)/python -m experiments.transfer --seeds 3 --few-shot 20000 --out results/transfer
 
 lint: setup
 	$(BIN)/ruff check .

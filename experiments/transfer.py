@@ -81,6 +81,79 @@ def evaluate_cell(variant: str, objective: str, member: Member, agents: list[str
     return row
 
 
+FEW_SHOT_EVALS = 4  # [D] validations along a fine-tuning run: the points of a few-shot curve
+
+
+def slug(name: str) -> str:
+    """A held-out system's name as part of a run name (no spaces)."""
+    return name.replace(" ", "-")
+
+
+def few_shot_jobs(args: argparse.Namespace, cells: dict[str, list[tuple[TrainJob, Path]]],
+                  targets: list[Member]) -> list[TrainJob]:
+    """Fine-tuning runs: each trained agent (its best model) on each named held-out target alone,
+    ``--few-shot`` steps, validated FEW_SHOT_EVALS times against PAPI's rule recalibrated for it."""
+    steps = args.few_shot
+    jobs = []
+    for label, members in cells.items():
+        variant, objective = label.split("_")
+        for target in targets:
+            for job, run in members:
+                base = {k: v for k, v in job.config()["env_kwargs"].items() if k != "population"}
+                jobs.append(TrainJob(
+                    "ppo", VARIANTS[variant], job.seed, str(args.out / "few_shot"), steps,
+                    env_kwargs={**base, "system": target.system, "model": target.model, "reward": objective},
+                    overrides={"init_model": str(run / "best_model.zip"),
+                               "eval_freq": max(steps // FEW_SHOT_EVALS, 1),
+                               "checkpoint_freq": steps}, label=f"{label}_{slug(target.name)}",
+                    resume="continue" if args.reuse else "overwrite"))
+    return jobs
+
+
+def few_shot_curves(jobs: list[TrainJob], runs: list[Path]) -> list[dict[str, Any]]:
+    """Per variant x objective x target: the agents' validation score / PAPI's recalibrated rule
+    after each number of fine-tuning steps (mean and spread over seeds)."""
+    import json
+
+    by_label: dict[str, list[list[dict[str, Any]]]] = {}
+    for job, run in zip(jobs, runs, strict=True):
+        by_label.setdefault(job.label, []).append(json.loads((run / "evaluations.json").read_text()))
+    curves = []
+    for label, histories in by_label.items():
+        steps = [e["timesteps"] for e in histories[0]]
+        values = np.array([[e["score_vs_threshold"] for e in h[:len(steps)]] for h in histories])
+        curves.append({"label": label, "steps": steps, "mean": values.mean(axis=0).tolist(),
+                       "min": values.min(axis=0).tolist(), "max": values.max(axis=0).tolist()})
+    return curves
+
+
+def plot_few_shot(curves: list[dict[str, Any]], zero_shot: dict[str, float], path: Path) -> None:
+    """One panel per variant x objective: each target's score / PAPI's rule against fine-tuning
+    steps (mean over seeds, band min..max), its zero-shot value at 0, the ratio-1 line."""
+    from experiments.io import save_figure
+    from experiments.plotting import pyplot
+
+    plt = pyplot()
+    panels = sorted({"_".join(c["label"].split("_")[:2]) for c in curves})
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for c in (c for c in curves if c["label"].startswith(panel + "_")):
+            target = c["label"][len(panel) + 1:]
+            xs = [0, *c["steps"]]
+            start = zero_shot.get(c["label"], np.nan)
+            line, = ax.plot(xs, [start, *c["mean"]], marker=".", label=target)
+            ax.fill_between(c["steps"], c["min"], c["max"], color=line.get_color(), alpha=0.15, lw=0)
+        ax.axhline(1.0, color="0.4", lw=0.8, ls="--")
+        ax.set_title(panel.replace("_", ", "))
+        ax.set_xlabel("fine-tuning steps on the target")
+        ax.set_ylabel("score / PAPI's recalibrated rule")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("Few-shot: population-trained PPO fine-tuned on each held-out target (band: seeds' range; "
+                 "0 steps: zero-shot on the evaluation episodes)")
+    save_figure(fig, path)
+    plt.close(fig)
+
+
 def to_markdown(rows: list[dict[str, Any]], seeds: int, steps: int | None, episodes: int, train_size: int) -> str:
     table = []
     for r in rows:
@@ -115,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("results/transfer"))
     parser.add_argument("--reuse", action="store_true", help="keep finished runs, continue killed ones")
+    parser.add_argument("--few-shot", type=int, default=0, metavar="STEPS",
+                        help="then fine-tune every agent on each named target for STEPS steps (few-shot curves)")
     parser.add_argument("--num-cpus", type=int, default=None)
     parser.add_argument("--address", default=None)
     args = parser.parse_args(argv)
@@ -133,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
             positive(args.total_timesteps, "--total-timesteps")
         if args.num_cpus is not None:
             positive(args.num_cpus, "--num-cpus")
+        if args.few_shot < 0:
+            raise UsageError(f"--few-shot must be >= 0 steps, got {args.few_shot}")
         check_output_dir(args.out)
         train = population(args.population_seed, args.train_size, "train")
         held_out = named_targets() + (population(args.population_seed, args.held_out_size, "held_out")
@@ -155,8 +232,23 @@ def main(argv: list[str] | None = None) -> int:
     record = {"seeds": args.seeds, "total_timesteps": args.total_timesteps, "train_size": args.train_size,
               "population_seed": args.population_seed, "episodes": args.episodes,
               "held_out": [{"name": m.name, "system": m.system, "model": m.model} for m in held_out], "rows": rows}
-    write_json(args.out / "transfer.json", record)
     md = to_markdown(rows, args.seeds, args.total_timesteps, args.episodes, args.train_size)
+    if args.few_shot:
+        cells = {f"{v}_{o}": [(j, r) for j, r in zip(jobs, runs, strict=True) if j.label == f"{v}_{o}"]
+                 for v in args.variants for o in args.objectives}
+        ft_jobs = few_shot_jobs(args, cells, named_targets())
+        check_jobs(ft_jobs)
+        curves = few_shot_curves(ft_jobs, run_jobs(ft_jobs, args.num_cpus, args.address))
+        zero_shot = {f"{r['variant']}_{r['objective']}_{slug(r['system'])}": float(np.mean(r["agents_vs_threshold"]))
+                     for r in rows}
+        record["few_shot"] = {"steps": args.few_shot, "curves": curves}
+        plot_few_shot(curves, zero_shot, args.out / "few_shot.png")
+        md += ("\n## Few-shot: score / PAPI's recalibrated rule after fine-tuning on the target "
+               "(validation episodes; mean [min, max] over seeds)\n\n")
+        md += markdown_table(["cell, target", *[f"{s} steps" for s in curves[0]["steps"]]],
+                             [[c["label"], *[f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in
+                                             zip(c["mean"], c["min"], c["max"], strict=True)]] for c in curves])
+    write_json(args.out / "transfer.json", record)
     write_text(args.out / "transfer.md", md)
     print(md)
     return 0

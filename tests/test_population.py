@@ -62,3 +62,26 @@ def test_transfer_script_end_to_end(tmp_path):
     assert [r["system"] for r in record["rows"]] == [*(m.name for m in named_targets()), "held_out-0"]
     assert all(isinstance(r["target_met"], bool) and len(r["agents_vs_threshold"]) == 1 for r in record["rows"])
     assert "gpt3-175b on papi-h100" in (tmp_path / "transfer.md").read_text()
+
+
+@pytest.mark.slow
+def test_transfer_few_shot_curves_run_end_to_end(tmp_path):
+    """experiments.transfer --few-shot: every trained agent is fine-tuned on each named target
+    (train --init-model) and validated along the way; the curves, table and figure are written."""
+    import json
+
+    ray = pytest.importorskip("ray")
+    from experiments import transfer
+
+    try:
+        assert transfer.main(["--variants", "kernel", "--objectives", "latency", "--seeds", "1", "--total-timesteps",
+                              "1024", "--train-size", "2", "--held-out-size", "0", "--episodes", "1", "--few-shot",
+                              "1024", "--num-cpus", "2", "--out", str(tmp_path)]) == 0
+    finally:
+        ray.shutdown()
+    record = json.loads((tmp_path / "transfer.json").read_text())
+    curves = record["few_shot"]["curves"]
+    assert len(curves) == 3 and all(len(c["steps"]) == len(c["mean"]) >= 2 for c in curves)
+    assert (tmp_path / "few_shot.png").exists() and "Few-shot" in (tmp_path / "transfer.md").read_text()
+    run = next((tmp_path / "few_shot").iterdir())
+    assert json.loads((run / "run.json").read_text())["config"]["init_model"].endswith("best_model.zip")
