@@ -20,28 +20,24 @@ import pickle, sys
 import gymnasium as gym, numpy as np
 import papi_env
 SPEC = "papi_env/PapiSpecSchedule-v0"
+STATIC = {"reward": "edp", "batch_size": [4, 16], "max_steps": 60}
+SERVE = {"requests": 16, "warmup": 2, "rate": [16.0, 64.0], "acceptance_rate": 0.7, "max_steps": 60,
+         "shaping": "remaining"}
 runs = []
-for env_id, kwargs in (("papi_env/PapiSchedule-v0", {"tlp": [1, 2, 4]}), ("papi_env/PapiKernelSchedule-v0", {}),
-                       ("papi_env/PapiSplitSchedule-v0", {"tlp": [[0, 1], [5, 3]]}), (SPEC, {}),
-                       (SPEC, {"token_credit": "best", "reward_tokens": "expected", "reward": "latency_target"})):
-    vec = gym.make_vec(env_id, num_envs=3, vectorization_mode="vector_entry_point", **{"reward": "edp", **kwargs},
-                       batch_size=[4, 16], max_steps=60)
+for env_id, kwargs, time_key in (
+        ("papi_env/PapiSchedule-v0", {**STATIC, "tlp": [1, 2, 4]}, "time_fc"),
+        ("papi_env/PapiKernelSchedule-v0", STATIC, "time_fc"),
+        ("papi_env/PapiSplitSchedule-v0", {**STATIC, "tlp": [[0, 1], [5, 3]]}, "time_fc"), (SPEC, STATIC, "time_fc"),
+        (SPEC, {**STATIC, "token_credit": "best", "reward_tokens": "expected", "reward": "latency_target"}, "time_fc"),
+        (papi_env.SERVE_ENV_ID, SERVE, "time")):
+    vec = gym.make_vec(env_id, num_envs=3, vectorization_mode="vector_entry_point", **kwargs)
     obs, _ = vec.reset(seed=5)
     vec.action_space.seed(2)
     steps = []
     for _ in range(80):
         obs, reward, terminated, truncated, info = vec.step(vec.action_space.sample())
-        steps.append((obs, reward, terminated, truncated, info.get("time_fc", 0.0), info.get("tokens", 0)))
+        steps.append((obs, reward, terminated, truncated, info.get(time_key, 0.0), info.get("tokens", 0)))
     runs.append((env_id, steps))
-serve = gym.make_vec(papi_env.SERVE_ENV_ID, num_envs=3, vectorization_mode="vector_entry_point", requests=16,
-                     warmup=2, rate=[16.0, 64.0], acceptance_rate=0.7, max_steps=60, shaping="remaining")
-obs, _ = serve.reset(seed=5)
-serve.action_space.seed(2)
-steps = []
-for _ in range(80):
-    obs, reward, terminated, truncated, info = serve.step(serve.action_space.sample())
-    steps.append((obs, reward, terminated, truncated, info.get("time", 0.0), info.get("tokens", 0)))
-runs.append((papi_env.SERVE_ENV_ID, steps))
 sys.stdout.buffer.write(pickle.dumps(runs))
 """
 

@@ -49,6 +49,16 @@ def _same_info(vec: dict, sync: dict) -> None:
             assert _equal(np.asarray(vec[key])[mask], np.asarray(sync[key])[mask]), key
 
 
+def _step_both(vec, sync, actions) -> tuple[int, int]:
+    """Step the native vector env and the SyncVectorEnv with the same actions; assert that they
+    return the same arrays (dtypes too) and infos; (episodes ended, of which truncated)."""
+    out_v, out_s = vec.step(actions), sync.step(actions)
+    for x, y in zip(out_v[:4], out_s[:4], strict=True):
+        assert x.dtype == y.dtype and np.array_equal(x, y)
+    _same_info(out_v[4], out_s[4])
+    return int(np.sum(out_v[2] | out_v[3])), int(np.sum(out_v[3]))
+
+
 @pytest.mark.parametrize(("env_id", "kwargs"), CASES, ids=[f"{e.split('/')[1]}-{i}" for i, (e, _) in
                                                           enumerate(CASES)])
 def test_vector_equals_sync_bit_for_bit(env_id, kwargs):
@@ -69,11 +79,7 @@ def test_vector_equals_sync_bit_for_bit(env_id, kwargs):
             a = np.where(masks[np.arange(n), a], a, 1 - a)
         elif env_id.endswith("PapiSplitSchedule-v0"):
             a = actions.uniform(0, 1, a.shape).astype(np.float32)
-        out_v, out_s = vec.step(a), sync.step(a)
-        for x, y in zip(out_v[:4], out_s[:4], strict=True):
-            assert x.dtype == y.dtype and np.array_equal(x, y)
-        _same_info(out_v[4], out_s[4])
-        episodes += int(np.sum(out_v[2] | out_v[3]))
+        episodes += _step_both(vec, sync, a)[0]
     assert episodes >= 1  # autoreset was exercised
     vec.close()
     sync.close()
@@ -101,12 +107,9 @@ def test_same_step_autoreset_equals_sync(env_id):
         if env_id.endswith("PapiSchedule-v0"):
             masks = vec.unwrapped.action_masks()
             a = np.where(masks[np.arange(n), a], a, 1 - a)
-        out_v, out_s = vec.step(a), sync.step(a)
-        for x, y in zip(out_v[:4], out_s[:4], strict=True):
-            assert x.dtype == y.dtype and np.array_equal(x, y)
-        _same_info(out_v[4], out_s[4])
-        ended += int(np.sum(out_v[2] | out_v[3]))
-        truncated += int(np.sum(out_v[3]))
+        ended_now, truncated_now = _step_both(vec, sync, a)
+        ended += ended_now
+        truncated += truncated_now
     assert ended >= 1 and truncated >= 1  # both kinds of end were exercised
     with pytest.raises(ValueError, match="autoreset_mode must be one of"):
         gym.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point", autoreset_mode="Disabled")
@@ -357,12 +360,7 @@ def test_serve_vector_equals_sync(kwargs, mode, tmp_path):
     vec.action_space.seed(3)
     ended = 0
     for _ in range(150):
-        a = vec.action_space.sample()
-        out_v, out_s = vec.step(a), sync.step(a)
-        for x, y in zip(out_v[:4], out_s[:4], strict=True):
-            assert x.dtype == y.dtype and np.array_equal(x, y)
-        _same_info(out_v[4], out_s[4])
-        ended += int(np.sum(out_v[2] | out_v[3]))
+        ended += _step_both(vec, sync, vec.action_space.sample())[0]
     assert ended >= 2  # autoreset was exercised
     assert np.array_equal(vec.unwrapped.action_masks(), np.stack(sync.call("action_masks")))
     vec.close()
