@@ -112,3 +112,27 @@ def check_jobs(jobs: Sequence[TrainJob]) -> None:
         if key not in seen:
             seen.add(key)
             job.config(build_env=True)
+
+
+def add_training_arguments(parser: Any, what: str) -> None:
+    """The flags of a study that evaluates given agents and may train its own first: ``--agent``
+    (repeatable), ``--train-seeds`` (``what`` says what is trained), ``--total-timesteps``, ``--reuse``."""
+    parser.add_argument("--agent", action="append", default=[], help="a learned policy ALGO:PATH (repeatable)")
+    parser.add_argument("--train-seeds", type=int, default=0, help=f"first train this many seeds of {what}")
+    parser.add_argument("--total-timesteps", type=int, default=None,
+                        help="steps per trained seed (default: the config's)")
+    parser.add_argument("--reuse", action="store_true", help="keep finished training runs in --out/runs and continue "
+                        "killed ones from their checkpoints")
+
+
+def check_training_arguments(args: Any) -> None:
+    """UsageError (exit 2) for the flags of add_training_arguments that cannot work, before any work."""
+    from agents.policies import make_policy
+    from experiments.cli import UsageError, positive
+
+    if args.train_seeds < 0:
+        raise UsageError(f"--train-seeds must be >= 0, got {args.train_seeds}")
+    if args.total_timesteps is not None:
+        positive(args.total_timesteps, "--total-timesteps")
+    for agent in args.agent:
+        make_policy(agent)

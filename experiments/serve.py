@@ -39,7 +39,7 @@ from experiments import fanout, stats
 from experiments.cli import UsageError, check_output_dir, finite, positive
 from experiments.evaluate import eval_seeds, run_episode
 from experiments.io import markdown_table, publish, save_figure
-from experiments.jobs import TrainJob, check_jobs, run_jobs
+from experiments.jobs import TrainJob, add_training_arguments, check_jobs, check_training_arguments, run_jobs
 from experiments.plotting import pyplot
 from sim.online import summarise
 
@@ -215,14 +215,8 @@ def plot(record: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Latency versus request rate on PapiServe-v0.")
-    parser.add_argument("--agent", action="append", default=[], help="a learned policy ALGO:PATH (repeatable)")
-    parser.add_argument("--train-seeds", type=int, default=0,
-                        help="first train this many PPO seeds on PapiServe-v0 (its config block in "
-                             "experiments/configs/ppo.yaml) into --out/runs, as Ray tasks, and add their best models")
-    parser.add_argument("--total-timesteps", type=int, default=None,
-                        help="steps per trained seed (default: the config's)")
-    parser.add_argument("--reuse", action="store_true", help="keep finished training runs in --out/runs and continue "
-                        "killed ones from their checkpoints")
+    add_training_arguments(parser, "PPO on PapiServe-v0 (its config block in experiments/configs/ppo.yaml) into "
+                           "--out/runs, as Ray tasks, and add their best models")
     parser.add_argument("--rates", default=",".join(f"{r:g}" for r in DEFAULT_RATES),
                         help="requests/s, comma-separated")
     parser.add_argument("--episodes", type=int, default=8)
@@ -256,12 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         kwargs = {"requests": args.requests, "warmup": args.warmup, "acceptance_rate": args.acceptance_rate,
                   "max_tlp": args.max_tlp, "reward": "latency", "arrival": args.arrival, "cv": args.cv}
         papi_env.PapiServeEnv(**kwargs)  # bad settings fail here, before any work
-        for agent in args.agent:
-            make_policy(agent)
-        if args.train_seeds < 0:
-            raise UsageError(f"--train-seeds must be >= 0, got {args.train_seeds}")
-        if args.total_timesteps is not None:
-            positive(args.total_timesteps, "--total-timesteps")
+        check_training_arguments(args)
         jobs = [TrainJob("ppo", SERVE, seed, str(args.out / "runs"), args.total_timesteps,
                          resume="continue" if args.reuse else "overwrite") for seed in range(args.train_seeds)]
         check_jobs(jobs)

@@ -45,10 +45,9 @@ from experiments import fanout, stats
 from experiments.cli import UsageError, check_output_dir, positive
 from experiments.evaluate import eval_seeds, evaluate, run_episode
 from experiments.io import markdown_table, publish, save_figure
-from experiments.jobs import TrainJob, check_jobs, run_jobs
+from experiments.jobs import TrainJob, add_training_arguments, check_jobs, check_training_arguments, run_jobs
 from experiments.plotting import pyplot
-from papi_env.serve_env import TRACE_SPLITS
-from sim.online import load_trace
+from sim.online import load_trace, split_rows, trace_rate, trace_window
 
 SERVE = papi_env.SERVE_ENV_ID
 DEFAULT_LOADS = (0.5, 0.65, 0.8, 0.95)  # [D] fractions of PAPI's rule's saturation (the issue's 50-95%)
@@ -71,8 +70,8 @@ BASELINES = ("threshold", "fixed-tlp:2", "fixed-tlp:3", "fixed-tlp:4", "validate
 def split_rate(split: str) -> float:
     """The azure-conv trace split's mean arrival rate, requests/s."""
     trace = load_trace(EVAL_KWARGS["trace"])
-    lo, hi = (round(f * trace.size) for f in TRACE_SPLITS[split])
-    return (hi - lo - 1) / float(trace.arrival_s[hi - 1] - trace.arrival_s[lo])
+    lo, hi = split_rows(trace, split)
+    return trace_rate(trace_window(trace, lo, hi - lo))
 
 
 def saturation(spec: str = "threshold", seed: int = 0) -> float:
@@ -205,13 +204,8 @@ def plot(record: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Goodput versus load on the Azure trace, tight SLO.")
-    parser.add_argument("--agent", action="append", default=[], help="a learned policy ALGO:PATH (repeatable)")
-    parser.add_argument("--train-seeds", type=int, default=0,
-                        help="first train this many seeds of each --algos (TRAIN_KWARGS)")
+    add_training_arguments(parser, "each --algos (TRAIN_KWARGS)")
     parser.add_argument("--algos", default="ppo", help="algorithms to train, comma-separated (ppo, maskable_ppo)")
-    parser.add_argument("--total-timesteps", type=int, default=None,
-                        help="steps per trained seed (default: the config's)")
-    parser.add_argument("--reuse", action="store_true", help="keep finished training runs in --out/runs")
     parser.add_argument("--loads", default=",".join(f"{f:g}" for f in DEFAULT_LOADS),
                         help="fractions of PAPI's rule's saturation, comma-separated")
     parser.add_argument("--episodes", type=int, default=10)
@@ -233,13 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         if not 0 <= args.warmup < args.requests:
             raise UsageError(f"--warmup must be in [0, --requests), got {args.warmup}")
         eval_kwargs = {**EVAL_KWARGS, "requests": args.requests, "warmup": args.warmup}
-        if args.train_seeds < 0:
-            raise UsageError(f"--train-seeds must be >= 0, got {args.train_seeds}")
-        if args.total_timesteps is not None:
-            positive(args.total_timesteps, "--total-timesteps")
+        check_training_arguments(args)
         check_output_dir(args.out)
-        for agent in args.agent:
-            make_policy(agent)
         algos = [a.strip() for a in args.algos.split(",") if a.strip()]
         if not algos or any(a not in TRAINABLE for a in algos):
             raise UsageError(f"--algos must name algorithms among {list(TRAINABLE)}, got {args.algos!r}")

@@ -69,21 +69,21 @@ from sim import serve_kernels as sk
 from sim.online import (
     DEFAULT_MAX_BATCH,
     SLO_SCALE,
+    TRACE_SPLITS,
     OnlineServer,
     Workload,
     draw_key,
     load_trace,
     sample_workload,
+    split_rows,
     summarise,
+    trace_rate,
     trace_window,
     unloaded_targets,
 )
 from sim.serve_engine import BLOCK_TOKENS, WATERMARK, KVPolicy, ServeEngine
 
 SOURCES = ("poisson", "gamma", "trace")  # where an episode's arrivals come from (``arrival``)
-TRACE_SPLITS = {"all": (0.0, 1.0), "train": (0.0, 0.6), "validation": (0.6, 0.8), "test": (0.8, 1.0)}
-"""[D] Parts of a trace by position (fractions of its requests): train on the first 60%, choose
-settings on the next 20%, test on the last 20%, so that no window of one part overlaps another's."""
 SERVE_REWARDS = ("latency", "energy", "goodput")  # papi_env.serve_kernels' reward codes, in order
 SHAPINGS = ("none", "remaining")
 OBS_SIZE = mk.OBS_SIZE
@@ -143,7 +143,7 @@ class ServeCore:
         self.trace = None if trace is None else load_trace(trace)
         if trace_split not in TRACE_SPLITS:
             raise ValueError(f"trace_split must be one of {list(TRACE_SPLITS)}, got {trace_split!r}")
-        self.trace_split = trace_split
+        self.trace_split = trace_split  # sim.online.TRACE_SPLITS
         arrivals = [arrival] if isinstance(arrival, str) or arrival is None else list(arrival)
         arrivals = [("trace" if self.trace is not None else "poisson") if a is None else a for a in arrivals]
         if not arrivals or any(a not in SOURCES for a in arrivals):
@@ -159,8 +159,7 @@ class ServeCore:
                              f"request's arrays), got {self.requests:,}")
         lo = hi = 0
         if self.trace is not None:
-            lo, hi = (round(f * self.trace.size) for f in TRACE_SPLITS[self.trace_split])
-            self.trace_rows = (lo, hi)
+            lo, hi = self.trace_rows = split_rows(self.trace, self.trace_split)
             window = min(self.requests, hi - lo)  # a trace episode: a window of this many requests of the split
             size = window if self.arrivals == ["trace"] else self.requests
         else:
@@ -416,13 +415,6 @@ class ServeCore:
     def server(self, i: int) -> OnlineServer:
         """Environment i's server (sim.online.OnlineServer's view): what rules and planners read."""
         return OnlineServer.view(self.engine, i, self.workloads[i])
-
-
-def trace_rate(w: Workload) -> float:
-    """A trace's mean arrival rate, requests/s (requests after the first over their span; 0 for
-    one request or one instant)."""
-    span = float(w.arrival_s[-1] - w.arrival_s[0])
-    return (w.size - 1) / span if span > 0 else 0.0
 
 
 class PapiServeEnv(gym.Env):

@@ -180,6 +180,26 @@ def _read_trace(path: Path, mtime_ns: int) -> Workload:
     return Workload(*arrays)
 
 
+TRACE_SPLITS = {"all": (0.0, 1.0), "train": (0.0, 0.6), "validation": (0.6, 0.8), "test": (0.8, 1.0)}
+"""[D] Parts of a trace by position (fractions of its requests): train on the first 60%, choose
+settings on the next 20%, test on the last 20%, so that no window of one part overlaps another's."""
+
+
+def split_rows(trace: Workload, split: str) -> tuple[int, int]:
+    """The request indices [lo, hi) of a trace's ``split`` (TRACE_SPLITS)."""
+    if split not in TRACE_SPLITS:
+        raise WorkloadError(f"trace_split must be one of {list(TRACE_SPLITS)}, got {split!r}")
+    lo, hi = (round(f * trace.size) for f in TRACE_SPLITS[split])
+    return lo, hi
+
+
+def trace_rate(w: Workload) -> float:
+    """A workload's mean arrival rate, requests/s (requests after the first over their span; 0 for
+    one request or one instant)."""
+    span = float(w.arrival_s[-1] - w.arrival_s[0])
+    return (w.size - 1) / span if span > 0 else 0.0
+
+
 def trace_window(trace: Workload, start: int, size: int, rate_scale: float = 1.0) -> Workload:
     """``size`` consecutive requests of ``trace`` from index ``start``, arrivals shifted to start at
     0 s and divided by ``rate_scale`` (the load times ``rate_scale``: the field's way of sweeping

@@ -15,9 +15,8 @@ from agents.policies import make_policy
 from agents.rules import fcfs_rule
 from hardware.systems import CostModel
 from hardware.workloads import WorkloadError
-from papi_env.serve_env import trace_rate
 from sim import serve_kernels as sk
-from sim.online import OnlineServer, Workload, load_trace, sample_workload, serve, summarise, trace_window
+from sim.online import OnlineServer, Workload, load_trace, sample_workload, serve, summarise, trace_rate, trace_window
 from sim.serve_engine import KVPolicy
 
 PAPI = CostModel("papi", "llama-65b")
