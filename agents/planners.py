@@ -3,7 +3,7 @@
 An oracle prices with the hidden truth (true acceptance probabilities, remaining output lengths);
 a planner with what a runtime could estimate. Both ask the environment what an action costs now
 (``step_objective(action)``, the spec variant's ``action_values`` and ``cost_at``, the serving
-env's ``server.decode_cost``: the simulation's answer through the env's public view) and decide
+env's ``server.plan``: the simulation's answer through the env's public view) and decide
 here. None is a proven bound.
 """
 
@@ -62,21 +62,21 @@ def split_oracle(env: Any) -> np.ndarray:
 
 
 def serve_greedy(env: Any, p: float) -> np.ndarray:
-    """PapiServe: admit all that fit, then the (unit, TLP) of least time (latency, goodput) or
-    energy (energy) per expected token this iteration, each draft accepted with probability ``p``
-    (expected tokens per request (1 - p^TLP) / (1 - p)). It looks one iteration ahead."""
+    """PapiServe: admit all that fit, then the (unit, TLP) of least decoding time (latency,
+    goodput) or energy (energy) per expected token this iteration, each draft accepted with
+    probability ``p`` (expected tokens per request (1 - p^TLP) / (1 - p)); the decoding's cost is
+    what it adds to the iteration (``server.plan``: less the FC weight read a GPU iteration shares
+    with a prompt chunk). It looks one iteration ahead."""
     s = env.server
-    rlp = len(s.running)
     admit = min(s.admissible(), env.max_admit)
-    if rlp == 0:
-        return np.array([int(not env.unit_mask[0]), 0, max(admit, 1)])
-    ctx = s.sum_context()
+    if len(s.running) == s.prefilling:  # nothing to decode
+        return np.array([int(not env.unit_mask[0]), 0, max(admit, 1) if not len(s.running) else admit])
     best, best_cost = (0, 0), math.inf
     for unit in (u for u in (0, 1) if env.unit_mask[u]):
         for tlp in range(1, env.max_tlp + 1):
-            expected = rlp * (tlp if p >= 1.0 else (1 - p**tlp) / (1 - p))
-            t, e = s.decode_cost(rlp, tlp, ctx, UNITS[unit])
-            cost = (e if env.reward_kind == "energy" else t) / expected
+            plan = s.plan(UNITS[unit], tlp, admit)  # (paged KV never preempts the oldest decoding request)
+            expected = plan.rlp * (tlp if p >= 1.0 else (1 - p**tlp) / (1 - p))
+            cost = (plan.decode_j if env.reward_kind == "energy" else plan.decode_s) / expected
             if cost < best_cost:
                 best, best_cost = (unit, tlp - 1), cost
     return np.array([best[0], best[1], admit])

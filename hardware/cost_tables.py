@@ -20,7 +20,8 @@ For online serving (sim.serve_kernels), allocated on first use and grown as need
 - ``serve_decode[cm, rlp, tlp, unit]``: a whole decoding iteration with every FC kernel on
   ``unit``, as (s at zero context, s per context token, J at zero context, J per context token)
   (``CostModel.iteration`` is affine in the context);
-- ``prefill[cm, tokens]``: ``CostModel.prefill_terms`` of a prefill of that many prompt tokens.
+- ``prefill[cm, tokens]``: ``CostModel.prefill_terms`` of a prefill of that many prompt tokens;
+- and ``fc`` above, for chunked prefill's fused iterations (``CostModel.fused_fc_saving``).
 
 Units are indices into ``UNITS`` = ('pim', 'gpu'). Tokens run to MAX_RLP x MAX_TLP.
 """

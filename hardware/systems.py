@@ -22,15 +22,19 @@ from hardware.specs import FC_UNITS, GB, SpecError, SystemSpec, load_system
 
 FC_KERNELS = ("qkv", "proj", "ffn")
 SPLIT_STEPS = 64  # [D] FC split fractions are rounded to 1/64 of a kernel's weights (tile granularity)
-PREFILL_TERMS = 5  # numbers in CostModel.prefill_terms
+PREFILL_TERMS = 7  # numbers in CostModel.prefill_terms
 
 
-def prefill_from_terms(terms: np.ndarray, causal: float) -> tuple[float, float]:
+def prefill_from_terms(terms: np.ndarray, causal: float, reread: float = 0.0) -> tuple[float, float]:
     """(s, J) of a GPU prefill from its CostModel.prefill_terms and its causal sum
     sum_i l_i (l_i + 1) / 2 over the prompts: the attention takes the longer of streaming the KV
-    and its causal MACs (a roofline), everything else is fixed by the token count. Plain float
-    arithmetic, so the serving kernels compile this same function (sim.serve_kernels)."""
-    return terms[0] + max(terms[2] * causal, terms[1]), terms[3] + terms[4] * causal
+    and its causal MACs (a roofline), everything else is fixed by the token count. A chunk of a
+    longer prompt (chunked prefill) also attends to the context computed before it: ``reread``
+    tokens of earlier KV that its attention streams again, and its causal sum counts those
+    keys (sum over the chunk's tokens of their positions in the prompt). Plain float arithmetic,
+    so the serving kernels compile this same function (sim.serve_kernels)."""
+    return terms[0] + max(terms[2] * causal, terms[1] + terms[5] * reread), terms[3] + terms[4] * causal + \
+        terms[6] * reread
 
 
 class CapacityError(SpecError):
@@ -143,6 +147,14 @@ class CostModel:
                 cost = cost + self.fc_kernel(kernel, tokens, unit)
             self._fc_total[key] = cost
         return cost
+
+    def fused_fc_saving(self, decode_tokens: int, chunk_tokens: int) -> Cost:
+        """What fusing a decoding iteration's FC kernels with a prompt chunk's on the GPUs saves
+        (chunked prefill, Sarathi-Serve): the product of ``decode_tokens`` + ``chunk_tokens`` rows
+        reads each weight once instead of twice, fc(d) + fc(c) - fc(d + c) on the GPUs. [D]"""
+        d, c, both = self.fc(decode_tokens, "gpu"), self.fc(chunk_tokens, "gpu"), self.fc(decode_tokens + chunk_tokens,
+                                                                                          "gpu")
+        return Cost(d.time + c.time - both.time, d.energy + c.energy - both.energy)
 
     def _attention_one_layer(self, rlp: int, tlp: int, sum_ctx: float, unit: str) -> Cost:
         sysm, m = self.system, self.model
@@ -405,7 +417,8 @@ class CostModel:
         sum_i l_i (l_i + 1) / 2 (the only way the prompts' split into requests matters): fixed
         seconds (FC GEMMs, all-reduces, shipping the KV to Attn-PIM, norms and activation), the
         attention's streaming seconds, its seconds per causal unit (the two sides of the
-        attention's roofline, costs.gpu_streaming), fixed joules, joules per causal unit.
+        attention's roofline, costs.gpu_streaming), fixed joules, joules per causal unit, and the
+        streaming seconds and joules per token of earlier context re-read (a prefill chunk's).
         Only for systems that prefill on GPUs."""
         sysm, m = self.system, self.model
         if sysm.prefill_unit != "gpu":
@@ -420,11 +433,13 @@ class CostModel:
                 c = costs.gpu_gemm(tokens, math.ceil(n_out / g), k_in, sysm.gpu, sysm.energy, b)
                 fc = fc + Cost(c.time, c.energy * g)
         stream = costs.gpu_streaming(tokens * 2.0 * m.kv_dim * b / g, 0.0, sysm.gpu, sysm.energy)
+        reread = costs.gpu_streaming(2.0 * m.kv_dim * b / g, 0.0, sysm.gpu, sysm.energy)  # per token
         per_causal = costs.gpu_streaming(0.0, m.hidden * 2 / g, sysm.gpu, sysm.energy)
         comm = comm + costs.allreduce(float(tokens) * m.hidden * b, g, sysm.gpu, sysm.energy).scaled(2)
         fixed = fc + comm + self._other_one_layer(tokens, 1)
         return np.array([layers * fixed.time, layers * stream.time, layers * per_causal.time,
-                         layers * (fixed.energy + stream.energy * g), layers * per_causal.energy * g])
+                         layers * (fixed.energy + stream.energy * g), layers * per_causal.energy * g,
+                         layers * reread.time, layers * reread.energy * g])
 
     @property
     def weight_capacity_bytes(self) -> float:

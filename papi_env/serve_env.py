@@ -15,7 +15,8 @@ Requests arrive over time; the scheduler decides, at every iteration boundary:
   oldest waiting request / TTFT target; KV occupancy (reserved / capacity); log recent arrival
   rate (EMA over ~1 s); last TLP / max_tlp; recent acceptance (EMA of kept / verified tokens);
   RLP x last TLP / PAPI's crossover alpha; admissible requests / max_admit; log total context;
-  share of the episode's requests that have arrived.
+  share of the episode's requests that have arrived; with chunked prefill a twelfth, the log of
+  the prompt tokens the running requests have still to compute (in iteration budgets).
 - **rewards** (per-step terms that sum to the episode's objective; the first ``warmup`` requests
   are not scored):
   ``latency``: -(request-seconds the scored requests spend in the system during the step) / their
@@ -29,6 +30,10 @@ Requests arrive over time; the scheduler decides, at every iteration boundary:
   never preempting; ``"paged"`` as vLLM: blocks of ``block_tokens`` tokens allocated as contexts
   grow, admission keeping a ``watermark`` share free, preemption by recompute (the most recently
   admitted first; ``info["preempted"]``) when running requests cannot grow.
+- **prefill** (``token_budget``): ``None`` (default) prefills each admitted request's whole prompt
+  in the iteration that admits it; a number of tokens chunks prompts as Sarathi-Serve does: each
+  iteration computes at most that many tokens, the decoded requests' RLP x TLP first and prompt
+  chunks of the admitted requests (oldest first) in the rest, fused with the decoding step.
 - **latency targets** (goodput, SLO attainment): ``ttft_target_s`` and ``tpot_target_s``, by default
   ``slo_scale`` (5: medium; 2: tight) times the unloaded TTFT and TPOT of the median request (of
   the dataset, or of the trace's split) on the PAPI system with the env's model.
@@ -81,7 +86,7 @@ from sim.online import (
     trace_window,
     unloaded_targets,
 )
-from sim.serve_engine import BLOCK_TOKENS, WATERMARK, KVPolicy, ServeEngine
+from sim.serve_engine import BLOCK_TOKENS, WATERMARK, KVPolicy, ServeEngine, check_token_budget
 
 SOURCES = ("poisson", "gamma", "trace")  # where an episode's arrivals come from (``arrival``)
 SERVE_REWARDS = ("latency", "energy", "goodput")  # papi_env.serve_kernels' reward codes, in order
@@ -130,7 +135,8 @@ class ServeCore:
                  acceptance_rate: float | None = None, reward: str = "latency",
                  ttft_target_s: float | None = None, tpot_target_s: float | None = None,
                  max_steps: int = 100_000, shaping: str = "none", slo_scale: float = SLO_SCALE,
-                 kv_policy: str = "reserve", block_tokens: int = BLOCK_TOKENS, watermark: float = WATERMARK) -> None:
+                 kv_policy: str = "reserve", block_tokens: int = BLOCK_TOKENS, watermark: float = WATERMARK,
+                 token_budget: int | None = None) -> None:
         self.num_envs = _positive_int("num_envs", num_envs)
         if reward not in SERVE_REWARDS:
             raise ValueError(f"reward must be one of {SERVE_REWARDS}, got {reward!r}")
@@ -181,6 +187,9 @@ class ServeCore:
             raise ValueError(f"acceptance_rate must be in (0, 1] or None, got {acceptance_rate!r}")
         self.acceptance_rate = acceptance_rate
         self.kv = KVPolicy(kv_policy, block_tokens, watermark)
+        check_token_budget(token_budget)
+        self.token_budget = None if token_budget is None else int(token_budget)
+        self.obs_size = OBS_SIZE + (self.token_budget is not None)  # chunked prefill: its backlog too
         self.reward_kind = reward
         if shaping not in SHAPINGS:
             raise ValueError(f"shaping must be one of {SHAPINGS}, got {shaping!r}")
@@ -219,7 +228,7 @@ class ServeCore:
 
     def single_spaces(self) -> tuple[spaces.Space, spaces.Space]:
         return (spaces.MultiDiscrete([2, self.max_tlp, self.max_admit + 1]),
-                spaces.Box(0.0, 1.0, shape=(OBS_SIZE,), dtype=np.float32))
+                spaces.Box(0.0, 1.0, shape=(self.obs_size,), dtype=np.float32))
 
     def alpha(self) -> float:
         """PAPI's offline crossover for this objective (latency's for goodput); inf without FC-PIM."""
@@ -258,7 +267,8 @@ class ServeCore:
             self.workloads[i] = w
             sizes[k] = w.size
             self.engine.load(i, w.arrival_s, w.lin, w.lout, 0, draw_key(rng, self.acceptance_rate),
-                             self.acceptance_rate, self.warmup, self.ttft_target_s, self.tpot_target_s, self.kv)
+                             self.acceptance_rate, self.warmup, self.ttft_target_s, self.tpot_target_s, self.kv,
+                             self.token_budget)
             m = self.mdp[i]
             m[:] = 0.0
             scored = w.size - self.warmup
@@ -279,8 +289,8 @@ class ServeCore:
 
     # ---------------------------------------------------------------------------------- step
     def observe(self) -> np.ndarray:
-        """(N, OBS_SIZE) float32 observations (the module docstring)."""
-        obs = np.empty((self.num_envs, OBS_SIZE), dtype=np.float32)
+        """(N, obs_size) float32 observations (the module docstring)."""
+        obs = np.empty((self.num_envs, self.obs_size), dtype=np.float32)
         e = self.engine
         mk.observe(obs, e.req, e.srv, e.lists, self.mdp, self.max_batch, self.max_tlp, self.max_admit)
         return obs
@@ -303,9 +313,9 @@ class ServeCore:
         terminated, truncated = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
         e.fit_tlp(self.max_tlp)
         while mk.step(actions, self.unit_mask, pending, e.req, e.srv, e.running, e.keys, e.decode_table,
-                      e.prefill_table, e.out, e.lists, e.missing, self.mdp, self.reward_code, self.shaped,
-                      self.max_steps, RATE_TAU_S, ACCEPT_EMA, reward, unit_used, clamped, fallback, terminated,
-                      truncated):
+                      e.prefill_table, e.fc_table, e.plan, e.out, e.lists, e.missing, self.mdp, self.reward_code,
+                      self.shaped, self.max_steps, RATE_TAU_S, ACCEPT_EMA, reward, unit_used, clamped, fallback,
+                      terminated, truncated):
             e.fill(np.flatnonzero(pending))
         return reward, unit_used, clamped, fallback, terminated, truncated
 

@@ -27,6 +27,7 @@ RATE_SCALE = 1000.0  # [D] requests/s at which the log-rate feature saturates
 QUEUE_SCALE = 4  # [D] queued requests, in batches, at which the log-queue feature saturates
 WAIT_CAP = 10.0  # [D] oldest wait, in TTFT targets, at which its feature saturates
 LOAD_CAP = 4.0  # [D] RLP x TLP, in alphas, at which its feature saturates
+BACKLOG_SCALE = 64.0  # [D] prompt tokens left to compute, in iteration budgets, at which that feature saturates
 
 
 @nb.njit(cache=True)
@@ -41,7 +42,8 @@ def potential(srv: np.ndarray, mdp: np.ndarray, i: int, shaped: bool) -> float:
 @nb.njit(cache=True)
 def observe(obs: np.ndarray, req: np.ndarray, srv: np.ndarray, lists: np.ndarray, mdp: np.ndarray, max_batch: int,
             max_tlp: int, max_admit: int) -> None:
-    """(N, OBS_SIZE) float32 observations in [0, 1] of every environment's state."""
+    """(N, OBS_SIZE) float32 observations in [0, 1] of every environment's state; with a column
+    more (chunked prefill), the running requests' prompt backlog."""
     for i in range(len(srv)):
         rlp = srv[i, sk.S_RUNNING]
         arrived, nxt, n_pre = int(srv[i, sk.S_ARRIVED]), int(srv[i, sk.S_NEXT]), int(srv[i, sk.S_PREEMPTED])
@@ -69,14 +71,17 @@ def observe(obs: np.ndarray, req: np.ndarray, srv: np.ndarray, lists: np.ndarray
         for k in range(OBS_SIZE):
             x = np.float32(values[k])
             obs[i, k] = min(max(x, np.float32(0.0)), np.float32(1.0))
+        if obs.shape[1] > OBS_SIZE:
+            budgets = srv[i, sk.S_PREFILL_BACKLOG] / max(srv[i, sk.S_TOKEN_BUDGET], 1.0)
+            obs[i, OBS_SIZE] = np.float32(min(math.log1p(budgets) / math.log1p(BACKLOG_SCALE), 1.0))
 
 
 @nb.njit(cache=True)
 def step(actions: np.ndarray, unit_mask: np.ndarray, pending: np.ndarray, req: np.ndarray, srv: np.ndarray,
          running: np.ndarray, keys: np.ndarray, decode_table: np.ndarray, prefill_table: np.ndarray,
-         out: np.ndarray, lists: np.ndarray, missing: np.ndarray, mdp: np.ndarray, reward_code: int,
-         shaped: bool, max_steps: int, rate_tau_s: float, accept_weight: float, reward: np.ndarray,
-         unit_used: np.ndarray, clamped: np.ndarray, fallback: np.ndarray, terminated: np.ndarray,
+         fc_table: np.ndarray, plan: np.ndarray, out: np.ndarray, lists: np.ndarray, missing: np.ndarray,
+         mdp: np.ndarray, reward_code: int, shaped: bool, max_steps: int, rate_tau_s: float, accept_weight: float,
+         reward: np.ndarray, unit_used: np.ndarray, clamped: np.ndarray, fallback: np.ndarray, terminated: np.ndarray,
          truncated: np.ndarray) -> int:
     """One step of every environment with ``pending[i]`` (cleared as each runs) whose episode has
     not ended (those stand still, reward 0): action (N, 3) = (FC unit, TLP - 1, admissions), checked
@@ -93,8 +98,8 @@ def step(actions: np.ndarray, unit_mask: np.ndarray, pending: np.ndarray, req: n
         fallback[i] = not unit_mask[i, unit]
         used = 1 - unit if fallback[i] else unit
         clamped[i] = admit > sk.admissible(req, srv, lists, i, running.shape[1])
-        if not sk.iterate(i, used, tlp, admit, req, srv, running, keys, decode_table, prefill_table, out, lists,
-                          missing):
+        if not sk.iterate(i, used, tlp, admit, req, srv, running, keys, decode_table, prefill_table, fc_table, out,
+                          lists, missing, plan):
             left += 1
             continue
         pending[i] = False

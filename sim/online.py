@@ -12,6 +12,12 @@ requests to admit, first come first served. One iteration is:
 3. requests whose last token came out leave and free their KV cache; requests that arrived
    during the iteration join the queue at its end.
 
+With chunked prefill (``token_budget``, Sarathi-Serve) step 1 is spread over iterations: an
+admitted request computes its prompt in chunks, each iteration at most ``token_budget`` tokens
+(the decoded requests' RLP x TLP first, prompt chunks in admission order in the rest, fused with
+the decoding step); its first token comes at the end of the iteration that completes its prompt.
+docs/MODEL.md has the pricing of a chunk and of the fused iteration.
+
 Assumptions (docs/MODEL.md has the reasons):
 
 - **KV cache** (``KVPolicy``), two policies. *Reserve* (default): a request is admitted only when
@@ -50,6 +56,7 @@ import gzip
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -248,6 +255,19 @@ class IterationRecord:
     in_system_area: float  # integral over the iteration of the number of requests in the system, request-s
     scored_area: float  # the same for the scored requests (index >= the server's scored_from)
     scored_energy_j: float  # joules of the iteration attributed to scored requests
+    prefill_tokens: int  # prompt tokens computed (whole prompts, or chunks)
+
+
+class PlannedIteration(NamedTuple):
+    """What an iteration would do (OnlineServer.plan). Times in s, energies in J."""
+
+    rlp: int  # requests it decodes
+    admitted: int  # requests it admits
+    prefill_tokens: int  # prompt tokens it computes (whole prompts, or chunks)
+    prefill_s: float
+    prefill_j: float
+    decode_s: float  # the decoding step (less the FC weight read it shares with a prompt chunk)
+    decode_j: float
 
 
 class OnlineServer:
@@ -264,7 +284,7 @@ class OnlineServer:
 
     def __init__(self, cost_model: CostModel, workload: Workload, max_batch: int = DEFAULT_MAX_BATCH,
                  acceptance_rate: float | None = None, rng: np.random.Generator | None = None,
-                 scored_from: int = 0, kv: KVPolicy | None = None) -> None:
+                 scored_from: int = 0, kv: KVPolicy | None = None, token_budget: int | None = None) -> None:
         if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) or max_batch < 1:
             raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
         if acceptance_rate is not None and not 0.0 < acceptance_rate <= 1.0:
@@ -272,7 +292,7 @@ class OnlineServer:
         rng = rng if rng is not None else np.random.default_rng(0)
         engine = ServeEngine(1, [cost_model], int(max_batch), workload.size)
         engine.load(0, workload.arrival_s, workload.lin, workload.lout, 0, draw_key(rng, acceptance_rate),
-                    acceptance_rate, int(scored_from), kv=kv)
+                    acceptance_rate, int(scored_from), kv=kv, token_budget=token_budget)
         self._bind(engine, 0, workload)
 
     @classmethod
@@ -290,6 +310,8 @@ class OnlineServer:
         self.acceptance_rate = None if p >= 1.0 else float(p)
         self.kv_capacity = float(engine.srv[i, sk.S_KV_CAPACITY])
         self.scored_from = int(engine.srv[i, sk.S_SCORED_FROM])
+        budget = int(engine.srv[i, sk.S_TOKEN_BUDGET])
+        self.token_budget = budget or None  # chunked prefill's tokens per iteration (None: whole prompts)
 
     # -------------------------------------------------------------------------- state
     def _state(self, name: int) -> float:
@@ -317,8 +339,14 @@ class OnlineServer:
 
     @property
     def running(self) -> np.ndarray:
-        """Indices of the running requests, in admission order (a copy)."""
+        """Indices of the running requests, in admission order (a copy): the decoding ones, then
+        (chunked prefill) those whose prompts are not complete yet."""
         return self.engine.running[self.i, :self._count(sk.S_RUNNING)].copy()
+
+    prefilling = property(lambda self: self._count(sk.S_PREFILLING),
+                          doc="Running requests whose prompts are not complete yet (chunked prefill).")
+    prefill_backlog = property(lambda self: self._count(sk.S_PREFILL_BACKLOG),
+                               doc="Prompt tokens the running requests have still to compute (chunked prefill).")
 
     @property
     def queue(self) -> list[int]:
@@ -364,10 +392,13 @@ class OnlineServer:
         """Total context (prompt + generated tokens) of the running requests, tokens."""
         return self._state(sk.S_SUM_CONTEXT)
 
-    def decode_cost(self, rlp: int, tlp: int, sum_ctx: float, fc_unit: str) -> tuple[float, float]:
-        """(s, J) of one decoding iteration (CostModel.iteration, affine in the context, tabulated
-        per (RLP, TLP, unit) as the iteration prices it)."""
-        return self.engine.decode_cost(self.i, rlp, tlp, sum_ctx, UNITS.index(fc_unit))
+    def plan(self, fc_unit: str, tlp: int, admit: int) -> PlannedIteration:
+        """What the next iteration would do with this decision, priced as it would run (nothing
+        changes): the requests it decodes, the prompt tokens it computes, and its costs."""
+        p = self.engine.plan_next(self.i, UNITS.index(fc_unit), int(tlp), int(admit))
+        return PlannedIteration(int(p[sk.P_DECODED]), int(p[sk.P_ADMIT]), int(p[sk.P_PREFILL_TOKENS]),
+                                float(p[sk.P_PREFILL_S]), float(p[sk.P_PREFILL_J]), float(p[sk.P_DECODE_S]),
+                                float(p[sk.P_DECODE_J]))
 
     # -------------------------------------------------------------------------- one iteration
     def iteration(self, fc_unit: str, tlp: int, admit: int) -> IterationRecord:
@@ -397,7 +428,7 @@ class OnlineServer:
             float(o[sk.O_ENERGY]), int(o[sk.O_RLP]), tlp, fc_unit, lists[sk.L_ADMITTED, :int(o[sk.O_ADMITTED])].copy(),
             lists[sk.L_FINISHED, :int(o[sk.O_FINISHED])].copy(), int(o[sk.O_TOKENS]),
             float(o[sk.O_ACCEPTED_SHARE]), float(o[sk.O_AREA]), float(o[sk.O_SCORED_AREA]),
-            float(o[sk.O_SCORED_ENERGY]))
+            float(o[sk.O_SCORED_ENERGY]), int(o[sk.O_PREFILL_TOKENS]))
 
     # -------------------------------------------------------------------------- results
     def request_metrics(self) -> dict[str, np.ndarray]:

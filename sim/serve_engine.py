@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hardware.cost_tables import CostTables
+from hardware.cost_tables import MAX_TOKENS, CostTables
 from hardware.specs import SpecError
 from hardware.systems import CapacityError, CostModel
 from sim import serve_kernels as sk
@@ -44,6 +44,17 @@ class KVPolicy:
             raise ValueError(f"watermark must be a share of the KV cache in [0, 1), got {self.watermark!r}")
 
 
+def check_token_budget(token_budget: int | None) -> None:
+    """ValueError unless ``token_budget`` is None (whole prompts) or a token count in [1, MAX_TOKENS]
+    (hardware.cost_tables' FC table, which prices the fused iterations, holds that many tokens)."""
+    if token_budget is None:
+        return
+    if isinstance(token_budget, bool) or not isinstance(token_budget, (int, np.integer)) or not (
+            1 <= token_budget <= MAX_TOKENS):
+        raise ValueError(f"token_budget must be None (whole prompts) or an integer in [1, {MAX_TOKENS}] "
+                         f"(tokens per iteration), got {token_budget!r}")
+
+
 class ServeEngine:
     """``num_envs`` servers of ``max_batch`` running requests at most, each on one of
     ``cost_models`` (a server's model index is set at load). Arrays as sim.serve_kernels
@@ -63,6 +74,7 @@ class ServeEngine:
         self.out = np.zeros((n, sk.OUT_FIELDS))
         self.lists = np.zeros((n, sk.LISTS, self.max_batch), dtype=np.int64)  # finished, admitted, preempted
         self.missing = np.zeros((n, 4), dtype=np.int64)
+        self.plan = np.zeros((n, sk.PLAN_FIELDS))  # the next iteration's plan (sim.serve_kernels.price)
         self.tables = CostTables.shared(self.cost_models)  # the process's, shared with every engine on these
         self.tables.fit_serving(self.max_batch, 1, 0)
 
@@ -76,17 +88,25 @@ class ServeEngine:
         """The prefill terms per (model, prompt tokens): hardware.cost_tables' prefill."""
         return self.tables.prefill
 
+    @property
+    def fc_table(self) -> np.ndarray:
+        """FC costs per (model, kernel, unit, tokens): hardware.cost_tables' fc (fused chunks)."""
+        return self.tables.fc
+
     # ------------------------------------------------------------------------------ episodes
     def load(self, i: int, arrival_s: np.ndarray, lin: np.ndarray, lout: np.ndarray, model: int, key: int,
              acceptance_rate: float | None = None, scored_from: int = 0, ttft_target_s: float = math.inf,
-             tpot_target_s: float = math.inf, kv: KVPolicy | None = None) -> None:
+             tpot_target_s: float = math.inf, kv: KVPolicy | None = None, token_budget: int | None = None) -> None:
         """Start server i on a workload (arrival s, prompt and output tokens per request, in
         arrival order) on cost model ``model``, its acceptance draws keyed by ``key``; requests from
         ``scored_from`` on are scored, and count as good when they meet both latency targets (s);
-        KV memory managed as ``kv`` says (default: reserve each request's full length).
+        KV memory managed as ``kv`` says (default: reserve each request's full length); prompts
+        prefilled whole when they are admitted, or with ``token_budget`` in chunks (Sarathi-Serve:
+        at most that many tokens per iteration, decoded tokens first; check_token_budget).
         CapacityError when one request's KV cache alone exceeds the system's capacity."""
         cm = self.cost_models[model]
         policy = kv if kv is not None else KVPolicy()
+        check_token_budget(token_budget)
         size = len(arrival_s)
         kv = (np.asarray(lin) + np.asarray(lout)).astype(np.float64) * cm.model.kv_bytes_per_token
         capacity = cm.kv_capacity_bytes
@@ -113,6 +133,7 @@ class ServeEngine:
         s[sk.S_BLOCK_TOKENS] = policy.block_tokens
         s[sk.S_BLOCK_BYTES] = policy.block_tokens * cm.model.kv_bytes_per_token
         s[sk.S_WATERMARK] = policy.watermark * capacity
+        s[sk.S_TOKEN_BUDGET] = token_budget or 0
         self.keys[i] = np.uint64(key)
         self.running[i] = 0
         s[sk.S_ARRIVED] = 0
@@ -127,7 +148,8 @@ class ServeEngine:
         and admissions per server (checked by the caller); results in ``out`` and ``lists``."""
         self.fit_tlp(int(tlps[pending].max()) if pending.any() else 1)
         while sk.iterate_all(units, tlps, admits, pending, self.req, self.srv, self.running, self.keys,
-                             self.decode_table, self.prefill_table, self.out, self.lists, self.missing):
+                             self.decode_table, self.prefill_table, self.fc_table, self.out, self.lists, self.missing,
+                             self.plan):
             self.fill(np.flatnonzero(pending))
 
     def fit_tlp(self, tlp: int) -> None:
@@ -142,17 +164,17 @@ class ServeEngine:
             elif kind == sk.MISSING_DECODE:
                 tlp, unit = divmod(int(b), 2)
                 self.tables.fill_serve_decode(int(model), int(a), tlp, unit)
+            elif kind == sk.MISSING_FC:
+                self.tables.fill(np.array([[0, model, sk.FC_ALL, sk.FC_GPU, a]]))
 
-    def decode_cost(self, i: int, rlp: int, tlp: int, sum_ctx: float, unit: int) -> tuple[float, float]:
-        """(s, J) of a decoding iteration of ``rlp`` requests whose contexts sum to ``sum_ctx``
-        tokens on server i's cost model, as the kernel prices it (for planners)."""
-        model = int(self.srv[i, sk.S_MODEL])
+    def plan_next(self, i: int, unit: int, tlp: int, admit: int) -> np.ndarray:
+        """What server i's next iteration would do with this action, as the kernel plans and prices
+        it (sim.serve_kernels.price; nothing changes): a copy of its P_* fields (for planners)."""
         self.fit_tlp(tlp)
-        c = self.decode_table[model, rlp, tlp, unit]
-        if np.isnan(c[0]):
-            self.missing[i] = (sk.MISSING_DECODE, model, rlp, tlp * 2 + unit)
+        while not sk.price(i, unit, tlp, admit, self.req, self.srv, self.running, self.lists, self.decode_table,
+                           self.prefill_table, self.fc_table, self.missing, self.plan):
             self.fill(np.array([i]))
-        return c[0] + c[1] * sum_ctx, c[2] + c[3] * sum_ctx
+        return self.plan[i].copy()
 
     def fork(self, i: int, copies: int) -> ServeEngine:
         """An engine of ``copies`` servers, each an exact copy of server i now (its requests, future
@@ -161,7 +183,7 @@ class ServeEngine:
         forked.num_envs, forked.cost_models, forked.max_batch = int(copies), self.cost_models, self.max_batch
         size = self.size(i)
         forked.req = np.repeat(self.req[i:i + 1, :, :size], copies, axis=0)
-        for name in ("srv", "running", "keys", "out", "lists", "missing"):
+        for name in ("srv", "running", "keys", "out", "lists", "missing", "plan"):
             setattr(forked, name, np.repeat(getattr(self, name)[i:i + 1], copies, axis=0))
         forked.tables = self.tables
         return forked

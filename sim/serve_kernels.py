@@ -34,25 +34,33 @@ from sim.random_streams import ACCEPT_STREAM
 
 # per-request fields of ``req``
 (R_ARRIVAL, R_LIN, R_LOUT, R_GENERATED, R_ADMITTED_S, R_FIRST_TOKEN_S, R_FINISH_S, R_ENERGY_J, R_KV_BYTES,
- R_KV_HELD) = range(10)
-REQUEST_FIELDS = 10
+ R_KV_HELD, R_PREFILL_LEFT) = range(11)
+REQUEST_FIELDS = 11
 # per-server fields of ``srv``: state, then settings
 (S_TIME, S_ARRIVED, S_NEXT, S_RUNNING, S_KV_USED, S_FINISHED, S_SCORED_FINISHED, S_SCORED_DUE, S_SCORED_MADE,
  S_SUM_CONTEXT, S_ITERATIONS, S_SIZE, S_SCORED_FROM, S_KV_CAPACITY, S_ACCEPT_P, S_TTFT_TARGET, S_TPOT_TARGET,
  S_MODEL, S_PAGED, S_BLOCK_BYTES, S_BLOCK_TOKENS, S_WATERMARK, S_PREEMPTED, S_PREEMPTIONS,
- S_RECOMPUTED) = range(25)
-SERVER_FIELDS = 25
+ S_RECOMPUTED, S_TOKEN_BUDGET, S_PREFILLING, S_PREFILL_BACKLOG) = range(28)
+SERVER_FIELDS = 28
 # rows of ``lists`` (N, LISTS, max_batch) int64: the last iteration's finished and admitted requests,
 # and the preempted requests waiting to be readmitted (a stack: the last preempted first)
 L_FINISHED, L_ADMITTED, L_PREEMPTED = range(3)
 LISTS = 3
 # what one iteration did (``out`` (N, OUT_FIELDS)): times s, energies J
 (O_START, O_END, O_PREFILL_S, O_DECODE_S, O_ENERGY, O_RLP, O_ADMITTED, O_PREEMPTED, O_FINISHED, O_TOKENS,
- O_ACCEPTED_SHARE, O_AREA, O_SCORED_AREA, O_SCORED_ENERGY, O_ARRIVALS, O_GOOD, O_MISSES) = range(17)
-OUT_FIELDS = 17
+ O_ACCEPTED_SHARE, O_AREA, O_SCORED_AREA, O_SCORED_ENERGY, O_ARRIVALS, O_GOOD, O_MISSES,
+ O_PREFILL_TOKENS) = range(18)
+OUT_FIELDS = 18
+# what the next iteration will do, as :func:`price` plans it (``plan`` (N, PLAN_FIELDS)): the start s,
+# arrivals counted by then, preempted requests and the bytes the others' growth needs, admissions,
+# decoded requests (RLP), prompt tokens computed and their cost, the decoding's cost (s, J)
+(P_START, P_ARRIVED, P_VICTIMS, P_GROWTH, P_ADMIT, P_DECODED, P_PREFILL_TOKENS, P_PREFILL_S, P_PREFILL_J,
+ P_DECODE_S, P_DECODE_J) = range(11)
+PLAN_FIELDS = 11
 # ``missing`` (N, 4) rows: (kind, model, a, b); kind MISSING_PREFILL: a = prompt tokens;
-# MISSING_DECODE: a = RLP, b = TLP * 2 + unit
-NOTHING_MISSING, MISSING_PREFILL, MISSING_DECODE = 0, 1, 2
+# MISSING_DECODE: a = RLP, b = TLP * 2 + unit; MISSING_FC: a = tokens (all FC kernels on the GPUs)
+NOTHING_MISSING, MISSING_PREFILL, MISSING_DECODE, MISSING_FC = 0, 1, 2, 3
+FC_ALL, FC_GPU = 3, 1  # the fc table's (hardware.cost_tables) kernel index of all three FC kernels, GPU unit
 
 prefill_cost = nb.njit(cache=True)(prefill_from_terms)  # hardware.systems' formula, compiled
 
@@ -84,13 +92,12 @@ def waiting_at(srv: np.ndarray, lists: np.ndarray, i: int, k: int) -> int:
 
 
 @nb.njit(cache=True)
-def admissible_upto(req: np.ndarray, srv: np.ndarray, lists: np.ndarray, i: int, arrived: int, max_batch: int,
+def admissible_upto(req: np.ndarray, srv: np.ndarray, lists: np.ndarray, i: int, arrived: int, room: int,
                     free: float) -> int:
     """How many waiting requests of server i (preempted, then queued up to index ``arrived``) fit
-    FCFS beside the running ones in ``free`` bytes: the batch limit, then the KV cache (reserve:
-    each one's full length; paged: the blocks of its context plus one token, keeping the
-    watermark free), stopping at the first that does not fit."""
-    room = max_batch - int(srv[i, S_RUNNING])
+    FCFS in ``room`` batch places and ``free`` bytes of KV cache (reserve: each one's full length;
+    paged: the blocks of its context plus one token, keeping the watermark free), stopping at the
+    first that does not fit."""
     paged = srv[i, S_PAGED] > 0
     waiting = int(srv[i, S_PREEMPTED]) + arrived - int(srv[i, S_NEXT])
     count = 0
@@ -112,7 +119,7 @@ def admissible_upto(req: np.ndarray, srv: np.ndarray, lists: np.ndarray, i: int,
 @nb.njit(cache=True)
 def admissible(req: np.ndarray, srv: np.ndarray, lists: np.ndarray, i: int, max_batch: int) -> int:
     """How many waiting requests of server i fit now (OnlineServer.admissible)."""
-    return admissible_upto(req, srv, lists, i, int(srv[i, S_ARRIVED]), max_batch,
+    return admissible_upto(req, srv, lists, i, int(srv[i, S_ARRIVED]), max_batch - int(srv[i, S_RUNNING]),
                            srv[i, S_KV_CAPACITY] - srv[i, S_KV_USED])
 
 
@@ -134,6 +141,17 @@ def _arrive(req: np.ndarray, srv: np.ndarray, i: int, arrived: int) -> None:
 
 
 @nb.njit(cache=True)
+def _growth(req: np.ndarray, srv: np.ndarray, running: np.ndarray, i: int, slot: int, tlp: int) -> float:
+    """Paged KV: the bytes beyond what it holds that running request ``slot`` of server i needs to
+    grow by ``tlp`` tokens this iteration (none while it is still prefilling: the blocks of its
+    whole prompt came with its admission)."""
+    if slot >= int(srv[i, S_RUNNING]) - int(srv[i, S_PREFILLING]):
+        return 0.0
+    j = running[i, slot]
+    return blocks_bytes(srv, i, req[i, R_LIN, j] + req[i, R_GENERATED, j] + tlp) - req[i, R_KV_HELD, j]
+
+
+@nb.njit(cache=True)
 def victims(req: np.ndarray, srv: np.ndarray, running: np.ndarray, i: int, tlp: int) -> tuple[int, float]:
     """Paged KV: how many running requests of server i, the most recently admitted first, must be
     preempted so that the others' contexts can grow by ``tlp`` tokens this iteration, and the
@@ -142,33 +160,44 @@ def victims(req: np.ndarray, srv: np.ndarray, running: np.ndarray, i: int, tlp: 
     free = srv[i, S_KV_CAPACITY] - srv[i, S_KV_USED]
     need = 0.0
     for slot in range(n):
-        j = running[i, slot]
-        need += blocks_bytes(srv, i, req[i, R_LIN, j] + req[i, R_GENERATED, j] + tlp) - req[i, R_KV_HELD, j]
+        need += _growth(req, srv, running, i, slot, tlp)
     count = 0
     while need > free and count < n - 1:  # one request alone always fits (checked at load)
-        j = running[i, n - 1 - count]
-        need -= blocks_bytes(srv, i, req[i, R_LIN, j] + req[i, R_GENERATED, j] + tlp) - req[i, R_KV_HELD, j]
-        free += req[i, R_KV_HELD, j]
+        slot = n - 1 - count
+        need -= _growth(req, srv, running, i, slot, tlp)
+        free += req[i, R_KV_HELD, running[i, slot]]
         count += 1
     return count, need
 
 
 @nb.njit(cache=True)
-def iterate(i: int, unit: int, tlp: int, admit: int, req: np.ndarray, srv: np.ndarray, running: np.ndarray,
-            keys: np.ndarray, decode_table: np.ndarray, prefill_table: np.ndarray, out: np.ndarray,
-            lists: np.ndarray, missing: np.ndarray) -> bool:
-    """One iteration of server i: FC on ``unit`` (0 FC-PIM, 1 GPU; checked by the caller), ``tlp``
-    tokens verified per request, up to ``admit`` waiting requests admitted. With paged KV, running
-    requests whose contexts cannot grow are first preempted (recompute: their blocks freed, back
-    to the head of the queue; nothing is admitted in such an iteration, as vLLM does). Writes
-    ``out[i]`` and the finished and admitted requests to ``lists[i]``. Returns False, having
-    changed nothing, when a cost-table entry is missing (listed in ``missing[i]``)."""
-    max_batch = running.shape[1]
+def chunk(left: float, room: float) -> float:
+    """Prompt tokens a prefilling request with ``left`` still to compute gets from ``room`` tokens of
+    the iteration's budget (all of them without chunked prefill: ``room`` is infinite)."""
+    return min(left, room)
+
+
+@nb.njit(cache=True)
+def price(i: int, unit: int, tlp: int, admit: int, req: np.ndarray, srv: np.ndarray, running: np.ndarray,
+          lists: np.ndarray, decode_table: np.ndarray, prefill_table: np.ndarray, fc_table: np.ndarray,
+          missing: np.ndarray, plan: np.ndarray) -> bool:
+    """Plan server i's next iteration (FC on ``unit``, ``tlp`` tokens verified per request, up to
+    ``admit`` waiting requests admitted) and price it into ``plan[i]`` (the P_* fields), changing
+    nothing else. Returns False when a cost-table entry is missing (listed in ``missing[i]``).
+
+    Paged KV: running requests whose contexts cannot grow are preempted first, and nothing is
+    admitted then. Prompt work: without chunked prefill, the admitted requests' whole prompts
+    (their contexts, for recomputed ones); with it (``S_TOKEN_BUDGET`` tokens per iteration), the
+    budget left after the decoded requests' RLP x TLP tokens goes to the prefilling requests in
+    admission order (the older ones, then the admitted). With FC on the GPUs, a decoding
+    iteration fused with a prompt chunk reads the FC weights once (CostModel.fused_fc_saving)."""
     model = int(srv[i, S_MODEL])
     paged = srv[i, S_PAGED] > 0
+    budget = srv[i, S_TOKEN_BUDGET]
     n_running = int(srv[i, S_RUNNING])
+    n_fill = int(srv[i, S_PREFILLING])
     start = srv[i, S_TIME]
-    arrived0 = arrived = int(srv[i, S_ARRIVED])
+    arrived = int(srv[i, S_ARRIVED])
     nxt = int(srv[i, S_NEXT])
     n_pre = int(srv[i, S_PREEMPTED])
     if n_running == 0 and nxt == arrived and n_pre == 0:  # idle: jump to the next arrival
@@ -180,29 +209,92 @@ def iterate(i: int, unit: int, tlp: int, admit: int, req: np.ndarray, srv: np.nd
         for slot in range(n_running - n_victims, n_running):
             free += req[i, R_KV_HELD, running[i, slot]]
         free -= growth
-    n_running -= n_victims  # the requests decoded this iteration
-    srv[i, S_RUNNING] = n_running  # (restored below if an entry is missing)
-    admit = 0 if n_victims else min(admit, admissible_upto(req, srv, lists, i, arrived, max_batch, free))
-    waiting = n_pre + arrived - nxt
-    if n_running == 0 and waiting > 0:
+    n_running -= n_victims
+    n_fill = max(0, n_fill - n_victims)
+    n_dec = n_running - n_fill  # the decoded requests: the running ones past their prefill
+    admit = 0 if n_victims else min(admit, admissible_upto(req, srv, lists, i, arrived, running.shape[1] - n_running,
+                                                           free))
+    if n_running == 0 and n_pre + arrived - nxt > 0:
         admit = max(admit, 1)  # never idle with work waiting (one request always fits: checked at load)
-    # price first: nothing changes until every table entry is there
-    prompt_tokens = 0
-    causal = 0.0
-    for k in range(admit):
-        j = waiting_at(srv, lists, i, k)
-        length = req[i, R_LIN, j] + req[i, R_GENERATED, j]  # a preempted request recomputes its context
-        prompt_tokens += int(length)
-        causal += length * (length + 1.0) / 2.0
+    # the prompt tokens computed: the prefilling requests', oldest first, then the admitted ones'
+    room = max(budget - n_dec * tlp, 0.0) if budget > 0 else np.inf
+    prompt_tokens = 0.0
+    causal = reread = 0.0
+    for k in range(n_fill + admit):
+        if k < n_fill:
+            j = running[i, n_dec + k]
+            total = req[i, R_LIN, j] + req[i, R_GENERATED, j]
+            left = req[i, R_PREFILL_LEFT, j]
+        else:
+            j = waiting_at(srv, lists, i, k - n_fill)
+            total = left = req[i, R_LIN, j] + req[i, R_GENERATED, j]  # a preempted one recomputes its context
+        c = chunk(left, room)
+        if c <= 0:
+            break
+        prior = total - left
+        room -= c
+        prompt_tokens += c
+        causal += c * prior + c * (c + 1.0) / 2.0
+        reread += prior
+    tokens = int(prompt_tokens)
+    fused = budget > 0 and unit == FC_GPU and n_dec > 0 and tokens > 0
+    d = n_dec * tlp
     missing[i, 0] = NOTHING_MISSING
-    if prompt_tokens > 0 and (prompt_tokens >= prefill_table.shape[1]
-                              or np.isnan(prefill_table[model, prompt_tokens, 0])):
-        missing[i, 0], missing[i, 1], missing[i, 2], missing[i, 3] = MISSING_PREFILL, model, prompt_tokens, 0
-    elif n_running > 0 and (tlp >= decode_table.shape[2] or np.isnan(decode_table[model, n_running, tlp, unit, 0])):
-        missing[i, 0], missing[i, 1], missing[i, 2], missing[i, 3] = MISSING_DECODE, model, n_running, tlp * 2 + unit
+    if tokens > 0 and (tokens >= prefill_table.shape[1] or np.isnan(prefill_table[model, tokens, 0])):
+        missing[i, 0], missing[i, 1], missing[i, 2], missing[i, 3] = MISSING_PREFILL, model, tokens, 0
+    elif n_dec > 0 and (tlp >= decode_table.shape[2] or np.isnan(decode_table[model, n_dec, tlp, unit, 0])):
+        missing[i, 0], missing[i, 1], missing[i, 2], missing[i, 3] = MISSING_DECODE, model, n_dec, tlp * 2 + unit
+    elif fused:
+        for t in (d, tokens, d + tokens):
+            if np.isnan(fc_table[model, FC_ALL, FC_GPU, t, 0]):
+                missing[i, 0], missing[i, 1], missing[i, 2], missing[i, 3] = MISSING_FC, model, t, 0
     if missing[i, 0] != NOTHING_MISSING:
-        srv[i, S_RUNNING] = n_running + n_victims
         return False
+    prefill_s = prefill_j = decode_s = decode_j = 0.0
+    if tokens > 0:
+        prefill_s, prefill_j = prefill_cost(prefill_table[model, tokens], causal, reread)
+    if n_dec > 0:
+        c = decode_table[model, n_dec, tlp, unit]
+        context = 0.0
+        for slot in range(n_dec):
+            j = running[i, slot]
+            context += req[i, R_LIN, j] + req[i, R_GENERATED, j]
+        decode_s, decode_j = c[0] + c[1] * context, c[2] + c[3] * context
+        if fused:  # one weight read for the decoded and the prompt tokens
+            fd, fp, fdp = fc_table[model, FC_ALL, FC_GPU, d], fc_table[model, FC_ALL, FC_GPU, tokens], \
+                fc_table[model, FC_ALL, FC_GPU, d + tokens]
+            decode_s -= fd[0] + fp[0] - fdp[0]
+            decode_j -= fd[1] + fp[1] - fdp[1]
+    p = plan[i]
+    p[P_START], p[P_ARRIVED], p[P_VICTIMS], p[P_GROWTH], p[P_ADMIT] = start, arrived, n_victims, growth, admit
+    p[P_DECODED], p[P_PREFILL_TOKENS], p[P_PREFILL_S], p[P_PREFILL_J] = n_dec, tokens, prefill_s, prefill_j
+    p[P_DECODE_S], p[P_DECODE_J] = decode_s, decode_j
+    return True
+
+
+@nb.njit(cache=True)
+def iterate(i: int, unit: int, tlp: int, admit: int, req: np.ndarray, srv: np.ndarray, running: np.ndarray,
+            keys: np.ndarray, decode_table: np.ndarray, prefill_table: np.ndarray, fc_table: np.ndarray,
+            out: np.ndarray, lists: np.ndarray, missing: np.ndarray, plan: np.ndarray) -> bool:
+    """One iteration of server i as :func:`price` plans it: preemptions (paged KV: their blocks
+    freed, back to the head of the queue), admissions, the prompt work (a request whose prompt is
+    complete yields its first token: at the end of the prefill without chunked prefill, at the end
+    of the iteration with it), one decoding step of the decoded requests; the finished leave.
+    Writes ``out[i]`` and the finished and admitted requests to ``lists[i]``. Returns False, having
+    changed nothing, when a cost-table entry is missing (listed in ``missing[i]``)."""
+    if not price(i, unit, tlp, admit, req, srv, running, lists, decode_table, prefill_table, fc_table, missing, plan):
+        return False
+    p = plan[i]
+    start, arrived, n_victims, admit = p[P_START], int(p[P_ARRIVED]), int(p[P_VICTIMS]), int(p[P_ADMIT])
+    n_dec, prompt_tokens = int(p[P_DECODED]), p[P_PREFILL_TOKENS]
+    prefill_s, p_energy, decode_s, de = p[P_PREFILL_S], p[P_PREFILL_J], p[P_DECODE_S], p[P_DECODE_J]
+    end = start + prefill_s + decode_s
+    chunked = srv[i, S_TOKEN_BUDGET] > 0
+    paged = srv[i, S_PAGED] > 0
+    arrived0 = int(srv[i, S_ARRIVED])
+    n_running = int(srv[i, S_RUNNING]) - n_victims
+    nxt = int(srv[i, S_NEXT])
+    n_pre = int(srv[i, S_PREEMPTED])
 
     _arrive(req, srv, i, arrived)  # the idle jump's arrivals (none otherwise)
     n_start = arrived - int(srv[i, S_FINISHED])
@@ -216,63 +308,73 @@ def iterate(i: int, unit: int, tlp: int, admit: int, req: np.ndarray, srv: np.nd
         n_pre += 1
     srv[i, S_PREEMPTED] = n_pre
     srv[i, S_PREEMPTIONS] += n_victims
-    prefill_s = energy = scored_energy = 0.0
+    energy = scored_energy = 0.0
     tokens = 0
     new_pre = min(admit, n_pre)  # readmitted preempted requests (from the top of the stack)
-    for k in range(admit):
-        lists[i, L_ADMITTED, k] = waiting_at(srv, lists, i, k)
-    if admit > 0:
-        p_time, p_energy = prefill_cost(prefill_table[model, prompt_tokens], causal)
-        prefill_s, energy = p_time, p_energy
-        kv_new = 0.0
-        for k in range(admit):
-            j = lists[i, L_ADMITTED, k]
-            gen = req[i, R_GENERATED, j]
-            share = p_energy * (req[i, R_LIN, j] + gen) / prompt_tokens
+    kv_new = 0.0
+    for k in range(admit):  # admitted: their KV, their prompt (their context, when recomputed) to compute
+        j = waiting_at(srv, lists, i, k)
+        lists[i, L_ADMITTED, k] = j
+        gen = req[i, R_GENERATED, j]
+        held = blocks_bytes(srv, i, req[i, R_LIN, j] + gen + 1.0) if paged else req[i, R_KV_BYTES, j]
+        req[i, R_KV_HELD, j] = held
+        kv_new += held
+        req[i, R_PREFILL_LEFT, j] = req[i, R_LIN, j] + gen
+        if gen == 0:
+            req[i, R_ADMITTED_S, j] = start
+    srv[i, S_KV_USED] += kv_new
+    srv[i, S_PREEMPTED] = n_pre - new_pre
+    srv[i, S_NEXT] = nxt + admit - new_pre
+    n_total = n_running
+    for k in range(admit):  # the running batch: the decoded, the prefilling, then the admitted
+        running[i, n_total] = lists[i, L_ADMITTED, k]
+        n_total += 1
+    if prompt_tokens > 0:  # the prompt work, shared out by prompt tokens
+        energy = p_energy
+        first_token_s = end if chunked else start + prefill_s
+        room = srv[i, S_TOKEN_BUDGET] - n_dec * tlp if chunked else np.inf
+        for slot in range(n_dec, n_total):
+            j = running[i, slot]
+            c = chunk(req[i, R_PREFILL_LEFT, j], room)
+            if c <= 0:
+                break
+            room -= c
+            share = p_energy * c / prompt_tokens
             req[i, R_ENERGY_J, j] += share
             if j >= scored_from:
                 scored_energy += share
-                srv[i, S_SCORED_MADE] += 1.0
-            held = blocks_bytes(srv, i, req[i, R_LIN, j] + gen + 1.0) if paged else req[i, R_KV_BYTES, j]
-            req[i, R_KV_HELD, j] = held
-            kv_new += held
-            if gen == 0:  # a new request: its first token
-                req[i, R_ADMITTED_S, j] = start
-                req[i, R_FIRST_TOKEN_S, j] = start + prefill_s
-            else:
-                srv[i, S_RECOMPUTED] += gen
-            req[i, R_GENERATED, j] = gen + 1.0
-        srv[i, S_KV_USED] += kv_new
-        tokens += admit
-    srv[i, S_PREEMPTED] = n_pre - new_pre
-    srv[i, S_NEXT] = nxt + admit - new_pre
+            req[i, R_PREFILL_LEFT, j] -= c
+            if req[i, R_PREFILL_LEFT, j] == 0:  # its prompt is complete: its next token
+                gen = req[i, R_GENERATED, j]
+                if gen == 0:
+                    req[i, R_FIRST_TOKEN_S, j] = first_token_s
+                else:
+                    srv[i, S_RECOMPUTED] += gen
+                req[i, R_GENERATED, j] = gen + 1.0
+                if j >= scored_from:
+                    srv[i, S_SCORED_MADE] += 1.0
+                tokens += 1
 
-    decode_s, accepted_share = 0.0, 1.0
+    accepted_share = 1.0
     finished = lists[i, L_FINISHED]
-    if n_running > 0:
-        c = decode_table[model, n_running, tlp, unit]
-        context = 0.0
-        for slot in range(n_running):
-            j = running[i, slot]
-            context += req[i, R_LIN, j] + req[i, R_GENERATED, j]
-        dt, de = c[0] + c[1] * context, c[2] + c[3] * context
-        p = srv[i, S_ACCEPT_P]
+    if n_dec > 0:
+        p_accept = srv[i, S_ACCEPT_P]
         iteration = int(srv[i, S_ITERATIONS])
         kept_total = 0
         produced = 0
-        for slot in range(n_running):
+        for slot in range(n_dec):
             j = running[i, slot]
-            if p >= 1.0 or tlp == 1:
+            if p_accept >= 1.0 or tlp == 1:
                 kept = tlp
             else:
-                drafts = np.floor(np.log(uniform_at(keys[i], iteration, slot, ACCEPT_STREAM)) / np.log(p))
+                drafts = np.floor(np.log(uniform_at(keys[i], iteration, slot, ACCEPT_STREAM)) / np.log(p_accept))
                 kept = 1 + int(min(drafts, tlp - 1))
             made = min(kept, int(req[i, R_LOUT, j] - req[i, R_GENERATED, j]))
             req[i, R_GENERATED, j] += made
             kept_total += kept
             produced += made
             finished[slot] = made  # scratch: each request's tokens, read back below
-        for slot in range(n_running):
+        for slot in range(n_dec):
             j = running[i, slot]
             made = finished[slot]
             share = de * made / produced
@@ -284,22 +386,16 @@ def iterate(i: int, unit: int, tlp: int, admit: int, req: np.ndarray, srv: np.nd
                 held = blocks_bytes(srv, i, req[i, R_LIN, j] + req[i, R_GENERATED, j])
                 srv[i, S_KV_USED] += held - req[i, R_KV_HELD, j]
                 req[i, R_KV_HELD, j] = held
-        accepted_share = kept_total / (n_running * tlp)
-        decode_s, energy = dt, energy + de
+        accepted_share = kept_total / (n_dec * tlp)
+        energy = energy + de
         tokens += produced
 
-    end = start + prefill_s + decode_s
     srv[i, S_TIME] = end
-    # the running batch: the old requests, then the admitted ones; the finished leave
-    n_decoded = n_running
-    for k in range(admit):
-        running[i, n_running] = lists[i, L_ADMITTED, k]
-        n_running += 1
-    kept_count = n_finished = good = misses = 0
-    context = 0.0
+    kept_count = n_finished = good = misses = n_fill = 0
+    context = backlog = 0.0
     kv_freed = 0.0
     ttft_target, tpot_target = srv[i, S_TTFT_TARGET], srv[i, S_TPOT_TARGET]
-    for slot in range(n_running):
+    for slot in range(n_total):  # the finished leave
         j = running[i, slot]
         if req[i, R_GENERATED, j] >= req[i, R_LOUT, j]:
             req[i, R_FINISH_S, j] = end
@@ -321,7 +417,12 @@ def iterate(i: int, unit: int, tlp: int, admit: int, req: np.ndarray, srv: np.nd
             running[i, kept_count] = j
             kept_count += 1
             context += req[i, R_LIN, j] + req[i, R_GENERATED, j]
+            if req[i, R_PREFILL_LEFT, j] > 0:
+                n_fill += 1
+                backlog += req[i, R_PREFILL_LEFT, j]
     srv[i, S_RUNNING] = kept_count
+    srv[i, S_PREFILLING] = n_fill
+    srv[i, S_PREFILL_BACKLOG] = backlog
     srv[i, S_SUM_CONTEXT] = context
     if n_finished:
         srv[i, S_KV_USED] = max(0.0, srv[i, S_KV_USED] - kv_freed)
@@ -340,8 +441,8 @@ def iterate(i: int, unit: int, tlp: int, admit: int, req: np.ndarray, srv: np.nd
     srv[i, S_ITERATIONS] += 1.0
     o = out[i]
     o[O_START], o[O_END], o[O_PREFILL_S], o[O_DECODE_S], o[O_ENERGY] = start, end, prefill_s, decode_s, energy
-    o[O_RLP], o[O_ADMITTED], o[O_PREEMPTED], o[O_FINISHED] = n_decoded, admit, n_victims, n_finished
-    o[O_TOKENS], o[O_ACCEPTED_SHARE] = tokens, accepted_share
+    o[O_RLP], o[O_ADMITTED], o[O_PREEMPTED], o[O_FINISHED] = n_dec, admit, n_victims, n_finished
+    o[O_TOKENS], o[O_ACCEPTED_SHARE], o[O_PREFILL_TOKENS] = tokens, accepted_share, prompt_tokens
     o[O_AREA] = n_start * (end - start) + waited
     o[O_SCORED_AREA] = scored_start * (end - start) + scored_waited
     o[O_SCORED_ENERGY], o[O_ARRIVALS], o[O_GOOD], o[O_MISSES] = scored_energy, after - arrived0, good, misses
@@ -351,14 +452,15 @@ def iterate(i: int, unit: int, tlp: int, admit: int, req: np.ndarray, srv: np.nd
 @nb.njit(cache=True)
 def iterate_all(units: np.ndarray, tlps: np.ndarray, admits: np.ndarray, pending: np.ndarray, req: np.ndarray,
                 srv: np.ndarray, running: np.ndarray, keys: np.ndarray, decode_table: np.ndarray,
-                prefill_table: np.ndarray, out: np.ndarray, lists: np.ndarray, missing: np.ndarray) -> int:
+                prefill_table: np.ndarray, fc_table: np.ndarray, out: np.ndarray, lists: np.ndarray,
+                missing: np.ndarray, plan: np.ndarray) -> int:
     """:func:`iterate` on every server with ``pending[i]``, which is cleared for those that ran.
     Returns how many are left waiting for a cost-table entry."""
     left = 0
     for i in range(len(pending)):
         if pending[i]:
-            if iterate(i, units[i], tlps[i], admits[i], req, srv, running, keys, decode_table, prefill_table, out,
-                       lists, missing):
+            if iterate(i, units[i], tlps[i], admits[i], req, srv, running, keys, decode_table, prefill_table,
+                       fc_table, out, lists, missing, plan):
                 pending[i] = False
             else:
                 left += 1

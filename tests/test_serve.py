@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import papi_env
 from agents.policies import make_policy
 from agents.rules import fcfs_rule
-from hardware.systems import CostModel
+from hardware.systems import CostModel, prefill_from_terms
 from hardware.workloads import WorkloadError
 from sim import serve_kernels as sk
 from sim.online import OnlineServer, Workload, load_trace, sample_workload, serve, summarise, trace_rate, trace_window
@@ -23,13 +23,18 @@ PAPI = CostModel("papi", "llama-65b")
 SERVE = papi_env.SERVE_ENV_ID
 
 
-@pytest.mark.parametrize("kv", [None, KVPolicy("paged")], ids=["reserve", "paged"])
-def test_littles_law_on_a_long_run(kv):
+SERVER_OPTIONS = {"reserve": {}, "paged": {"kv": KVPolicy("paged")}, "chunked": {"token_budget": 512},
+                  "paged-chunked": {"kv": KVPolicy("paged"), "token_budget": 256}}
+
+
+@pytest.mark.parametrize("options", SERVER_OPTIONS.values(), ids=SERVER_OPTIONS.keys())
+def test_littles_law_on_a_long_run(options):
     """Mean number in the system (from the server's own per-iteration counts) = arrival rate x mean
-    time in the system (from the requests' timestamps), for either KV policy."""
+    time in the system (from the requests' timestamps), for either KV policy, prefills whole or
+    chunked."""
     rate = 8.0
     w = sample_workload(rate, 4000, "creative-writing", np.random.default_rng(3))
-    server = OnlineServer(PAPI, w, kv=kv)
+    server = OnlineServer(PAPI, w, **options)
     records = serve(server, fcfs_rule(PAPI, tlp=2))
     horizon = records[-1].end_s
     area = sum(r.in_system_area for r in records)
@@ -58,12 +63,15 @@ def test_at_a_very_low_rate_each_request_costs_what_it_costs_alone(kv):
         assert m["queue_s"][i] == 0.0
 
 
-def test_every_request_is_served_once_and_completely():
+@pytest.mark.parametrize("options", SERVER_OPTIONS.values(), ids=SERVER_OPTIONS.keys())
+def test_every_request_is_served_once_and_completely(options):
     w = sample_workload(30.0, 600, "general-qa", np.random.default_rng(1))
-    server = OnlineServer(CostModel("gpu_only", "llama-65b"), w, max_batch=64)
+    server = OnlineServer(CostModel("gpu_only", "llama-65b"), w, max_batch=64, **options)
     records = serve(server, fcfs_rule(server.cm, fc="gpu", tlp=3))
     admitted = np.concatenate([r.admitted for r in records])
     finished = np.concatenate([r.finished for r in records])
+    if "kv" in options:  # preempted requests are admitted again
+        admitted = np.unique(admitted)
     assert sorted(admitted.tolist()) == list(range(w.size)) == sorted(finished.tolist())
     assert np.array_equal(server.generated, w.lout)
     assert sum(r.tokens for r in records) == int(w.lout.sum())
@@ -75,22 +83,64 @@ def test_every_request_is_served_once_and_completely():
 
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 10_000), rate=st.floats(0.5, 200.0), tlp=st.integers(1, 4), admit=st.integers(0, 8),
-       acceptance=st.sampled_from([None, 0.5, 0.9]), paged=st.booleans())
-def test_kv_never_exceeds_capacity_and_time_moves_forward(seed, rate, tlp, admit, acceptance, paged):
+       acceptance=st.sampled_from([None, 0.5, 0.9]), paged=st.booleans(), budget=st.sampled_from([None, 64, 700]))
+def test_kv_never_exceeds_capacity_and_time_moves_forward(seed, rate, tlp, admit, acceptance, paged, budget):
     rng = np.random.default_rng(seed)
     n = 40
     lin = rng.integers(500, 4000, n)
     lout = rng.integers(1, 3000, n)
     w = Workload(np.cumsum(rng.exponential(1 / rate, n)), lin, lout)
     cm = CostModel("gpu_only", "llama-65b")  # 230 GB of KV: ~10-25 such requests at once
-    server = OnlineServer(cm, w, acceptance_rate=acceptance, rng=rng, kv=KVPolicy("paged") if paged else None)
+    server = OnlineServer(cm, w, acceptance_rate=acceptance, rng=rng, kv=KVPolicy("paged") if paged else None,
+                          token_budget=budget)
     t = 0.0
     while not server.done:
         r = server.iteration("gpu", tlp, int(rng.integers(0, admit + 1)))
         assert server.kv_used <= server.kv_capacity * (1 + 1e-12)
         assert r.end_s > r.start_s >= t and r.energy_j > 0
+        if budget is not None:
+            assert r.rlp * tlp + r.prefill_tokens <= max(budget, r.rlp * tlp)
         t = r.end_s
     assert np.array_equal(server.generated, lout)
+    assert server.prefilling == 0 and server.prefill_backlog == 0
+
+
+def test_chunked_prefill_by_hand():
+    """Chunked prefill on a hand-computed case. Alone, a 1000-token prompt with a 256-token budget
+    takes four chunks, each attending to the chunks before it (its causal sum counts their keys,
+    and it re-reads their KV); its first token comes with the last. Then a decoding request shares
+    iterations with a second one's chunks: the budget less one decoded token, and FC on the GPUs
+    reads the weights once for both (CostModel.fused_fc_saving)."""
+    def chunk_s(c, prior):
+        return prefill_from_terms(PAPI.prefill_terms(c), c * prior + c * (c + 1) / 2, prior)[0]
+
+    alone = OnlineServer(PAPI, Workload(np.array([0.0]), np.array([1000]), np.array([3])), token_budget=256)
+    ends = [alone.iteration("pim", 1, 1).end_s for _ in range(4)]
+    expected = np.cumsum([chunk_s(256, 0), chunk_s(256, 256), chunk_s(256, 512), chunk_s(232, 768)])
+    assert ends == pytest.approx(expected, rel=1e-12)
+    assert alone.first_token_s[0] == ends[-1] and alone.prefilling == 0 and alone.generated[0] == 1
+    alone.iteration("pim", 1, 1)
+    assert alone.generated[0] == 2 and alone.t == pytest.approx(ends[-1] + PAPI.iteration(1, 1, 1001, "pim").time,
+                                                                rel=1e-12)
+
+    w = Workload(np.array([0.0, 1e-9]), np.array([100, 600]), np.array([3, 2]))
+    server = OnlineServer(PAPI, w, token_budget=512)
+    t1 = server.iteration("gpu", 1, 8).end_s  # A's whole prompt; B arrives meanwhile
+    assert t1 == pytest.approx(chunk_s(100, 0), rel=1e-12)
+    plan = server.plan("gpu", 1, 8)
+    assert (plan.rlp, plan.admitted, plan.prefill_tokens) == (1, 1, 511)
+    r2 = server.iteration("gpu", 1, 8)  # A decodes one token beside B's first 511 prompt tokens
+    fused = PAPI.iteration(1, 1, 101, "gpu").time - PAPI.fused_fc_saving(1, 511).time
+    assert (r2.prefill_s, r2.decode_s) == (pytest.approx(chunk_s(511, 0), rel=1e-12), pytest.approx(fused, rel=1e-9))
+    assert PAPI.fused_fc_saving(1, 511).time > 0 and server.prefill_backlog == 89
+    r3 = server.iteration("gpu", 1, 8)  # A's last token; B's last 89 prompt tokens and its first token
+    assert r3.prefill_s == pytest.approx(chunk_s(89, 511), rel=1e-12)
+    assert r3.decode_s == pytest.approx(PAPI.iteration(1, 1, 102, "gpu").time - PAPI.fused_fc_saving(1, 89).time,
+                                        rel=1e-9)
+    assert server.finish_s[0] == r3.end_s == server.first_token_s[1] and r3.tokens == 2
+    r4 = server.iteration("gpu", 1, 8)
+    assert r4.decode_s == pytest.approx(PAPI.iteration(1, 1, 601, "gpu").time, rel=1e-12) and server.done
+    assert server.request_metrics()["ttft_s"][1] == pytest.approx(r3.end_s - 1e-9, rel=1e-12)
 
 
 def test_same_seed_same_numbers():
@@ -140,6 +190,9 @@ def test_env_checkers_pass():
 
     check_env(gym.make(SERVE, requests=16, warmup=2).unwrapped)
     sb3_check_env(papi_env.PapiServeEnv(requests=16, warmup=2))
+    chunked = papi_env.PapiServeEnv(requests=16, warmup=2, token_budget=512)
+    sb3_check_env(chunked)
+    assert chunked.observation_space.shape == (papi_env.serve_env.OBS_SIZE + 1,)
 
 
 def test_masks_clamps_and_fallbacks():
@@ -165,6 +218,8 @@ def test_masks_clamps_and_fallbacks():
     ({"max_admit": 0}, "max_admit must be a positive integer"),
     ({"acceptance_rate": 1.5}, "acceptance_rate must be in (0, 1]"),
     ({"model": "gpt-5"}, "gpt-5"),
+    ({"token_budget": 0}, "token_budget must be None (whole prompts) or an integer in [1, 4096]"),
+    ({"token_budget": 8192}, "token_budget must be None"),
 ])
 def test_bad_settings_fail_clearly(kwargs, message):
     with pytest.raises((ValueError, KeyError, WorkloadError)) as err:
