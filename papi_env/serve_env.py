@@ -10,7 +10,9 @@ Requests arrive over time; the scheduler decides, at every iteration boundary:
   1 GPU; on a system without FC-PIM the GPU is used whatever is asked, ``info["unit_fallback"]``),
   the speculation length TLP (index + 1), and how many queued requests to admit (FCFS; clamped to
   what fits the KV capacity and ``max_batch``, ``info["admit_clamped"]``; when nothing runs at
-  least one is admitted). ``action_masks()`` gives the valid choices (MaskablePPO).
+  least one is admitted; ``queue_order`` "shortest" admits the shortest prompts first,
+  "deadline" the requests still within their TTFT target first). ``action_masks()`` gives the
+  valid choices (MaskablePPO).
 - **observation** (11 values in [0, 1]): running RLP / max_batch; log queue length; age of the
   oldest waiting request / TTFT target; KV occupancy (reserved / capacity); log recent arrival
   rate (EMA over ~1 s); last TLP / max_tlp; recent acceptance (EMA of kept / verified tokens);
@@ -86,7 +88,7 @@ from sim.online import (
     trace_window,
     unloaded_targets,
 )
-from sim.serve_engine import BLOCK_TOKENS, WATERMARK, KVPolicy, ServeEngine, check_token_budget
+from sim.serve_engine import BLOCK_TOKENS, WATERMARK, KVPolicy, ServeEngine, check_queue_order, check_token_budget
 
 SOURCES = ("poisson", "gamma", "trace")  # where an episode's arrivals come from (``arrival``)
 SERVE_REWARDS = ("latency", "energy", "goodput")  # papi_env.serve_kernels' reward codes, in order
@@ -136,7 +138,7 @@ class ServeCore:
                  ttft_target_s: float | None = None, tpot_target_s: float | None = None,
                  max_steps: int = 100_000, shaping: str = "none", slo_scale: float = SLO_SCALE,
                  kv_policy: str = "reserve", block_tokens: int = BLOCK_TOKENS, watermark: float = WATERMARK,
-                 token_budget: int | None = None) -> None:
+                 token_budget: int | None = None, queue_order: str = "fcfs") -> None:
         self.num_envs = _positive_int("num_envs", num_envs)
         if reward not in SERVE_REWARDS:
             raise ValueError(f"reward must be one of {SERVE_REWARDS}, got {reward!r}")
@@ -188,6 +190,8 @@ class ServeCore:
         self.acceptance_rate = acceptance_rate
         self.kv = KVPolicy(kv_policy, block_tokens, watermark)
         check_token_budget(token_budget)
+        check_queue_order(queue_order)
+        self.queue_order = queue_order
         self.token_budget = None if token_budget is None else int(token_budget)
         self.obs_size = OBS_SIZE + (self.token_budget is not None)  # chunked prefill: its backlog too
         self.reward_kind = reward
@@ -268,7 +272,7 @@ class ServeCore:
             sizes[k] = w.size
             self.engine.load(i, w.arrival_s, w.lin, w.lout, 0, draw_key(rng, self.acceptance_rate),
                              self.acceptance_rate, self.warmup, self.ttft_target_s, self.tpot_target_s, self.kv,
-                             self.token_budget)
+                             self.token_budget, self.queue_order)
             m = self.mdp[i]
             m[:] = 0.0
             scored = w.size - self.warmup
@@ -326,7 +330,7 @@ class ServeCore:
         reward, unit_used, clamped, fallback, terminated, truncated = self.run(actions)
         o, srv = self.engine.out, self.engine.srv
         info: dict[str, np.ndarray] = {}
-        queue = (srv[:, sk.S_ARRIVED] - srv[:, sk.S_NEXT] + srv[:, sk.S_PREEMPTED]).astype(np.int64)
+        queue = srv[:, sk.S_WAITING].astype(np.int64)
         for key, values in (("time", o[:, sk.O_END] - o[:, sk.O_START]), ("energy", o[:, sk.O_ENERGY].copy()),
                             ("tokens", o[:, sk.O_TOKENS].astype(np.int64)), ("rlp", o[:, sk.O_RLP].astype(np.int64)),
                             ("tlp", actions[:, 1] + 1), ("placement", UNIT_NAMES[unit_used]),
@@ -362,7 +366,7 @@ class ServeCore:
             "tokens": int(o[sk.O_TOKENS]), "rlp": int(o[sk.O_RLP]), "tlp": int(action[1]) + 1,
             "placement": UNITS[unit], "gpu_share": float(unit), "admitted": int(o[sk.O_ADMITTED]),
             "admit_clamped": bool(clamped[0]), "unit_fallback": bool(fallback[0]),
-            "queue": int(srv[sk.S_ARRIVED] - srv[sk.S_NEXT] + srv[sk.S_PREEMPTED]),
+            "queue": int(srv[sk.S_WAITING]),
             "kv_occupancy": float(srv[sk.S_KV_USED] / srv[sk.S_KV_CAPACITY]), "finished": int(o[sk.O_FINISHED]),
             "preempted": int(o[sk.O_PREEMPTED]), "rate": float(self.rate[0]),
         }

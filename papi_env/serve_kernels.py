@@ -47,7 +47,7 @@ def observe(obs: np.ndarray, req: np.ndarray, srv: np.ndarray, lists: np.ndarray
     for i in range(len(srv)):
         rlp = srv[i, sk.S_RUNNING]
         arrived, nxt, n_pre = int(srv[i, sk.S_ARRIVED]), int(srv[i, sk.S_NEXT]), int(srv[i, sk.S_PREEMPTED])
-        queue = arrived - nxt + n_pre
+        queue = srv[i, sk.S_WAITING]
         oldest = np.inf if nxt == arrived else req[i, sk.R_ARRIVAL, nxt]
         for k in range(n_pre):  # preempted requests wait too (paged KV)
             oldest = min(oldest, req[i, sk.R_ARRIVAL, lists[i, sk.L_PREEMPTED, k]])

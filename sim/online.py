@@ -34,7 +34,8 @@ Assumptions (docs/MODEL.md has the reasons):
   iteration that preempts (as vLLM).
 - Admission is FCFS (preempted requests first) and stops at the first request that does not fit
   (head-of-line blocking, as vLLM's default scheduler); at most ``max_batch`` requests run at
-  once (vLLM's max_num_seqs).
+  once (vLLM's max_num_seqs). ``queue_order`` changes the queue's order: the shortest prompt
+  first, or the requests still within their TTFT target first (FCFS among each group).
 - The server never idles with work waiting: when nothing runs, at least one queued request is
   admitted. When nothing runs and nothing waits, the clock jumps to the next arrival; idle time
   costs no energy (the cost model counts dynamic energy only).
@@ -284,7 +285,8 @@ class OnlineServer:
 
     def __init__(self, cost_model: CostModel, workload: Workload, max_batch: int = DEFAULT_MAX_BATCH,
                  acceptance_rate: float | None = None, rng: np.random.Generator | None = None,
-                 scored_from: int = 0, kv: KVPolicy | None = None, token_budget: int | None = None) -> None:
+                 scored_from: int = 0, kv: KVPolicy | None = None, token_budget: int | None = None,
+                 queue_order: str = "fcfs") -> None:
         if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) or max_batch < 1:
             raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
         if acceptance_rate is not None and not 0.0 < acceptance_rate <= 1.0:
@@ -292,7 +294,7 @@ class OnlineServer:
         rng = rng if rng is not None else np.random.default_rng(0)
         engine = ServeEngine(1, [cost_model], int(max_batch), workload.size)
         engine.load(0, workload.arrival_s, workload.lin, workload.lout, 0, draw_key(rng, acceptance_rate),
-                    acceptance_rate, int(scored_from), kv=kv, token_budget=token_budget)
+                    acceptance_rate, int(scored_from), kv=kv, token_budget=token_budget, queue_order=queue_order)
         self._bind(engine, 0, workload)
 
     @classmethod
@@ -350,11 +352,12 @@ class OnlineServer:
 
     @property
     def queue(self) -> list[int]:
-        """Indices of the waiting requests in admission order: the preempted ones (paged KV), then
-        the arrived ones not admitted yet, FCFS."""
+        """Indices of the waiting requests: the preempted ones (paged KV) in their readmission order,
+        then the arrived ones not admitted yet, by arrival."""
         n_pre = self._count(sk.S_PREEMPTED)
-        return [int(j) for j in self.engine.lists[self.i, sk.L_PREEMPTED, :n_pre][::-1]] + list(
-            range(self._count(sk.S_NEXT), self.arrived))
+        nxt = self._count(sk.S_NEXT)
+        queued = nxt + np.flatnonzero(np.isnan(self.admitted_s[nxt:self.arrived]))
+        return [int(j) for j in self.engine.lists[self.i, sk.L_PREEMPTED, :n_pre][::-1]] + queued.tolist()
 
     preemptions = property(lambda self: self._count(sk.S_PREEMPTIONS), doc="Requests preempted so far (paged KV).")
     recomputed_tokens = property(lambda self: self._count(sk.S_RECOMPUTED),

@@ -19,6 +19,7 @@ from hardware.systems import CapacityError, CostModel
 from sim import serve_kernels as sk
 
 KV_POLICIES = ("reserve", "paged")
+QUEUE_ORDERS = ("fcfs", "shortest", "deadline")  # sim.serve_kernels' ORDER_* codes, in order
 BLOCK_TOKENS = 16  # [D] vLLM's default block size, tokens
 WATERMARK = 0.01  # [D] vLLM's default watermark: the share of the KV cache admission keeps free
 
@@ -53,6 +54,12 @@ def check_token_budget(token_budget: int | None) -> None:
             1 <= token_budget <= MAX_TOKENS):
         raise ValueError(f"token_budget must be None (whole prompts) or an integer in [1, {MAX_TOKENS}] "
                          f"(tokens per iteration), got {token_budget!r}")
+
+
+def check_queue_order(queue_order: str) -> None:
+    """ValueError unless ``queue_order`` is one of QUEUE_ORDERS."""
+    if queue_order not in QUEUE_ORDERS:
+        raise ValueError(f"queue_order must be one of {list(QUEUE_ORDERS)}, got {queue_order!r}")
 
 
 class ServeEngine:
@@ -96,17 +103,21 @@ class ServeEngine:
     # ------------------------------------------------------------------------------ episodes
     def load(self, i: int, arrival_s: np.ndarray, lin: np.ndarray, lout: np.ndarray, model: int, key: int,
              acceptance_rate: float | None = None, scored_from: int = 0, ttft_target_s: float = math.inf,
-             tpot_target_s: float = math.inf, kv: KVPolicy | None = None, token_budget: int | None = None) -> None:
+             tpot_target_s: float = math.inf, kv: KVPolicy | None = None, token_budget: int | None = None,
+             queue_order: str = "fcfs") -> None:
         """Start server i on a workload (arrival s, prompt and output tokens per request, in
         arrival order) on cost model ``model``, its acceptance draws keyed by ``key``; requests from
         ``scored_from`` on are scored, and count as good when they meet both latency targets (s);
         KV memory managed as ``kv`` says (default: reserve each request's full length); prompts
         prefilled whole when they are admitted, or with ``token_budget`` in chunks (Sarathi-Serve:
-        at most that many tokens per iteration, decoded tokens first; check_token_budget).
+        at most that many tokens per iteration, decoded tokens first; check_token_budget); queued
+        requests admitted in ``queue_order`` (QUEUE_ORDERS: first come first served, the shortest
+        prompt first, or those still within their TTFT target first; preempted ones always first).
         CapacityError when one request's KV cache alone exceeds the system's capacity."""
         cm = self.cost_models[model]
         policy = kv if kv is not None else KVPolicy()
         check_token_budget(token_budget)
+        check_queue_order(queue_order)
         size = len(arrival_s)
         kv = (np.asarray(lin) + np.asarray(lout)).astype(np.float64) * cm.model.kv_bytes_per_token
         capacity = cm.kv_capacity_bytes
@@ -134,6 +145,7 @@ class ServeEngine:
         s[sk.S_BLOCK_BYTES] = policy.block_tokens * cm.model.kv_bytes_per_token
         s[sk.S_WATERMARK] = policy.watermark * capacity
         s[sk.S_TOKEN_BUDGET] = token_budget or 0
+        s[sk.S_ORDER] = QUEUE_ORDERS.index(queue_order)
         self.keys[i] = np.uint64(key)
         self.running[i] = 0
         s[sk.S_ARRIVED] = 0
@@ -141,6 +153,7 @@ class ServeEngine:
         scored = np.arange(arrived) >= scored_from
         s[sk.S_SCORED_DUE] = float(np.asarray(lout[:arrived])[scored].sum())
         s[sk.S_ARRIVED] = arrived
+        s[sk.S_WAITING] = sk.waiting(self.srv, i)
 
     # ------------------------------------------------------------------------------ stepping
     def iterate(self, units: np.ndarray, tlps: np.ndarray, admits: np.ndarray, pending: np.ndarray) -> None:

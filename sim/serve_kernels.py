@@ -40,12 +40,17 @@ REQUEST_FIELDS = 11
 (S_TIME, S_ARRIVED, S_NEXT, S_RUNNING, S_KV_USED, S_FINISHED, S_SCORED_FINISHED, S_SCORED_DUE, S_SCORED_MADE,
  S_SUM_CONTEXT, S_ITERATIONS, S_SIZE, S_SCORED_FROM, S_KV_CAPACITY, S_ACCEPT_P, S_TTFT_TARGET, S_TPOT_TARGET,
  S_MODEL, S_PAGED, S_BLOCK_BYTES, S_BLOCK_TOKENS, S_WATERMARK, S_PREEMPTED, S_PREEMPTIONS,
- S_RECOMPUTED, S_TOKEN_BUDGET, S_PREFILLING, S_PREFILL_BACKLOG) = range(28)
-SERVER_FIELDS = 28
+ S_RECOMPUTED, S_TOKEN_BUDGET, S_PREFILLING, S_PREFILL_BACKLOG, S_ORDER, S_SKIPPED, S_WAITING) = range(31)
+SERVER_FIELDS = 31
 # rows of ``lists`` (N, LISTS, max_batch) int64: the last iteration's finished and admitted requests,
-# and the preempted requests waiting to be readmitted (a stack: the last preempted first)
-L_FINISHED, L_ADMITTED, L_PREEMPTED = range(3)
-LISTS = 3
+# the preempted requests waiting to be readmitted (a stack: the last preempted first), and the
+# requests :func:`pick` chose to admit next
+L_FINISHED, L_ADMITTED, L_PREEMPTED, L_PICKED, L_CHUNKS = range(5)
+LISTS = 5
+# the order in which queued requests are admitted and (chunked prefill) prefilling ones get the
+# iteration's budget (``S_ORDER``; preempted requests are readmitted first): first come first served;
+# the shortest prompt (left to compute) first; the ones still within their TTFT target first
+ORDER_FCFS, ORDER_SHORTEST, ORDER_DEADLINE = 0, 1, 2
 # what one iteration did (``out`` (N, OUT_FIELDS)): times s, energies J
 (O_START, O_END, O_PREFILL_S, O_DECODE_S, O_ENERGY, O_RLP, O_ADMITTED, O_PREEMPTED, O_FINISHED, O_TOKENS,
  O_ACCEPTED_SHARE, O_AREA, O_SCORED_AREA, O_SCORED_ENERGY, O_ARRIVALS, O_GOOD, O_MISSES,
@@ -82,27 +87,63 @@ def blocks_bytes(srv: np.ndarray, i: int, tokens: float) -> float:
 
 
 @nb.njit(cache=True)
-def waiting_at(srv: np.ndarray, lists: np.ndarray, i: int, k: int) -> int:
-    """The k-th waiting request of server i: the preempted ones first (the last preempted first, as
-    vLLM puts them back at the queue's head), then the queue in arrival order."""
-    n_pre = int(srv[i, S_PREEMPTED])
-    if k < n_pre:
-        return lists[i, L_PREEMPTED, n_pre - 1 - k]
-    return int(srv[i, S_NEXT]) + k - n_pre
+def waiting(srv: np.ndarray, i: int) -> int:
+    """How many requests of server i wait: the preempted ones and the arrived ones not admitted."""
+    return int(srv[i, S_PREEMPTED] + srv[i, S_ARRIVED] - srv[i, S_NEXT] - srv[i, S_SKIPPED])
 
 
 @nb.njit(cache=True)
-def admissible_upto(req: np.ndarray, srv: np.ndarray, lists: np.ndarray, i: int, arrived: int, room: int,
-                    free: float) -> int:
-    """How many waiting requests of server i (preempted, then queued up to index ``arrived``) fit
-    FCFS in ``room`` batch places and ``free`` bytes of KV cache (reserve: each one's full length;
-    paged: the blocks of its context plus one token, keeping the watermark free), stopping at the
-    first that does not fit."""
+def _order_key(req: np.ndarray, srv: np.ndarray, i: int, j: int, now: float) -> float:
+    """Queued request j's place in server i's admission order (ties by arrival): its prompt (the
+    shortest first), or whether it has already waited past its TTFT target (the others first)."""
+    order = int(srv[i, S_ORDER])
+    if order == ORDER_SHORTEST:
+        return req[i, R_LIN, j]
+    if order == ORDER_DEADLINE:
+        return 1.0 if now - req[i, R_ARRIVAL, j] > srv[i, S_TTFT_TARGET] else 0.0
+    return 0.0
+
+
+@nb.njit(cache=True)
+def _next_queued(req: np.ndarray, srv: np.ndarray, i: int, arrived: int, now: float, key: float, after: int) -> int:
+    """The queued request (index below ``arrived``, not admitted) that comes next in server i's
+    order after the one with (``key``, ``after``), or -1: the smallest (key, index) above it."""
+    nxt = int(srv[i, S_NEXT])
+    if int(srv[i, S_ORDER]) == ORDER_FCFS:  # the next one by index
+        j = max(after + 1, nxt)
+        while j < arrived and not np.isnan(req[i, R_ADMITTED_S, j]):
+            j += 1
+        return j if j < arrived else -1
+    best, best_key = -1, np.inf
+    for j in range(nxt, arrived):
+        if not np.isnan(req[i, R_ADMITTED_S, j]):
+            continue
+        k = _order_key(req, srv, i, j, now)
+        if (k > key or (k == key and j > after)) and k < best_key:
+            best, best_key = j, k
+    return best
+
+
+@nb.njit(cache=True)
+def pick(req: np.ndarray, srv: np.ndarray, lists: np.ndarray, i: int, arrived: int, room: int, free: float,
+         now: float) -> int:
+    """Which waiting requests of server i to admit, at most ``room``: the preempted ones first (the
+    last preempted first, as vLLM puts them back at the queue's head), then the queued ones
+    (index below ``arrived``) in the server's order, stopping at the first that does not fit the
+    ``free`` bytes of KV cache (reserve: its full length; paged: the blocks of its context plus one
+    token, keeping the watermark free). Writes them to ``lists[i, L_PICKED]``; returns how many."""
     paged = srv[i, S_PAGED] > 0
-    waiting = int(srv[i, S_PREEMPTED]) + arrived - int(srv[i, S_NEXT])
+    n_pre = int(srv[i, S_PREEMPTED])
     count = 0
-    while count < waiting and count < room:
-        j = waiting_at(srv, lists, i, count)
+    key, after = -np.inf, -1
+    while count < room:
+        if count < n_pre:
+            j = lists[i, L_PREEMPTED, n_pre - 1 - count]
+        else:
+            j = _next_queued(req, srv, i, arrived, now, key, after)
+            if j < 0:
+                break
+            key, after = _order_key(req, srv, i, j, now), j
         if paged:
             need = blocks_bytes(srv, i, req[i, R_LIN, j] + req[i, R_GENERATED, j] + 1.0)
             if free - need < srv[i, S_WATERMARK]:
@@ -112,15 +153,16 @@ def admissible_upto(req: np.ndarray, srv: np.ndarray, lists: np.ndarray, i: int,
             if need > free:
                 break
         free -= need
+        lists[i, L_PICKED, count] = j
         count += 1
     return count
 
 
 @nb.njit(cache=True)
 def admissible(req: np.ndarray, srv: np.ndarray, lists: np.ndarray, i: int, max_batch: int) -> int:
-    """How many waiting requests of server i fit now (OnlineServer.admissible)."""
-    return admissible_upto(req, srv, lists, i, int(srv[i, S_ARRIVED]), max_batch - int(srv[i, S_RUNNING]),
-                           srv[i, S_KV_CAPACITY] - srv[i, S_KV_USED])
+    """How many waiting requests of server i fit now, in its order (OnlineServer.admissible)."""
+    return pick(req, srv, lists, i, int(srv[i, S_ARRIVED]), max_batch - int(srv[i, S_RUNNING]),
+                srv[i, S_KV_CAPACITY] - srv[i, S_KV_USED], srv[i, S_TIME])
 
 
 @nb.njit(cache=True)
@@ -171,10 +213,54 @@ def victims(req: np.ndarray, srv: np.ndarray, running: np.ndarray, i: int, tlp: 
 
 
 @nb.njit(cache=True)
-def chunk(left: float, room: float) -> float:
-    """Prompt tokens a prefilling request with ``left`` still to compute gets from ``room`` tokens of
-    the iteration's budget (all of them without chunked prefill: ``room`` is infinite)."""
-    return min(left, room)
+def _prefilling(req: np.ndarray, running: np.ndarray, lists: np.ndarray, i: int, n_dec: int, n_fill: int,
+                p: int) -> tuple[int, float]:
+    """The p-th prefilling request of server i's next iteration and the prompt tokens it has left
+    to compute: the running ones past the ``n_dec`` decoding ones, then the ones :func:`pick`
+    chose (their whole context, when recomputed)."""
+    if p < n_fill:
+        j = running[i, n_dec + p]
+        return j, req[i, R_PREFILL_LEFT, j]
+    j = lists[i, L_PICKED, p - n_fill]
+    return j, req[i, R_LIN, j] + req[i, R_GENERATED, j]
+
+
+@nb.njit(cache=True)
+def plan_chunks(req: np.ndarray, srv: np.ndarray, running: np.ndarray, lists: np.ndarray, i: int, n_dec: int,
+                n_fill: int, count: int, room: float, now: float) -> None:
+    """Share ``room`` prompt tokens (infinite without chunked prefill) among the ``count`` prefilling
+    requests of server i (:func:`_prefilling`) in the server's order (ties by position), each
+    getting what it has left or what remains; ``lists[i, L_CHUNKS, p]`` is the p-th one's share."""
+    chunks = lists[i, L_CHUNKS]
+    for p in range(count):
+        chunks[p] = 0
+    order = int(srv[i, S_ORDER])
+    if order == ORDER_FCFS or room == np.inf:  # by position
+        for p in range(count):
+            if room <= 0:
+                break
+            j, left = _prefilling(req, running, lists, i, n_dec, n_fill, p)
+            c = min(left, room)
+            chunks[p] = int(c)
+            room -= c
+        return
+    key, after = -np.inf, -1
+    while room > 0:
+        best, best_key, best_left = -1, np.inf, 0.0
+        for p in range(count):
+            j, left = _prefilling(req, running, lists, i, n_dec, n_fill, p)
+            if order == ORDER_SHORTEST:
+                k = left
+            else:
+                k = 1.0 if now - req[i, R_ARRIVAL, j] > srv[i, S_TTFT_TARGET] else 0.0
+            if (k > key or (k == key and p > after)) and k < best_key:
+                best, best_key, best_left = p, k, left
+        if best < 0:
+            break
+        c = min(best_left, room)
+        chunks[best] = int(c)
+        room -= c
+        key, after = best_key, best
 
 
 @nb.njit(cache=True)
@@ -212,27 +298,21 @@ def price(i: int, unit: int, tlp: int, admit: int, req: np.ndarray, srv: np.ndar
     n_running -= n_victims
     n_fill = max(0, n_fill - n_victims)
     n_dec = n_running - n_fill  # the decoded requests: the running ones past their prefill
-    admit = 0 if n_victims else min(admit, admissible_upto(req, srv, lists, i, arrived, running.shape[1] - n_running,
-                                                           free))
-    if n_running == 0 and n_pre + arrived - nxt > 0:
+    fit = pick(req, srv, lists, i, arrived, running.shape[1] - n_running, free, start)
+    admit = 0 if n_victims else min(admit, fit)
+    if n_running == 0 and n_pre + arrived - nxt - int(srv[i, S_SKIPPED]) > 0:
         admit = max(admit, 1)  # never idle with work waiting (one request always fits: checked at load)
-    # the prompt tokens computed: the prefilling requests', oldest first, then the admitted ones'
-    room = max(budget - n_dec * tlp, 0.0) if budget > 0 else np.inf
+    # the prompt tokens computed: the prefilling requests' and the admitted ones', shared out in order
+    plan_chunks(req, srv, running, lists, i, n_dec, n_fill, n_fill + admit,
+                max(budget - n_dec * tlp, 0.0) if budget > 0 else np.inf, start)
     prompt_tokens = 0.0
     causal = reread = 0.0
     for k in range(n_fill + admit):
-        if k < n_fill:
-            j = running[i, n_dec + k]
-            total = req[i, R_LIN, j] + req[i, R_GENERATED, j]
-            left = req[i, R_PREFILL_LEFT, j]
-        else:
-            j = waiting_at(srv, lists, i, k - n_fill)
-            total = left = req[i, R_LIN, j] + req[i, R_GENERATED, j]  # a preempted one recomputes its context
-        c = chunk(left, room)
-        if c <= 0:
-            break
-        prior = total - left
-        room -= c
+        c = float(lists[i, L_CHUNKS, k])
+        if c == 0:
+            continue
+        j, left = _prefilling(req, running, lists, i, n_dec, n_fill, k)
+        prior = req[i, R_LIN, j] + req[i, R_GENERATED, j] - left
         prompt_tokens += c
         causal += c * prior + c * (c + 1.0) / 2.0
         reread += prior
@@ -313,7 +393,7 @@ def iterate(i: int, unit: int, tlp: int, admit: int, req: np.ndarray, srv: np.nd
     new_pre = min(admit, n_pre)  # readmitted preempted requests (from the top of the stack)
     kv_new = 0.0
     for k in range(admit):  # admitted: their KV, their prompt (their context, when recomputed) to compute
-        j = waiting_at(srv, lists, i, k)
+        j = lists[i, L_PICKED, k]
         lists[i, L_ADMITTED, k] = j
         gen = req[i, R_GENERATED, j]
         held = blocks_bytes(srv, i, req[i, R_LIN, j] + gen + 1.0) if paged else req[i, R_KV_BYTES, j]
@@ -324,21 +404,23 @@ def iterate(i: int, unit: int, tlp: int, admit: int, req: np.ndarray, srv: np.nd
             req[i, R_ADMITTED_S, j] = start
     srv[i, S_KV_USED] += kv_new
     srv[i, S_PREEMPTED] = n_pre - new_pre
-    srv[i, S_NEXT] = nxt + admit - new_pre
+    skipped = srv[i, S_SKIPPED] + admit - new_pre  # the queue's admitted requests, then those below the oldest waiting
+    while nxt < arrived and not np.isnan(req[i, R_ADMITTED_S, nxt]):
+        nxt += 1
+        skipped -= 1
+    srv[i, S_NEXT], srv[i, S_SKIPPED] = nxt, skipped
     n_total = n_running
     for k in range(admit):  # the running batch: the decoded, the prefilling, then the admitted
         running[i, n_total] = lists[i, L_ADMITTED, k]
         n_total += 1
-    if prompt_tokens > 0:  # the prompt work, shared out by prompt tokens
+    if prompt_tokens > 0:  # the prompt work as price planned it, its energy shared out by prompt tokens
         energy = p_energy
         first_token_s = end if chunked else start + prefill_s
-        room = srv[i, S_TOKEN_BUDGET] - n_dec * tlp if chunked else np.inf
         for slot in range(n_dec, n_total):
             j = running[i, slot]
-            c = chunk(req[i, R_PREFILL_LEFT, j], room)
-            if c <= 0:
-                break
-            room -= c
+            c = float(lists[i, L_CHUNKS, slot - n_dec])
+            if c == 0:
+                continue
             share = p_energy * c / prompt_tokens
             req[i, R_ENERGY_J, j] += share
             if j >= scored_from:
@@ -393,6 +475,7 @@ def iterate(i: int, unit: int, tlp: int, admit: int, req: np.ndarray, srv: np.nd
     srv[i, S_TIME] = end
     kept_count = n_finished = good = misses = n_fill = 0
     context = backlog = 0.0
+    still = lists[i, L_PICKED]  # scratch (the picks are in L_ADMITTED): the prefilling requests
     kv_freed = 0.0
     ttft_target, tpot_target = srv[i, S_TTFT_TARGET], srv[i, S_TPOT_TARGET]
     for slot in range(n_total):  # the finished leave
@@ -413,13 +496,19 @@ def iterate(i: int, unit: int, tlp: int, admit: int, req: np.ndarray, srv: np.nd
                 misses += 1
             if j >= scored_from:
                 srv[i, S_SCORED_FINISHED] += 1.0
+        elif req[i, R_PREFILL_LEFT, j] > 0:
+            still[n_fill] = j
+            n_fill += 1
+            backlog += req[i, R_PREFILL_LEFT, j]
         else:
             running[i, kept_count] = j
             kept_count += 1
             context += req[i, R_LIN, j] + req[i, R_GENERATED, j]
-            if req[i, R_PREFILL_LEFT, j] > 0:
-                n_fill += 1
-                backlog += req[i, R_PREFILL_LEFT, j]
+    for k in range(n_fill):  # the running batch: the decoding requests, then the prefilling ones
+        j = still[k]
+        running[i, kept_count] = j
+        kept_count += 1
+        context += req[i, R_LIN, j] + req[i, R_GENERATED, j]
     srv[i, S_RUNNING] = kept_count
     srv[i, S_PREFILLING] = n_fill
     srv[i, S_PREFILL_BACKLOG] = backlog
@@ -439,6 +528,7 @@ def iterate(i: int, unit: int, tlp: int, admit: int, req: np.ndarray, srv: np.nd
         if k >= scored_from:
             scored_waited += w
     srv[i, S_ITERATIONS] += 1.0
+    srv[i, S_WAITING] = waiting(srv, i)
     o = out[i]
     o[O_START], o[O_END], o[O_PREFILL_S], o[O_DECODE_S], o[O_ENERGY] = start, end, prefill_s, decode_s, energy
     o[O_RLP], o[O_ADMITTED], o[O_PREEMPTED], o[O_FINISHED] = n_dec, admit, n_victims, n_finished

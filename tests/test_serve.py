@@ -17,14 +17,16 @@ from hardware.systems import CostModel, prefill_from_terms
 from hardware.workloads import WorkloadError
 from sim import serve_kernels as sk
 from sim.online import OnlineServer, Workload, load_trace, sample_workload, serve, summarise, trace_rate, trace_window
-from sim.serve_engine import KVPolicy
+from sim.serve_engine import KVPolicy, ServeEngine
 
 PAPI = CostModel("papi", "llama-65b")
 SERVE = papi_env.SERVE_ENV_ID
 
 
 SERVER_OPTIONS = {"reserve": {}, "paged": {"kv": KVPolicy("paged")}, "chunked": {"token_budget": 512},
-                  "paged-chunked": {"kv": KVPolicy("paged"), "token_budget": 256}}
+                  "paged-chunked": {"kv": KVPolicy("paged"), "token_budget": 256},
+                  "shortest": {"queue_order": "shortest"},
+                  "deadline-paged-chunked": {"kv": KVPolicy("paged"), "token_budget": 512, "queue_order": "deadline"}}
 
 
 @pytest.mark.parametrize("options", SERVER_OPTIONS.values(), ids=SERVER_OPTIONS.keys())
@@ -143,6 +145,40 @@ def test_chunked_prefill_by_hand():
     assert server.request_metrics()["ttft_s"][1] == pytest.approx(r3.end_s - 1e-9, rel=1e-12)
 
 
+def test_queue_orders_by_hand():
+    """One request runs at a time (max_batch 1): FCFS takes the queue by arrival, ``shortest`` by
+    prompt length, ``deadline`` the requests still within their TTFT target before the late ones."""
+    w = Workload(np.array([0.0, 1e-3, 2e-3, 3e-3]), np.array([1000, 2000, 100, 500]), np.array([50, 5, 5, 5]))
+    for order, expected in (("fcfs", [0, 1, 2, 3]), ("shortest", [0, 2, 3, 1])):
+        server = OnlineServer(PAPI, w, max_batch=1, queue_order=order)
+        records = serve(server, fcfs_rule(PAPI))
+        assert np.concatenate([r.admitted for r in records]).tolist() == expected
+        assert server.queue == [] and server.done
+    late = Workload(np.array([0.0, 1e-3, 0.45]), np.array([1000, 100, 100]), np.array([50, 5, 5]))
+    engine = ServeEngine(1, [PAPI], 1, late.size)
+    engine.load(0, late.arrival_s, late.lin, late.lout, 0, 0, ttft_target_s=0.2, queue_order="deadline")
+    server = OnlineServer.view(engine, 0, late)
+    first = server.iteration("pim", 1, 1)
+    while len(server.running):
+        assert server.queue == [1, 2][:server.arrived - 1]
+        server.iteration("pim", 1, 1)
+    assert server.t - late.arrival_s[1] > 0.2 > server.t - late.arrival_s[2]  # request 1 is late, 2 is not
+    assert server.iteration("pim", 1, 1).admitted.tolist() == [2] and first.admitted.tolist() == [0]
+
+
+def test_chunked_prefill_shares_the_budget_in_the_queue_order():
+    """A short prompt arriving while a long one is being prefilled in chunks: FCFS finishes the long
+    prompt first; ``shortest`` gives the short one the budget first (shortest remaining prompt)."""
+    w = Workload(np.array([0.0, 1e-3]), np.array([3000, 100]), np.array([4, 4]))
+    first_token_iteration = {}
+    for order in ("fcfs", "shortest"):
+        server = OnlineServer(PAPI, w, token_budget=512, queue_order=order)
+        ends = [server.iteration("gpu", 1, 8).end_s for _ in range(8)]
+        first_token_iteration[order] = [ends.index(t) for t in server.first_token_s]
+    assert first_token_iteration["fcfs"] == [5, 6]  # chunks of 512 until the 3000 tokens are done, then B
+    assert first_token_iteration["shortest"] == [6, 1]  # B's 100 tokens go first in the second iteration
+
+
 def test_same_seed_same_numbers():
     def run(seed):
         env = gym.make(SERVE, requests=48, warmup=4, acceptance_rate=0.7, reward="energy")
@@ -220,6 +256,7 @@ def test_masks_clamps_and_fallbacks():
     ({"model": "gpt-5"}, "gpt-5"),
     ({"token_budget": 0}, "token_budget must be None (whole prompts) or an integer in [1, 4096]"),
     ({"token_budget": 8192}, "token_budget must be None"),
+    ({"queue_order": "lifo"}, "queue_order must be one of ['fcfs', 'shortest', 'deadline']"),
 ])
 def test_bad_settings_fail_clearly(kwargs, message):
     with pytest.raises((ValueError, KeyError, WorkloadError)) as err:
