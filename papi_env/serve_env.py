@@ -28,6 +28,12 @@ Requests arrive over time; the scheduler decides, at every iteration boundary:
   ``goodput``: +1 / window for each scored request that finishes within both its TTFT and TPOT
   targets, window = the scored requests' arrival span; the sum is the goodput (requests/s) and
   the score.
+  ``shaping`` adds a potential-based term (Ng et al. 1999; undiscounted, so each episode's sum is
+  unchanged up to the start's potential): ``"remaining"`` (latency) credits tokens when they are
+  made, potential minus the scored requests' remaining tokens x the unloaded time per token per
+  scored request; ``"on-track"`` (goodput) charges a request's goodput when it goes off track,
+  potential the scored requests in the system that can still meet both targets (within the TTFT
+  target, or a first token within it and a pace since within the TPOT target), per window.
 - **KV memory** (``kv_policy``): ``"reserve"`` (default) each request's full length at admission,
   never preempting; ``"paged"`` as vLLM: blocks of ``block_tokens`` tokens allocated as contexts
   grow, admission keeping a ``watermark`` share free, preemption by recompute (the most recently
@@ -92,7 +98,8 @@ from sim.serve_engine import BLOCK_TOKENS, WATERMARK, KVPolicy, ServeEngine, che
 
 SOURCES = ("poisson", "gamma", "trace")  # where an episode's arrivals come from (``arrival``)
 SERVE_REWARDS = ("latency", "energy", "goodput")  # papi_env.serve_kernels' reward codes, in order
-SHAPINGS = ("none", "remaining")
+SHAPINGS = ("none", "remaining", "on-track")  # papi_env.serve_kernels' shaping codes, in order
+SHAPED_REWARD = {"remaining": "latency", "on-track": "goodput"}  # the reward each potential shapes
 OBS_SIZE = mk.OBS_SIZE
 RATE_TAU_S = 1.0  # [D] time constant of the arrival-rate estimate, s
 ACCEPT_EMA = 0.1  # [D] weight of the newest iteration in the acceptance estimate
@@ -197,8 +204,12 @@ class ServeCore:
         self.reward_kind = reward
         if shaping not in SHAPINGS:
             raise ValueError(f"shaping must be one of {SHAPINGS}, got {shaping!r}")
+        if shaping != "none" and SHAPED_REWARD[shaping] != reward:
+            raise ValueError(f"shaping {shaping!r} shapes the {SHAPED_REWARD[shaping]} reward, not {reward!r}; "
+                             f"allowed with reward={reward!r}: "
+                             f"{['none'] + [k for k, v in SHAPED_REWARD.items() if v == reward]}")
         self.shaping = shaping
-        self.shaped = shaping != "none" and reward == "latency"
+        self.shaping_code = SHAPINGS.index(shaping)
         if isinstance(slo_scale, bool) or not isinstance(slo_scale, (int, float)) or not (
                 math.isfinite(slo_scale) and slo_scale > 0):
             raise ValueError(f"slo_scale must be a positive number (targets = slo_scale x unloaded), got {slo_scale!r}")
@@ -281,7 +292,8 @@ class ServeCore:
             m[mk.M_SCORED], m[mk.M_SCORED_TOKENS] = scored, float(w.lout[self.warmup:].sum())
             m[mk.M_WINDOW_S] = window if window > 0 else 1.0
             m[mk.M_ALPHA], m[mk.M_TOKEN_TIME_S] = self._alpha, self.token_time_s
-            m[mk.M_POTENTIAL] = mk.potential(self.engine.srv, self.mdp, int(i), self.shaped)
+            e = self.engine
+            m[mk.M_POTENTIAL] = mk.potential(e.req, e.srv, e.running, e.lists, self.mdp, int(i), self.shaping_code)
         info: dict[str, np.ndarray] = {}
         put_rows(info, {"rate": self.rate[envs], "requests": sizes, "arrival": sources}, envs, self.num_envs)
         return info
@@ -318,7 +330,7 @@ class ServeCore:
         e.fit_tlp(self.max_tlp)
         while mk.step(actions, self.unit_mask, pending, e.req, e.srv, e.running, e.keys, e.decode_table,
                       e.prefill_table, e.fc_table, e.plan, e.out, e.lists, e.missing, self.mdp, self.reward_code,
-                      self.shaped, self.max_steps, RATE_TAU_S, ACCEPT_EMA, reward, unit_used, clamped, fallback,
+                      self.shaping_code, self.max_steps, RATE_TAU_S, ACCEPT_EMA, reward, unit_used, clamped, fallback,
                       terminated, truncated):
             e.fill(np.flatnonzero(pending))
         return reward, unit_used, clamped, fallback, terminated, truncated

@@ -21,6 +21,7 @@ from sim import serve_kernels as sk
  M_SCORED, M_SCORED_TOKENS, M_WINDOW_S, M_ALPHA, M_TOKEN_TIME_S) = range(15)
 MDP_FIELDS = 15
 LATENCY, ENERGY, GOODPUT = 0, 1, 2  # reward codes, in serve_env.SERVE_REWARDS' order
+NO_SHAPING, REMAINING, ON_TRACK = 0, 1, 2  # shaping codes, in serve_env.SHAPINGS' order
 OBS_SIZE = 11
 CONTEXT_SCALE = 65536.0  # [D] tokens of context per request at which the log-context feature saturates
 RATE_SCALE = 1000.0  # [D] requests/s at which the log-rate feature saturates
@@ -31,12 +32,43 @@ BACKLOG_SCALE = 64.0  # [D] prompt tokens left to compute, in iteration budgets,
 
 
 @nb.njit(cache=True)
-def potential(srv: np.ndarray, mdp: np.ndarray, i: int, shaped: bool) -> float:
-    """The latency shaping potential of environment i (serve_env's ``shaping='remaining'``)."""
-    if not shaped:
+def _on_track(req: np.ndarray, srv: np.ndarray, i: int, j: int, now: float) -> bool:
+    """Whether request j of server i can still meet both latency targets at ``now`` as far as its
+    progress shows: no first token yet and within the TTFT target, or a first token within it and
+    a pace since then (s per token after the first) within the TPOT target."""
+    first = req[i, sk.R_FIRST_TOKEN_S, j]
+    if np.isnan(first):
+        return now - req[i, sk.R_ARRIVAL, j] <= srv[i, sk.S_TTFT_TARGET]
+    if first - req[i, sk.R_ARRIVAL, j] > srv[i, sk.S_TTFT_TARGET]:
+        return False
+    made = req[i, sk.R_GENERATED, j] - 1.0
+    return made <= 0 or (now - first) / made <= srv[i, sk.S_TPOT_TARGET]
+
+
+@nb.njit(cache=True)
+def potential(req: np.ndarray, srv: np.ndarray, running: np.ndarray, lists: np.ndarray, mdp: np.ndarray, i: int,
+              shaping: int) -> float:
+    """The shaping potential of environment i (serve_env's ``shaping``): ``remaining``, minus the
+    scored requests' remaining tokens at the unloaded time per token, per scored request (latency);
+    ``on-track``, the scored requests in the system that can still meet both targets, per second
+    of the scored window (goodput): a request going off track costs its goodput when it happens."""
+    if shaping == REMAINING:
+        remaining = srv[i, sk.S_SCORED_DUE] - srv[i, sk.S_SCORED_MADE]
+        return -remaining * mdp[i, M_TOKEN_TIME_S] / mdp[i, M_SCORED]
+    if shaping != ON_TRACK:
         return 0.0
-    remaining = srv[i, sk.S_SCORED_DUE] - srv[i, sk.S_SCORED_MADE]
-    return -remaining * mdp[i, M_TOKEN_TIME_S] / mdp[i, M_SCORED]
+    now, scored_from = srv[i, sk.S_TIME], int(srv[i, sk.S_SCORED_FROM])
+    count = 0
+    for slot in range(int(srv[i, sk.S_RUNNING])):
+        j = running[i, slot]
+        count += j >= scored_from and _on_track(req, srv, i, j, now)
+    for k in range(int(srv[i, sk.S_PREEMPTED])):
+        j = lists[i, sk.L_PREEMPTED, k]
+        count += j >= scored_from and _on_track(req, srv, i, j, now)
+    for j in range(max(int(srv[i, sk.S_NEXT]), scored_from), int(srv[i, sk.S_ARRIVED])):
+        if np.isnan(req[i, sk.R_ADMITTED_S, j]):  # queued (not running, not preempted)
+            count += _on_track(req, srv, i, j, now)
+    return count / mdp[i, M_WINDOW_S]
 
 
 @nb.njit(cache=True)
@@ -80,7 +112,7 @@ def observe(obs: np.ndarray, req: np.ndarray, srv: np.ndarray, lists: np.ndarray
 def step(actions: np.ndarray, unit_mask: np.ndarray, pending: np.ndarray, req: np.ndarray, srv: np.ndarray,
          running: np.ndarray, keys: np.ndarray, decode_table: np.ndarray, prefill_table: np.ndarray,
          fc_table: np.ndarray, plan: np.ndarray, out: np.ndarray, lists: np.ndarray, missing: np.ndarray,
-         mdp: np.ndarray, reward_code: int, shaped: bool, max_steps: int, rate_tau_s: float, accept_weight: float,
+         mdp: np.ndarray, reward_code: int, shaping: int, max_steps: int, rate_tau_s: float, accept_weight: float,
          reward: np.ndarray, unit_used: np.ndarray, clamped: np.ndarray, fallback: np.ndarray, terminated: np.ndarray,
          truncated: np.ndarray) -> int:
     """One step of every environment with ``pending[i]`` (cleared as each runs) whose episode has
@@ -108,14 +140,14 @@ def step(actions: np.ndarray, unit_mask: np.ndarray, pending: np.ndarray, req: n
         dt = o[sk.O_END] - o[sk.O_START]
         if reward_code == LATENCY:
             r = -o[sk.O_SCORED_AREA] / m[M_SCORED]
-            if shaped:  # potential-based: credits tokens when they are made, same episode sum
-                phi = potential(srv, mdp, i, True)
-                r += phi - m[M_POTENTIAL]
-                m[M_POTENTIAL] = phi
         elif reward_code == ENERGY:
             r = -o[sk.O_SCORED_ENERGY] / m[M_SCORED_TOKENS]
         else:
             r = o[sk.O_GOOD] / m[M_WINDOW_S]
+        if shaping != NO_SHAPING:  # potential-based: the same episode sum, credit when it is decided
+            phi = potential(req, srv, running, lists, mdp, i, shaping)
+            r += phi - m[M_POTENTIAL]
+            m[M_POTENTIAL] = phi
         reward[i] = r
         m[M_STEPS] += 1.0
         m[M_LAST_TLP] = tlp

@@ -197,16 +197,20 @@ def test_same_seed_same_numbers():
     assert not np.array_equal(a[0][:11], c[0][:11]) or a[1] != c[1]
 
 
-@pytest.mark.parametrize("reward, shaping", [(r, "none") for r in papi_env.SERVE_REWARDS] + [("latency", "remaining")])
+@pytest.mark.parametrize("reward, shaping", [(r, "none") for r in papi_env.SERVE_REWARDS]
+                         + [("latency", "remaining"), ("goodput", "on-track")])
 def test_step_rewards_sum_to_the_episode_objective(reward, shaping):
     env = gym.make(SERVE, requests=96, warmup=16, rate=12.0, reward=reward, acceptance_rate=0.8, shaping=shaping)
     env.reset(seed=2)
     rule = make_policy("fixed-tlp:2", env).bind(env)
-    total, done = 0.0, False
+    total, done, rewards = 0.0, False, []
     while not done:
         _, r, term, trunc, info = env.step(rule.act(env.unwrapped))
         total += r
+        rewards.append(r)
         done = term or trunc
+    if shaping == "on-track":  # arrivals on track are credited when they come, and going off track costs
+        assert max(rewards) > 0 and min(rewards) < 0
     m = env.unwrapped.server.request_metrics()
     scored = slice(16, None)
     if reward == "latency":
@@ -216,7 +220,7 @@ def test_step_rewards_sum_to_the_episode_objective(reward, shaping):
         assert total == pytest.approx(-m["energy_j"][scored].sum() / m["tokens"][scored].sum(), rel=1e-9)
         assert info["score"] == pytest.approx(-1 / total, rel=1e-9)
     else:
-        assert total == pytest.approx(info["score"], rel=1e-12)
+        assert total == pytest.approx(info["score"], rel=1e-12 if shaping == "none" else 1e-9)
         assert info["summary"]["goodput_rps"] == pytest.approx(total, rel=1e-9)
 
 
@@ -256,6 +260,7 @@ def test_masks_clamps_and_fallbacks():
     ({"model": "gpt-5"}, "gpt-5"),
     ({"token_budget": 0}, "token_budget must be None (whole prompts) or an integer in [1, 4096]"),
     ({"token_budget": 8192}, "token_budget must be None"),
+    ({"reward": "goodput", "shaping": "remaining"}, "shaping 'remaining' shapes the latency reward, not 'goodput'"),
     ({"queue_order": "lifo"}, "queue_order must be one of ['fcfs', 'shortest', 'deadline']"),
 ])
 def test_bad_settings_fail_clearly(kwargs, message):
