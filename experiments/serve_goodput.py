@@ -22,6 +22,8 @@ strongest non-learned policies, measured the way serving papers measure.
    deployable* policy at a load is the best of PAPI's rule, validated-tlp and smartspec by mean
    goodput there; the learned agents (seeds pooled) are
    compared with it per episode (IQM of the ratio, 95% stratified-bootstrap CI, P(improvement)).
+   ``--kv-policy``, ``--token-budget`` and ``--queue-order`` set the server (SERVER_FLAGS: paged
+   KV, chunked prefill, queue order) for the saturation, the training and the evaluation alike.
 5. **Output**: ``serve_goodput.json`` / ``.md`` and the figure (goodput and SLO attainment, p99
    TTFT and TPOT versus load, mean and 95% CI over episodes, PAPI's saturation marked; PNG + PDF).
 
@@ -57,9 +59,14 @@ EVAL_KWARGS = {"trace": "azure-conv", "trace_split": "test", "reward": "goodput"
 tight SLO (2x unloaded), drafts accepted with probability 0.7, windows of 512 requests, the first
 64 unscored."""
 TRAIN_KWARGS = {"trace_split": "train", "arrival": ["trace", "trace", "poisson", "gamma"], "cv": [2.0, 4.0],
-                "requests": 256, "warmup": 32, "shaping": "none"}
+                "requests": 256, "warmup": 32, "shaping": "on-track"}
 """[D] What training changes: the train split, half the episodes trace windows and half generated
-(Poisson or gamma with cv 2-4, lengths from the train split), shorter episodes."""
+(Poisson or gamma with cv 2-4, lengths from the train split), shorter episodes, the goodput reward
+shaped by the requests still on track (``--shaping``)."""
+SERVER_FLAGS = {"kv_policy": ("reserve", "the KV cache: reserve (full length at admission) or paged (vLLM)"),
+                "token_budget": (None, "chunked prefill's tokens per iteration (default: whole prompts)"),
+                "queue_order": ("fcfs", "admission order: fcfs, shortest, deadline")}
+"""The server's settings the study can change (PapiServe-v0's keywords), their defaults and meaning."""
 DEPLOYABLE = ("threshold", "validated-tlp", "smartspec")
 PANELS = ("goodput_rps", "slo_attainment", "ttft_p99_s", "tpot_p99_s")  # the figure's, in its order
 TRAINABLE = ("ppo", "maskable_ppo")  # algorithms with a PapiServe-v0 block in experiments/configs
@@ -74,9 +81,10 @@ def split_rate(split: str) -> float:
     return trace_rate(trace_window(trace, lo, hi - lo))
 
 
-def saturation(spec: str = "threshold", seed: int = 0) -> float:
-    """Completions per second of ``spec`` serving the test split under overload (requests/s)."""
-    env = gym.make(SERVE, **{**EVAL_KWARGS, "rate_scale": 1e4, "requests": 1024, "warmup": 0})
+def saturation(spec: str = "threshold", seed: int = 0, eval_kwargs: dict[str, Any] | None = None) -> float:
+    """Completions per second of ``spec`` serving the test split under overload (requests/s), on
+    the evaluated server (``eval_kwargs``, default EVAL_KWARGS)."""
+    env = gym.make(SERVE, **{**(eval_kwargs or EVAL_KWARGS), "rate_scale": 1e4, "requests": 1024, "warmup": 0})
     run_episode(env, make_policy(spec, env=env), eval_seeds(1, seed)[0])
     done = np.sort(env.unwrapped.server.finish_s)
     n = len(done)
@@ -84,11 +92,11 @@ def saturation(spec: str = "threshold", seed: int = 0) -> float:
 
 
 def train_jobs(algos: list[str], seeds: int, loads: list[float], sat: float, out: Path, steps: int | None,
-               reuse: bool, eval_kwargs: dict[str, Any]) -> list[TrainJob]:
+               reuse: bool, eval_kwargs: dict[str, Any], shaping: str = TRAIN_KWARGS["shaping"]) -> list[TrainJob]:
     """Runs of each algorithm on the train split at loads spanning the evaluated ones (TRAIN_KWARGS)."""
     rates = [round(f * sat, 3) for f in loads]
     scales = [round(r / split_rate("train"), 4) for r in rates]
-    kwargs = {**eval_kwargs, **TRAIN_KWARGS, "rate": rates, "rate_scale": scales}
+    kwargs = {**eval_kwargs, **TRAIN_KWARGS, "rate": rates, "rate_scale": scales, "shaping": shaping}
     kwargs.pop("max_steps")
     return [TrainJob(algo, SERVE, seed, str(out / "runs"), steps, env_kwargs=kwargs, label="goodput",
                      resume="continue" if reuse else "overwrite") for algo in algos for seed in range(seeds)]
@@ -148,8 +156,10 @@ def to_markdown(record: dict[str, Any]) -> str:
                          stats.fmt_ci({"iqm": r["goodput_rps"]["mean"], **r["goodput_rps"]}, digits=2),
                          f"{r['slo_attainment']['mean']:.3f}", f"{r['ttft_p99_s']['mean'] * 1e3:.0f}",
                          f"{r['tpot_p99_s']['mean'] * 1e3:.1f}", f"{r['mean_tlp']:.2f}", f"{r['steady_share']:.2f}"])
+    server = ", ".join(f"{k}={record['env_kwargs'].get(k, d)}" for k, (d, _) in SERVER_FLAGS.items())
     text = (f"# Goodput versus load on the Azure conversation trace (test split), tight SLO\n\n"
-            f"PAPI rule saturation {record['saturation_rps']:.2f} req/s; {record['episodes']} held-out windows of "
+            f"Server: {server}. PAPI rule saturation {record['saturation_rps']:.2f} req/s; "
+            f"{record['episodes']} held-out windows of "
             f"{record['env_kwargs']['requests']} requests per load (the first {record['env_kwargs']['warmup']} "
             f"unscored); TTFT target "
             f"{record['ttft_target_s'] * 1e3:.0f} ms, TPOT target {record['tpot_target_s'] * 1e3:.1f} ms.\n\n"
@@ -212,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=EVAL_KWARGS["requests"], help="requests per evaluated window")
     parser.add_argument("--warmup", type=int, default=EVAL_KWARGS["warmup"], help="unscored requests per window")
     parser.add_argument("--eval-seed", type=int, default=0)
+    parser.add_argument("--kv-policy", default=SERVER_FLAGS["kv_policy"][0], help=SERVER_FLAGS["kv_policy"][1])
+    parser.add_argument("--token-budget", type=int, default=None, help=SERVER_FLAGS["token_budget"][1])
+    parser.add_argument("--queue-order", default=SERVER_FLAGS["queue_order"][0], help=SERVER_FLAGS["queue_order"][1])
+    parser.add_argument("--shaping", default=TRAIN_KWARGS["shaping"], help="the trained agents' shaping: on-track "
+                        "or none")
     parser.add_argument("--out", type=Path, default=Path("results/serve_goodput"))
     fanout.add_arguments(parser)
     args = parser.parse_args(argv)
@@ -227,13 +242,17 @@ def main(argv: list[str] | None = None) -> int:
         if not 0 <= args.warmup < args.requests:
             raise UsageError(f"--warmup must be in [0, --requests), got {args.warmup}")
         eval_kwargs = {**EVAL_KWARGS, "requests": args.requests, "warmup": args.warmup}
+        server = {"kv_policy": args.kv_policy, "token_budget": args.token_budget, "queue_order": args.queue_order}
+        eval_kwargs.update({k: v for k, v in server.items() if v != SERVER_FLAGS[k][0]})
+        gym.make(SERVE, **eval_kwargs, shaping=args.shaping)  # ValueError (exit 2) for a bad setting, before any work
         check_training_arguments(args)
         check_output_dir(args.out)
         algos = [a.strip() for a in args.algos.split(",") if a.strip()]
         if not algos or any(a not in TRAINABLE for a in algos):
             raise UsageError(f"--algos must name algorithms among {list(TRAINABLE)}, got {args.algos!r}")
-        sat = saturation(seed=args.eval_seed)
-        jobs = train_jobs(algos, args.train_seeds, loads, sat, args.out, args.total_timesteps, args.reuse, eval_kwargs)
+        sat = saturation(seed=args.eval_seed, eval_kwargs=eval_kwargs)
+        jobs = train_jobs(algos, args.train_seeds, loads, sat, args.out, args.total_timesteps, args.reuse, eval_kwargs,
+                          args.shaping)
         check_jobs(jobs)
     except (UsageError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -246,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     cells = [(f * sat / test_rate, agents, args.episodes, args.eval_seed, eval_kwargs) for f in loads]
     results = fanout.run_all(evaluate_load, cells, args.num_cpus, args.address)
     env = gym.make(SERVE, **eval_kwargs).unwrapped
-    record = {"env": SERVE, "env_kwargs": eval_kwargs, "train_kwargs": TRAIN_KWARGS, "saturation_rps": sat,
+    record = {"env": SERVE, "env_kwargs": eval_kwargs, "train_kwargs": {**TRAIN_KWARGS, "shaping": args.shaping},
+              "saturation_rps": sat,
               "loads": loads, "episodes": args.episodes, "eval_seed": args.eval_seed, "agents": agents,
               "ttft_target_s": env.ttft_target_s, "tpot_target_s": env.tpot_target_s,
               "points": [summarise_load(f, f * sat, r, agents) for f, r in zip(loads, results, strict=True)]}

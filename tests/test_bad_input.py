@@ -270,7 +270,11 @@ def test_train_device_flag_is_checked(tmp_path):
                                             (["--episodes", "0"], "--episodes"),
                                             (["--train-seeds", "-1"], "--train-seeds"),
                                             (["--requests", "8", "--warmup", "8"], "--warmup"),
-                                            (["--algos", "dqn"], "--algos")])
+                                            (["--algos", "dqn"], "--algos"),
+                                            (["--kv-policy", "swap"], "kv_policy must be one of"),
+                                            (["--token-budget", "0"], "token_budget must be None"),
+                                            (["--queue-order", "lifo"], "queue_order must be one of"),
+                                            (["--shaping", "remaining"], "shaping 'remaining' shapes the latency")])
 def test_serve_goodput_rejects_bad_flags(flags, message, tmp_path):
     out = subprocess.run([sys.executable, "-m", "experiments.serve_goodput", *flags, "--out", str(tmp_path)],
                          cwd=ROOT, capture_output=True, text=True)
