@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -96,11 +97,14 @@ def has_vector_form(env_id: str) -> bool:
     return gym.spec(env_id).vector_entry_point is not None
 
 
-def run_episodes(env_id: str, env_kwargs: dict[str, Any], policy: Any, seeds: list[int]) -> list[dict[str, float]]:
+def run_episodes(env_id: str, env_kwargs: dict[str, Any], policy: Any, seeds: list[int],
+                 extra: Callable[[Any, int], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """``run_episode`` of each seed, all at once: one native vector env of len(seeds) (env i reset
     with seeds[i], the same episode as a scalar env reset with it) and one batched ``predict`` per
     step. For policies that act on observation batches (learned agents), not rules that read a scalar
-    env. Envs that finish wait (their autoreset episodes are ignored) until the longest ends."""
+    env. Envs that finish wait (their autoreset episodes are ignored) until the longest ends.
+    ``extra(vector_env, i)``, called as environment i's episode ends (before it resets), adds to
+    that episode's record (what the totals do not hold, such as a server's per-request metrics)."""
     venv = gym.make_vec(env_id, num_envs=len(seeds), vectorization_mode="vector_entry_point", **env_kwargs)
     if hasattr(policy, "bind"):  # it reads the action space only
         policy.bind(SimpleNamespace(action_space=venv.unwrapped.single_action_space))
@@ -120,6 +124,8 @@ def run_episodes(env_id: str, env_kwargs: dict[str, Any], policy: Any, seeds: li
         tlp += np.where(running, info["tlp"], 0)
         for i in np.flatnonzero(running & (terminated | truncated)).tolist():
             episodes[i] = episode_totals(scalar_info(info, i), int(steps[i]), float(gpu[i]), float(tlp[i]))
+            if extra is not None:
+                episodes[i].update(extra(venv.unwrapped, i))
             running[i] = False
     venv.close()
     return episodes

@@ -335,10 +335,10 @@ def test_ppo_trains_on_papiserve_and_the_figure_script_runs(tmp_path):
     finally:
         ray.shutdown()
     record = json.loads((tmp_path / "serve" / "serve.json").read_text())
-    assert set(serve.BASELINES) | {serve.BEST_TLP} <= set(record["curves"])
+    assert set(serve.BASELINES) | {serve.BEST_TLP, serve.VALIDATED} <= set(record["curves"])
     assert all(v > 0 for v in record["saturation_rps"].values())
     [row] = record["learned_vs_rules"]
-    assert row["rate"] == 4.0 and row["vs PAPI rule"]["iqm"] > 0
+    assert row["rate"] == 4.0 and row["vs PAPI rule"]["iqm"] > 0 and row[f"vs {serve.VALIDATED}"]["iqm"] > 0
     assert (tmp_path / "serve" / "serve.png").exists() and "Saturation" in (tmp_path / "serve" / "serve.md").read_text()
     assert serve.main(["--rates", "-1", "--out", str(tmp_path / "bad")]) == 2
     assert serve.main(["--arrival", "gamma", "--cv", "0", "--out", str(tmp_path / "bad")]) == 2
