@@ -115,7 +115,7 @@ class ServeLookahead(Bound):
         if not len(s.running):  # nothing to decode: only admission matters, and one is admitted anyway
             candidates = [(units[0], 1, env.max_admit)]
         n = len(candidates)
-        fork = s.engine.fork(s.i, n)
+        fork = self.fork(env, n)
         units_a = np.array([c[0] for c in candidates], dtype=np.int64)
         tlps = np.array([c[1] for c in candidates], dtype=np.int64)
         first_admits = np.array([c[2] for c in candidates], dtype=np.int64)
@@ -146,6 +146,24 @@ class ServeLookahead(Bound):
             order = np.argsort(in_system, kind="stable")
         u, t, a = candidates[int(order[0])]
         return np.array([u, t - 1, a])
+
+    def fork(self, env: Any, copies: int) -> Any:
+        """The copies of the env's server to roll out: exact ones (hindsight)."""
+        return env.server.engine.fork(env.server.i, copies)
+
+
+class ServeRolloutPlanner(ServeLookahead):
+    """PapiServe: :class:`ServeLookahead` as a runtime could run it, a lookahead planner over the cost
+    model: its copies of the server see only the requests that have arrived (no future arrivals)
+    and accept drafts with the runtime's moving-average estimate (``accept_ema``) from draws of
+    their own, not the episode's."""
+
+    kind = "planner"
+
+    def fork(self, env: Any, copies: int) -> Any:
+        s = env.server
+        return s.engine.fork(s.i, copies, hindsight=False, acceptance_rate=min(env.accept_ema, 1.0),
+                             key=s.iterations + 1)
 
 
 class SmartSpec(Bound):

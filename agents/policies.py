@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from agents.planners import GreedyEMA, LookaheadOracle, Oracle, ServeLookahead, SmartSpec
+from agents.planners import GreedyEMA, LookaheadOracle, Oracle, ServeLookahead, ServeRolloutPlanner, SmartSpec
 from agents.rules import (
     AlwaysGPU,
     AlwaysPIM,
@@ -72,7 +72,7 @@ POLICY_KINDS = {
     "threshold": "rule", "kernel-threshold": "rule", "split-table": "rule", "fixed-tlp": "rule",
     "validated-tlp": "rule", "leviathan": "rule", "always-gpu": "rule", "always-pim": "rule",
     "greedy-ema": "planner", "smartspec": "planner", "oracle": "oracle", "oracle-lookahead": "oracle",
-    "oracle-rollout": "oracle",
+    "oracle-rollout": "oracle", "planner-rollout": "planner",
     "random": "floor",
 }
 RULES_BY_VARIANT = {
@@ -89,7 +89,7 @@ VARIANTS_OF_RULE = {  # rules that decide what only some variants' action spaces
     "kernel-threshold": ("kernel",), "split-table": ("split",), "fixed-tlp": ("spec", "serve"),
     "validated-tlp": ("spec", "serve"),
     "leviathan": ("spec",), "greedy-ema": ("spec",), "oracle-lookahead": ("spec",), "smartspec": ("serve",),
-    "oracle-rollout": ("serve",),
+    "oracle-rollout": ("serve",), "planner-rollout": ("serve",),
 }
 RULES = {
     "threshold": ThresholdCharacterizer,
@@ -106,6 +106,7 @@ RULES = {
     "greedy-ema": GreedyEMA,
     "smartspec": SmartSpec,
     "oracle-rollout": ServeLookahead,
+    "planner-rollout": ServeRolloutPlanner,
 }
 
 

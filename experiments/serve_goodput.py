@@ -16,11 +16,12 @@ strongest non-learned policies, measured the way serving papers measure.
 4. **Evaluation** at each load on held-out windows of the *test* split (experiments.evaluate:
    paired episodes, the goodput objective): PAPI's rule, fixed TLPs, ``validated-tlp`` (the fixed
    TLP chosen on the validation split), ``smartspec`` (goodput-based speculation on the cost model
-   with the runtime's acceptance estimate), random, the one-step oracle (true acceptance rate),
-   the rollout oracle (agents.planners.ServeLookahead: copies of the server rolled 4 s ahead per
-   candidate, future arrivals and acceptance draws included), and the agents. The *best
-   deployable* policy at a load is the best of PAPI's rule, validated-tlp and smartspec by mean
-   goodput there; the learned agents (seeds pooled) are
+   with the runtime's acceptance estimate), the lookahead planner (``planner-rollout``: copies of
+   the server rolled 4 s ahead per candidate with the requests arrived so far and the estimated
+   acceptance rate), random, the one-step oracle (true acceptance rate), the rollout oracle
+   (``oracle-rollout``: the same rollouts with the future arrivals and acceptance draws), and the
+   agents. The *best deployable* policy at a load is the best of PAPI's rule, validated-tlp,
+   smartspec and the lookahead planner by mean goodput there; the learned agents (seeds pooled) are
    compared with it per episode (IQM of the ratio, 95% stratified-bootstrap CI, P(improvement)).
    ``--kv-policy``, ``--token-budget`` and ``--queue-order`` set the server (SERVER_FLAGS: paged
    KV, chunked prefill, queue order) for the saturation, the training and the evaluation alike.
@@ -67,11 +68,11 @@ SERVER_FLAGS = {"kv_policy": ("reserve", "the KV cache: reserve (full length at 
                 "token_budget": (None, "chunked prefill's tokens per iteration (default: whole prompts)"),
                 "queue_order": ("fcfs", "admission order: fcfs, shortest, deadline")}
 """The server's settings the study can change (PapiServe-v0's keywords), their defaults and meaning."""
-DEPLOYABLE = ("threshold", "validated-tlp", "smartspec")
+DEPLOYABLE = ("threshold", "validated-tlp", "smartspec", "planner-rollout")
 PANELS = ("goodput_rps", "slo_attainment", "ttft_p99_s", "tpot_p99_s")  # the figure's, in its order
 TRAINABLE = ("ppo", "maskable_ppo")  # algorithms with a PapiServe-v0 block in experiments/configs
 BASELINES = ("threshold", "fixed-tlp:2", "fixed-tlp:3", "fixed-tlp:4", "validated-tlp", "smartspec", "random",
-             "oracle", "oracle-rollout")
+             "planner-rollout", "oracle", "oracle-rollout")
 
 
 def split_rate(split: str) -> float:
@@ -177,7 +178,8 @@ def to_markdown(record: dict[str, Any]) -> str:
                  + markdown_table(["load", "agent", "best deployable", "learned / best: IQM [95% CI]",
                                    "P(learned > best)", "best / best oracle per episode (goodput)",
                                    "TTFT p99 ms: learned vs best"], comp)
-                 + "\nDeployable: PAPI's rule, validated-tlp, smartspec (the oracle knows the acceptance rate; "
+                 + "\nDeployable: PAPI's rule, validated-tlp, smartspec, planner-rollout (the oracle knows the "
+                 "acceptance rate; "
                  "fixed TLPs are chosen here in hindsight, so they are shown but not counted).\n")
     return text
 
@@ -190,7 +192,7 @@ def plot(record: dict[str, Any], path: Path) -> None:
     labels = {"goodput_rps": ("goodput (req/s)", 1.0), "slo_attainment": ("SLO attainment", 1.0),
               "ttft_p99_s": ("TTFT p99 (ms)", 1e3), "tpot_p99_s": ("TPOT p99 (ms)", 1e3)}
     series = [(name, lambda p, key, n=name: p["policies"][n][key])
-              for name in ("threshold", "validated-tlp", "smartspec", "oracle", "oracle-rollout")]
+              for name in ("threshold", "validated-tlp", "smartspec", "planner-rollout", "oracle", "oracle-rollout")]
     series += [(f"{algo} ({len(members)} seeds)", lambda p, key, a=algo: p["learned"][a][key])
                for algo, members in by_algo(record["agents"]).items()]
     colors = plt.get_cmap("tab10").colors

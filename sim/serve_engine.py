@@ -189,15 +189,23 @@ class ServeEngine:
             self.fill(np.array([i]))
         return self.plan[i].copy()
 
-    def fork(self, i: int, copies: int) -> ServeEngine:
-        """An engine of ``copies`` servers, each an exact copy of server i now (its requests, future
-        arrivals and acceptance key included), sharing this engine's cost tables: what-if rollouts."""
+    def fork(self, i: int, copies: int, hindsight: bool = True, acceptance_rate: float | None = None,
+             key: int = 0) -> ServeEngine:
+        """An engine of ``copies`` servers, each a copy of server i now, sharing this engine's cost
+        tables: what-if rollouts. With ``hindsight`` the copies are exact (its future arrivals and
+        acceptance draws included, which no runtime knows); without, they see only the requests
+        arrived so far and accept drafts with probability ``acceptance_rate`` (a runtime's
+        estimate; None: every draft) from draws keyed by ``key`` instead of the server's own."""
         forked = ServeEngine.__new__(ServeEngine)
         forked.num_envs, forked.cost_models, forked.max_batch = int(copies), self.cost_models, self.max_batch
-        size = self.size(i)
+        size = self.size(i) if hindsight else int(self.srv[i, sk.S_ARRIVED])
         forked.req = np.repeat(self.req[i:i + 1, :, :size], copies, axis=0)
         for name in ("srv", "running", "keys", "out", "lists", "missing", "plan"):
             setattr(forked, name, np.repeat(getattr(self, name)[i:i + 1], copies, axis=0))
+        if not hindsight:
+            forked.srv[:, sk.S_SIZE] = size
+            forked.srv[:, sk.S_ACCEPT_P] = 1.0 if acceptance_rate is None else float(acceptance_rate)
+            forked.keys[:] = np.uint64(key)
         forked.tables = self.tables
         return forked
 

@@ -547,3 +547,15 @@ def test_a_forked_server_steps_as_the_original_and_the_rollout_oracle_acts():
     action = rollout.act(env.unwrapped)
     assert env.action_space.contains(action.astype(env.action_space.dtype))
     env.step(action)
+    # a runtime's copy (the lookahead planner's): only the arrived requests, its own acceptance draws
+    blind = s.engine.fork(s.i, 2, hindsight=False, acceptance_rate=0.5, key=7)
+    assert blind.size(0) == s.arrived < s.w.size and blind.srv[0, sk.S_ACCEPT_P] == 0.5 and blind.keys[0] == 7
+    pending = np.ones(2, dtype=bool)
+    while pending.any():
+        pending = blind.srv[:, sk.S_FINISHED] < blind.srv[:, sk.S_SIZE]
+        blind.iterate(np.array([1, 1]), np.array([2, 2]), np.array([16, 16]), pending.copy())
+    assert np.all(blind.srv[:, sk.S_FINISHED] == s.arrived)  # it ends with the requests it was shown
+    planner = make_policy("planner-rollout", env).bind(env)
+    assert planner.kind == "planner"
+    action = planner.act(env.unwrapped)
+    assert env.action_space.contains(action.astype(env.action_space.dtype))
