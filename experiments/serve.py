@@ -60,8 +60,8 @@ DEFAULT_RATES = (1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 20.0, 24.0, 28.0, 32.0)
 
 
 def _requests(server: Any, settings: Any) -> dict[str, Any]:
-    """An ended episode's scored requests' metrics: its server (sim.online.OnlineServer) and the
-    env (or vector env core) whose warm-up and latency targets score it."""
+    """An ended episode's scored requests' metrics: its server (sim.online.OnlineServer, which holds
+    its latency targets) and the env (or vector env core) whose warm-up scores it."""
     if not server.done:
         raise RuntimeError(f"an episode was truncated at max_steps={settings.max_steps} before every request "
                            "finished; pass a larger max_steps")
@@ -69,7 +69,7 @@ def _requests(server: Any, settings: Any) -> dict[str, Any]:
     scored = slice(settings.warmup, None)
     return {"ttft": m["ttft_s"][scored], "tpot": m["tpot_s"][scored], "latency": m["latency_s"][scored],
             "finish": server.finish_s.copy(),
-            "summary": summarise(server, settings.warmup, settings.ttft_target_s, settings.tpot_target_s)}
+            "summary": summarise(server, settings.warmup, server.ttft_target_s, server.tpot_target_s)}
 
 
 def _episode(env: gym.Env, policy: Any, seed: int) -> dict[str, Any]:

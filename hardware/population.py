@@ -119,6 +119,15 @@ def draw_model(rng: np.random.Generator, bounds: Bounds) -> dict[str, Any]:
             "ffn_kind": "swiglu" if swiglu else "gelu"}
 
 
+def cost_models_of(population: Any) -> list[CostModel]:
+    """The cost models of an environment's ``population`` option: a non-empty list of [system,
+    model] pairs (as Member.system and Member.model, or preset names); ValueError otherwise."""
+    pairs = list(population) if isinstance(population, (list, tuple)) else None
+    if not pairs or any(not isinstance(pair, (list, tuple)) or len(pair) != 2 for pair in pairs):
+        raise ValueError(f"population must be a non-empty list of [system, model] pairs, got {population!r}")
+    return [CostModel(s, m) for s, m in pairs]
+
+
 def in_split(member: Member, split: str) -> bool:
     """Whether ``member`` belongs to ``split`` by the held-out rule."""
     cm = member.cost_model()

@@ -45,6 +45,11 @@ Requests arrive over time; the scheduler decides, at every iteration boundary:
 - **latency targets** (goodput, SLO attainment): ``ttft_target_s`` and ``tpot_target_s``, by default
   ``slo_scale`` (5: medium; 2: tight) times the unloaded TTFT and TPOT of the median request (of
   the dataset, or of the trace's split) on the PAPI system with the env's model.
+- **systems** (transfer): ``population``, a list of [system, model] pairs (hardware.population
+  draws them), one drawn per episode instead of ``system`` and ``model``, each with its own FC
+  units, PAPI crossover and default latency targets (unloaded on its own system);
+  ``hardware_features=True`` ends the observation with the episode's hardware descriptor
+  (hardware.calibrate.DESCRIPTOR, 8 values).
 - **episode**: ``requests`` arrivals from the ``arrival`` source (one, or a list: one drawn per
   episode, as ``cv`` and ``rate_scale`` are when lists): Poisson at ``rate`` requests/s, drawn per
   episode from a list; ``"gamma"`` with coefficient of variation ``cv`` for bursts (lengths from
@@ -71,8 +76,15 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from hardware.calibrate import CALIBRATION_MAX_TOKENS, calibrate_alpha, calibration_objective
+from hardware.calibrate import (
+    CALIBRATION_MAX_TOKENS,
+    DESCRIPTOR_SIZE,
+    calibrate_alpha,
+    calibration_objective,
+    descriptor,
+)
 from hardware.cost_tables import UNITS
+from hardware.population import cost_models_of
 from hardware.systems import CostModel
 from hardware.workloads import LengthDistribution, get_dataset
 from papi_env import serve_kernels as mk
@@ -145,15 +157,24 @@ class ServeCore:
                  ttft_target_s: float | None = None, tpot_target_s: float | None = None,
                  max_steps: int = 100_000, shaping: str = "none", slo_scale: float = SLO_SCALE,
                  kv_policy: str = "reserve", block_tokens: int = BLOCK_TOKENS, watermark: float = WATERMARK,
-                 token_budget: int | None = None, queue_order: str = "fcfs") -> None:
+                 token_budget: int | None = None, queue_order: str = "fcfs",
+                 population: Sequence[Sequence[Any]] | None = None, hardware_features: bool = False) -> None:
         self.num_envs = _positive_int("num_envs", num_envs)
+        if not isinstance(hardware_features, bool):
+            raise ValueError(f"hardware_features must be true or false, got {hardware_features!r}")
         if reward not in SERVE_REWARDS:
             raise ValueError(f"reward must be one of {SERVE_REWARDS}, got {reward!r}")
         rates = list(rate) if isinstance(rate, (list, tuple)) else [rate]
         if not rates or any(isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r <= 0
                             for r in rates):
             raise ValueError(f"rate must be a positive number of requests/s or a list of them, got {rate!r}")
-        self.cost_model = CostModel(system, model)
+        if population is not None:
+            if (model, system) != ("llama-65b", "papi"):
+                raise ValueError("give population (a list of [system, model] pairs) or model and system, not both")
+            self.cost_models = cost_models_of(population)
+        else:
+            self.cost_models = [CostModel(system, model)]
+        self.population = population is not None
         self.rates = [float(r) for r in rates]
         self.trace = None if trace is None else load_trace(trace)
         if trace_split not in TRACE_SPLITS:
@@ -201,6 +222,10 @@ class ServeCore:
         self.queue_order = queue_order
         self.token_budget = None if token_budget is None else int(token_budget)
         self.obs_size = OBS_SIZE + (self.token_budget is not None)  # chunked prefill: its backlog too
+        self.hardware_features = hardware_features
+        if hardware_features:  # the episode's system and model descriptor last
+            self.descriptors = np.array([descriptor(cm) for cm in self.cost_models])
+            self.obs_size += DESCRIPTOR_SIZE
         self.reward_kind = reward
         if shaping not in SHAPINGS:
             raise ValueError(f"shaping must be one of {SHAPINGS}, got {shaping!r}")
@@ -221,18 +246,26 @@ class ServeCore:
         else:
             self.dataset = get_dataset("creative-writing" if dataset is None else dataset)
         lengths = self.dataset if split is None else split
-        ttft0, tpot0 = unloaded_targets(CostModel("papi", self.cost_model.model), lengths, self.slo_scale)
-        self.ttft_target_s = float(ttft_target_s) if ttft_target_s is not None else ttft0
-        self.tpot_target_s = float(tpot_target_s) if tpot_target_s is not None else tpot0
-        if not (self.ttft_target_s > 0 and self.tpot_target_s > 0):
+        # per cost model: latency targets (unloaded on the PAPI system with its model; a population's
+        # members on their own system), the unloaded time per token, FC units, PAPI's alpha
+        ttfts, tpots, self.token_times, masks, alphas = [], [], [], [], []
+        for cm in self.cost_models:
+            ttft0, tpot0 = unloaded_targets(cm if self.population else CostModel("papi", cm.model), lengths,
+                                            self.slo_scale)
+            ttfts.append(float(ttft_target_s) if ttft_target_s is not None else ttft0)
+            tpots.append(float(tpot_target_s) if tpot_target_s is not None else tpot0)
+            self.token_times.append(tpot0 / self.slo_scale)  # the unloaded TPOT: the shaping's time per token
+            masks.append([u in cm.fc_units for u in UNITS])
+            alphas.append(calibrate_alpha(cm, CALIBRATION_MAX_TOKENS, calibration_objective(reward))
+                          if all(masks[-1]) else math.inf)
+        self.ttft_targets, self.tpot_targets = np.array(ttfts), np.array(tpots)
+        if not (np.all(self.ttft_targets > 0) and np.all(self.tpot_targets > 0)):
             raise ValueError("ttft_target_s and tpot_target_s must be > 0 seconds")
-        self.token_time_s = tpot0 / self.slo_scale  # the unloaded TPOT: the shaping's time per token
-        unit_mask = np.array([u in self.cost_model.fc_units for u in UNITS])
-        self.unit_mask = np.repeat(unit_mask[None], self.num_envs, axis=0)
-        self._alpha = (calibrate_alpha(self.cost_model, CALIBRATION_MAX_TOKENS, calibration_objective(reward))
-                       if unit_mask.all() else math.inf)
-        self.engine = ServeEngine(self.num_envs, [self.cost_model], self.max_batch, size)
+        self.unit_masks, self.alphas = np.array(masks, dtype=bool), np.array(alphas)
         n = self.num_envs
+        self.cm = np.zeros(n, dtype=np.int64)  # each environment's episode's cost model
+        self.unit_mask = np.repeat(self.unit_masks[:1], n, axis=0)
+        self.engine = ServeEngine(n, self.cost_models, self.max_batch, size)
         self.mdp = np.zeros((n, mk.MDP_FIELDS))
         self.rngs: list[np.random.Generator | None] = [None] * n
         self.rate = np.zeros(n)
@@ -245,9 +278,20 @@ class ServeCore:
         return (spaces.MultiDiscrete([2, self.max_tlp, self.max_admit + 1]),
                 spaces.Box(0.0, 1.0, shape=(self.obs_size,), dtype=np.float32))
 
-    def alpha(self) -> float:
-        """PAPI's offline crossover for this objective (latency's for goodput); inf without FC-PIM."""
-        return self._alpha
+    def alpha(self, i: int = 0) -> float:
+        """PAPI's offline crossover for environment i's system and this objective (latency's for
+        goodput); inf without FC-PIM."""
+        return float(self.alphas[self.cm[i]])
+
+    def cost_model_of(self, i: int = 0) -> CostModel:
+        """Environment i's episode's cost model (the only one without a population)."""
+        return self.cost_models[self.cm[i]]
+
+    cost_model = property(cost_model_of, doc="Environment 0's episode's cost model.")
+    ttft_target_s = property(lambda self: float(self.ttft_targets[self.cm[0]]),
+                             doc="Environment 0's TTFT target, s (every environment's without a population).")
+    tpot_target_s = property(lambda self: float(self.tpot_targets[self.cm[0]]),
+                             doc="Environment 0's TPOT target, s.")
 
     # ---------------------------------------------------------------------------------- reset
     def reset_envs(self, envs: Sequence[int]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -281,8 +325,10 @@ class ServeCore:
             sources[k] = source
             self.workloads[i] = w
             sizes[k] = w.size
-            self.engine.load(i, w.arrival_s, w.lin, w.lout, 0, draw_key(rng, self.acceptance_rate),
-                             self.acceptance_rate, self.warmup, self.ttft_target_s, self.tpot_target_s, self.kv,
+            c = self.cm[i] = self._pick(range(len(self.cost_models)), rng)  # a population's member
+            self.unit_mask[i] = self.unit_masks[c]
+            self.engine.load(i, w.arrival_s, w.lin, w.lout, c, draw_key(rng, self.acceptance_rate),
+                             self.acceptance_rate, self.warmup, self.ttft_targets[c], self.tpot_targets[c], self.kv,
                              self.token_budget, self.queue_order)
             m = self.mdp[i]
             m[:] = 0.0
@@ -291,7 +337,7 @@ class ServeCore:
             m[mk.M_LAST_TLP], m[mk.M_ACCEPT_EMA] = 1.0, 1.0
             m[mk.M_SCORED], m[mk.M_SCORED_TOKENS] = scored, float(w.lout[self.warmup:].sum())
             m[mk.M_WINDOW_S] = window if window > 0 else 1.0
-            m[mk.M_ALPHA], m[mk.M_TOKEN_TIME_S] = self._alpha, self.token_time_s
+            m[mk.M_ALPHA], m[mk.M_TOKEN_TIME_S] = self.alphas[c], self.token_times[c]
             e = self.engine
             m[mk.M_POTENTIAL] = mk.potential(e.req, e.srv, e.running, e.lists, self.mdp, int(i), self.shaping_code)
         info: dict[str, np.ndarray] = {}
@@ -308,7 +354,10 @@ class ServeCore:
         """(N, obs_size) float32 observations (the module docstring)."""
         obs = np.empty((self.num_envs, self.obs_size), dtype=np.float32)
         e = self.engine
-        mk.observe(obs, e.req, e.srv, e.lists, self.mdp, self.max_batch, self.max_tlp, self.max_admit)
+        mk.observe(obs, e.req, e.srv, e.lists, self.mdp, self.max_batch, self.max_tlp, self.max_admit,
+                   self.token_budget is not None)
+        if self.hardware_features:
+            obs[:, self.obs_size - DESCRIPTOR_SIZE:] = self.descriptors[self.cm]
         return obs
 
     def ended(self) -> np.ndarray:
@@ -392,7 +441,7 @@ class ServeCore:
         s, m, warm = self.server(i), self.mdp[i], self.warmup
         done = s.finish_s[warm:]
         finished = ~np.isnan(done)
-        summary = summarise(s, warm, self.ttft_target_s, self.tpot_target_s) if finished.all() else {}
+        summary = summarise(s, warm, s.ttft_target_s, s.tpot_target_s) if finished.all() else {}
         latency = float((done - s.w.arrival_s[warm:])[finished].mean()) if finished.any() else math.inf
         energy = float(s.energy_j[warm:].sum())
         scored_tokens = float(s.generated[warm:].sum())
@@ -478,6 +527,7 @@ class PapiServeEnv(gym.Env):
     shaping = property(lambda self: self.core.shaping)
     ttft_target_s = property(lambda self: self.core.ttft_target_s)
     tpot_target_s = property(lambda self: self.core.tpot_target_s)
+    hardware_features = property(lambda self: self.core.hardware_features)
     unit_mask = property(lambda self: self.core.unit_mask[0])
     rate = property(lambda self: float(self.core.rate[0]), doc="This episode's arrival rate, requests/s.")
     steps = property(lambda self: int(self.core.mdp[0, mk.M_STEPS]), doc="Iterations run this episode.")

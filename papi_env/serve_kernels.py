@@ -73,9 +73,10 @@ def potential(req: np.ndarray, srv: np.ndarray, running: np.ndarray, lists: np.n
 
 @nb.njit(cache=True)
 def observe(obs: np.ndarray, req: np.ndarray, srv: np.ndarray, lists: np.ndarray, mdp: np.ndarray, max_batch: int,
-            max_tlp: int, max_admit: int) -> None:
-    """(N, OBS_SIZE) float32 observations in [0, 1] of every environment's state; with a column
-    more (chunked prefill), the running requests' prompt backlog."""
+            max_tlp: int, max_admit: int, backlog: bool) -> None:
+    """The first OBS_SIZE columns of ``obs`` (N, >= OBS_SIZE) float32: observations in [0, 1] of every
+    environment's state; with ``backlog`` (chunked prefill) a column more, the running requests'
+    prompt backlog."""
     for i in range(len(srv)):
         rlp = srv[i, sk.S_RUNNING]
         arrived, nxt, n_pre = int(srv[i, sk.S_ARRIVED]), int(srv[i, sk.S_NEXT]), int(srv[i, sk.S_PREEMPTED])
@@ -103,7 +104,7 @@ def observe(obs: np.ndarray, req: np.ndarray, srv: np.ndarray, lists: np.ndarray
         for k in range(OBS_SIZE):
             x = np.float32(values[k])
             obs[i, k] = min(max(x, np.float32(0.0)), np.float32(1.0))
-        if obs.shape[1] > OBS_SIZE:
+        if backlog:
             budgets = srv[i, sk.S_PREFILL_BACKLOG] / max(srv[i, sk.S_TOKEN_BUDGET], 1.0)
             obs[i, OBS_SIZE] = np.float32(min(math.log1p(budgets) / math.log1p(BACKLOG_SCALE), 1.0))
 

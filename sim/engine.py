@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from hardware.cost_tables import CostTables
+from hardware.population import cost_models_of
 from hardware.systems import CostModel
 from hardware.workloads import get_dataset
 from sim import random_streams
@@ -117,10 +118,7 @@ class StaticEngine:
         if population is not None:
             if (model, system) != ("llama-65b", "papi"):
                 raise ValueError("give population (a list of [system, model] pairs) or model and system, not both")
-            pairs = list(population) if isinstance(population, (list, tuple)) else None
-            if not pairs or any(not isinstance(pair, (list, tuple)) or len(pair) != 2 for pair in pairs):
-                raise ValueError(f"population must be a non-empty list of [system, model] pairs, got {population!r}")
-            self.cost_models = [CostModel(s, m) for s, m in pairs]
+            self.cost_models = cost_models_of(population)
         else:
             self.cost_models = [CostModel(s, m) for s in _as_list(system) for m in _as_list(model)]
         self.datasets = [get_dataset(d) for d in _as_list(dataset)]

@@ -323,6 +323,8 @@ class OnlineServer:
         return int(self.engine.srv[self.i, name])
 
     t = property(lambda self: self._state(sk.S_TIME), doc="The clock, s.")
+    ttft_target_s = property(lambda self: self._state(sk.S_TTFT_TARGET), doc="The TTFT target, s (inf: none).")
+    tpot_target_s = property(lambda self: self._state(sk.S_TPOT_TARGET), doc="The TPOT target, s (inf: none).")
     arrived = property(lambda self: self._count(sk.S_ARRIVED), doc="Requests 0..arrived-1 have arrived.")
     kv_used = property(lambda self: self._state(sk.S_KV_USED), doc="KV bytes reserved by the running requests.")
     finished_count = property(lambda self: self._count(sk.S_FINISHED))

@@ -179,6 +179,37 @@ def test_chunked_prefill_shares_the_budget_in_the_queue_order():
     assert first_token_iteration["shortest"] == [6, 1]  # B's 100 tokens go first in the second iteration
 
 
+def test_a_population_of_systems_and_their_descriptors():
+    """``population``: each episode draws a (system, model) pair, with its own FC units, PAPI
+    crossover and latency targets (unloaded on that system); ``hardware_features`` ends the
+    observation with the pair's descriptor (hardware.calibrate)."""
+    from hardware.calibrate import DESCRIPTOR_SIZE, descriptor
+
+    pairs = [["papi", "llama-65b"], ["gpu_only", "llama-65b"]]
+    env = gym.make(SERVE, population=pairs, hardware_features=True, requests=24, warmup=2, rate=[16.0])
+    base = env.unwrapped
+    assert env.observation_space.shape == (papi_env.serve_env.OBS_SIZE + DESCRIPTOR_SIZE,)
+    seen = set()
+    for seed in range(8):
+        obs, _ = env.reset(seed=seed)
+        cm = base.cost_model
+        seen.add(cm.system.name)
+        assert np.allclose(obs[-DESCRIPTOR_SIZE:], descriptor(cm).astype(np.float32))
+        assert base.unit_mask.tolist() == [u in cm.fc_units for u in ("pim", "gpu")]
+        assert base.alpha() == (math.inf if cm.system.name == "gpu_only" else pytest.approx(base.alpha()))
+        rule = make_policy("threshold", env).bind(env)
+        _, _, _, _, info = env.step(rule.act(base))
+        assert info["placement"] in cm.fc_units
+        assert base.server.ttft_target_s == base.ttft_target_s
+    assert seen == {"papi", "gpu_only"}
+    targets = {name: papi_env.PapiServeEnv(population=[[name, "llama-65b"]]).tpot_target_s
+               for name in ("papi", "gpu_only")}
+    assert targets["papi"] < targets["gpu_only"]  # each member's own unloaded TPOT
+    assert papi_env.PapiServeEnv(system="gpu_only").tpot_target_s == targets["papi"]  # one system: PAPI's
+    with pytest.raises(ValueError, match="not both"):
+        papi_env.PapiServeEnv(population=pairs, system="gpu_only")
+
+
 def test_same_seed_same_numbers():
     def run(seed):
         env = gym.make(SERVE, requests=48, warmup=4, acceptance_rate=0.7, reward="energy")

@@ -333,6 +333,9 @@ SERVE_SETTINGS = [
     {"trace": "short", "warmup": 2, "acceptance_rate": 0.6, "reward": "goodput"},  # episodes that terminate
     {"kv_policy": "paged", "block_tokens": 8, "system": "gpu_only", "requests": 24, "warmup": 2, "rate": 64.0,
      "max_steps": 60},
+    {"population": [["papi", "llama-65b"], ["gpu_only", "llama-65b"], ["a100_attacc", "llama-65b"]],
+     "hardware_features": True, "token_budget": 256, "queue_order": "shortest", "requests": 16, "warmup": 2,
+     "rate": 64.0, "max_steps": 40, "reward": "goodput", "shaping": "on-track", "acceptance_rate": 0.7},
 ]
 
 
