@@ -67,6 +67,16 @@ def steps_per_second(env_id: str, steps: int, seed: int = 0, **kwargs) -> float:
 
 SPEC = "papi_env/PapiSpecSchedule-v0"
 AS_TRAINED = {"token_credit": "best"}  # the spec variant as configs/ppo.yaml trains it
+SERVE_CHUNKED = {"token_budget": 512, "queue_order": "shortest"}  # chunked prefill, budget shared shortest first
+
+
+def _name(env_id: str, kwargs: dict) -> str:
+    """A bench line's name: the env, and which of its settings (the spec variant as trained,
+    serving with chunked prefill)."""
+    if not kwargs:
+        return env_id
+    return env_id + (" chunked" if "token_budget" in kwargs else " as trained")
+
 VECTOR_SIZES = (1, 64, 1024)
 WARM_ITERATIONS = 1500  # [measured] vector steps before timing: a few episodes of the default batches
 
@@ -101,8 +111,9 @@ def bench_vector() -> None:
         cart = vector_steps_per_second("CartPole-v1", n)
         print(f"{'CartPoleVectorEnv':<34} vector x{n:<5} {cart:>12,.0f} steps/s")
         mode = 1 if n == 1024 else None
-        for env_id, kwargs in [*((e, {}) for e in papi_env.ENV_IDS), (SPEC, AS_TRAINED), (papi_env.SERVE_ENV_ID, {})]:
-            name = env_id + (" as trained" if kwargs else "")
+        for env_id, kwargs in [*((e, {}) for e in papi_env.ENV_IDS), (SPEC, AS_TRAINED), (papi_env.SERVE_ENV_ID, {}),
+                               (papi_env.SERVE_ENV_ID, SERVE_CHUNKED)]:
+            name = _name(env_id, kwargs)
             speed = vector_steps_per_second(env_id, n, **kwargs)
             goal = _target(name, mode) if mode is not None else ""
             print(f"{name:<34} vector x{n:<5} {speed:>12,.0f} steps/s   {speed / cart:.3f}x CartPole{goal}")
@@ -156,7 +167,7 @@ def bench_train() -> None:
     print(f"train {'CartPole-v1':<34} {cart_null:>10,.0f} steps/s   null env with its spaces")
     rows = [(env_id, {}) for env_id in papi_env.ENV_IDS] + [(SPEC, AS_TRAINED), (papi_env.SERVE_ENV_ID, {})]
     for env_id, kwargs in rows:
-        name = env_id + (" as trained" if kwargs else "")
+        name = _name(env_id, kwargs)
         CostTables.clear_shared()
         cold = train_steps_per_second(env_id, warm=False, **kwargs)  # from empty cost tables
         speed = train_steps_per_second(env_id, **kwargs)
@@ -292,9 +303,10 @@ def main(argv: list[str] | None = None) -> None:
     spec = "papi_env/PapiSpecSchedule-v0"  # as trained: its reward prices every action
     trained = yaml.safe_load((Path(__file__).parent / "configs" / "ppo.yaml").read_text())[spec]["env_kwargs"]
     rows = [(env_id, {}, args.steps if env_id == papi_env.DEFAULT_ENV_ID else args.steps // 5)
-            for env_id in papi_env.ALL_ENV_IDS] + [(spec, trained, args.steps // 5)]
+            for env_id in papi_env.ALL_ENV_IDS] + [(spec, trained, args.steps // 5),
+                                                   (papi_env.SERVE_ENV_ID, SERVE_CHUNKED, args.steps // 5)]
     for env_id, kwargs, steps in rows:
-        name = env_id + (" as trained" if kwargs else "")
+        name = _name(env_id, kwargs)
         steps_per_second(env_id, 2_000, **kwargs)  # warm caches
         speed = steps_per_second(env_id, steps, **kwargs)
         print(f"{name:<40} {speed:>10,.0f} steps/s   {speed / cart:.3f}x CartPole{_target(name, 0)}")
