@@ -131,7 +131,8 @@ def pick(req: np.ndarray, srv: np.ndarray, lists: np.ndarray, i: int, arrived: i
     last preempted first, as vLLM puts them back at the queue's head), then the queued ones
     (index below ``arrived``) in the server's order, stopping at the first that does not fit the
     ``free`` bytes of KV cache (reserve: its full length; paged: the blocks of its context plus one
-    token, keeping the watermark free). Writes them to ``lists[i, L_PICKED]``; returns how many."""
+    token, keeping the watermark free). Writes them to ``lists[i, L_PICKED]``, and the first that
+    does not fit after them; returns how many fit."""
     paged = srv[i, S_PAGED] > 0
     n_pre = int(srv[i, S_PREEMPTED])
     count = 0
@@ -144,6 +145,7 @@ def pick(req: np.ndarray, srv: np.ndarray, lists: np.ndarray, i: int, arrived: i
             if j < 0:
                 break
             key, after = _order_key(req, srv, i, j, now), j
+        lists[i, L_PICKED, count] = j  # (the head, even when it does not fit: an idle server admits it anyway)
         if paged:
             need = blocks_bytes(srv, i, req[i, R_LIN, j] + req[i, R_GENERATED, j] + 1.0)
             if free - need < srv[i, S_WATERMARK]:
@@ -153,7 +155,6 @@ def pick(req: np.ndarray, srv: np.ndarray, lists: np.ndarray, i: int, arrived: i
             if need > free:
                 break
         free -= need
-        lists[i, L_PICKED, count] = j
         count += 1
     return count
 

@@ -145,6 +145,21 @@ def test_chunked_prefill_by_hand():
     assert server.request_metrics()["ttft_s"][1] == pytest.approx(r3.end_s - 1e-9, rel=1e-12)
 
 
+def test_an_idle_server_admits_a_request_inside_the_paged_watermark():
+    """Paged KV keeps a watermark free at admission, but a server with nothing running admits the
+    head of the queue even when its blocks reach into the watermark (it fits the cache)."""
+    cm = CostModel("gpu_only", "llama-65b")
+    lin = int(cm.kv_capacity_bytes / cm.model.kv_bytes_per_token * 0.995) // 16 * 16 - 16
+    w = Workload(np.array([0.0, 0.0]), np.array([100, lin]), np.array([2, 1]))
+    server = OnlineServer(cm, w, kv=KVPolicy("paged"), max_batch=1)
+    first = server.iteration("gpu", 1, 1)
+    assert first.admitted.tolist() == [0] and server.admissible() == 0  # full batch
+    server.iteration("gpu", 1, 1)
+    assert server.admissible() == 0 and len(server.running) == 0  # inside the watermark: not admissible
+    last = server.iteration("gpu", 1, 0)
+    assert last.admitted.tolist() == [1] and server.done
+
+
 def test_queue_orders_by_hand():
     """One request runs at a time (max_batch 1): FCFS takes the queue by arrival, ``shortest`` by
     prompt length, ``deadline`` the requests still within their TTFT target before the late ones."""
