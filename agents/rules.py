@@ -47,11 +47,18 @@ def static_placement(unit: str) -> Placement:
 def fcfs_decision(server: OnlineServer, alpha: float, tlp: int = 1, fc: str = "threshold",
                   max_admit: int | None = None) -> tuple[str, int, int]:
     """vLLM's default policy: admit every queued request that fits (at most ``max_admit``), speculate
-    ``tlp``; FC by PAPI's test on RLP x TLP (``fc='threshold'``) or always on 'gpu' / 'pim'.
-    Returns (FC unit, TLP, admit)."""
+    ``tlp``; FC by PAPI's test on the tokens through the FC kernels (``fc='threshold'``: RLP x TLP;
+    with chunked prefill, the decoded requests' RLP x TLP plus the prompt chunk they are fused
+    with) or always on 'gpu' / 'pim'. Returns (FC unit, TLP, admit)."""
     admit = server.admissible() if max_admit is None else min(server.admissible(), max_admit)
-    unit = fc if fc != "threshold" else ("gpu" if fc_on_gpu(len(server.running), tlp, alpha) else "pim")
-    return unit, tlp, admit
+    if fc != "threshold":
+        return fc, tlp, admit
+    if server.token_budget is None:
+        tokens = len(server.running) * tlp
+    else:
+        plan = server.plan("gpu", tlp, admit)  # (which requests decode and how big a chunk: not the unit's)
+        tokens = plan.rlp * tlp + plan.prefill_tokens
+    return ("gpu" if fc_on_gpu(tokens, 1, alpha) else "pim"), tlp, admit
 
 
 def fcfs_rule(cost_model: CostModel, tlp: int = 1, fc: str = "threshold", alpha: float | None = None):

@@ -181,6 +181,22 @@ def test_queue_orders_by_hand():
     assert server.iteration("pim", 1, 1).admitted.tolist() == [2] and first.admitted.tolist() == [0]
 
 
+def test_papis_rule_counts_the_fused_chunk_with_chunked_prefill():
+    """PAPI's test is on the tokens through the FC kernels: RLP x TLP, and with chunked prefill the
+    prompt chunk fused with them too (here 1 decoded token + a 511-token chunk: the GPUs)."""
+    from agents.rules import fcfs_decision
+    from hardware.calibrate import CALIBRATION_MAX_TOKENS, calibrate_alpha
+
+    alpha = calibrate_alpha(PAPI, CALIBRATION_MAX_TOKENS, "latency")
+    w = Workload(np.array([0.0, 1e-9]), np.array([100, 3000]), np.array([50, 4]))
+    units = {}
+    for budget in (None, 512):
+        server = OnlineServer(PAPI, w, token_budget=budget)
+        server.iteration("pim", 1, 1)  # A alone; B arrives meanwhile
+        units[budget] = fcfs_decision(server, alpha, 1)[0]
+    assert 1 < alpha < 512 and units == {None: "pim", 512: "gpu"}
+
+
 def test_chunked_prefill_shares_the_budget_in_the_queue_order():
     """A short prompt arriving while a long one is being prefilled in chunks: FCFS finishes the long
     prompt first; ``shortest`` gives the short one the budget first (shortest remaining prompt)."""
