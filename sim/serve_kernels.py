@@ -250,10 +250,7 @@ def plan_chunks(req: np.ndarray, srv: np.ndarray, running: np.ndarray, lists: np
         best, best_key, best_left = -1, np.inf, 0.0
         for p in range(count):
             j, left = _prefilling(req, running, lists, i, n_dec, n_fill, p)
-            if order == ORDER_SHORTEST:
-                k = left
-            else:
-                k = 1.0 if now - req[i, R_ARRIVAL, j] > srv[i, S_TTFT_TARGET] else 0.0
+            k = left if order == ORDER_SHORTEST else _order_key(req, srv, i, j, now)  # the prompt left, not whole
             if (k > key or (k == key and p > after)) and k < best_key:
                 best, best_key, best_left = p, k, left
         if best < 0:
