@@ -11,7 +11,14 @@ What varies (``TRAIN_BOUNDS``; [D] ranges around the presets, A100 to H100-class
 FC-PIM's 2P1B..4P1B and HBM3 timing around AttAcc's): the GPUs' dense FP16 FLOP/s, HBM bandwidth
 and count; the FC and attention stack counts; FC-PIM's PUs per bank and its clock (tCK); the
 attention link's kind and count; the model's layers, hidden size, heads (head size 128), grouped
-KV heads and FFN kind and size.
+KV heads and FFN kind and size; and the GPUs' free HBM beside the weights.
+
+**Free HBM**: in PAPI's organisation the FC-PIM stacks are the GPUs' HBM [P]; what is left of it
+beside the weights (where PapiKernelSchedule-v0 mirrors the KV cache for attention on the GPUs) is
+drawn as a fraction of the weight bytes (``spare_hbm``, log-uniform; PAPI's own builds have 3%,
+GPT-3 175B, and 180%, LLaMA-65B), capped by the stacks' capacity. So the population runs from
+builds with nearly no room to ample room, as deployments do; a draw with a fixed per-GPU memory
+would almost never be short of it, and an agent would never see a full GPU in training.
 
 **The held-out split is a rule**, not a sample: training never draws a GPU above
 ``HELD_OUT_GPU_FLOPS`` (H100-class compute) nor a model wider than ``HELD_OUT_HIDDEN`` (GPT-3
@@ -28,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from hardware.specs import GB, SpecError
+from hardware.models import get_model
+from hardware.specs import GB, PIM_PRESETS, SpecError
 from hardware.systems import CapacityError, CostModel
 
 SPLITS = ("train", "held_out")
@@ -52,6 +60,7 @@ class Bounds:
     gpu_bandwidth: tuple[float, float]  # B/s
     num_gpus: tuple[int, ...]
     fc_stacks: tuple[int, int]
+    spare_hbm: tuple[float, float]  # the GPUs' HBM beside the weights, over the weight bytes
     attention_stacks: tuple[int, int]
     fc_pus_per_bank: tuple[float, ...]
     tck_s: tuple[float, float]  # HBM clock period of the PIM stacks
@@ -61,11 +70,12 @@ class Bounds:
 
 
 TRAIN_BOUNDS = Bounds(gpu_flops=(150e12, HELD_OUT_GPU_FLOPS), gpu_bandwidth=(1600 * GB, 3400 * GB),
-                      num_gpus=(4, 6, 8), fc_stacks=(20, 40), attention_stacks=(40, 80),
+                      num_gpus=(4, 6, 8), fc_stacks=(20, 40), spare_hbm=(0.01, 2.0), attention_stacks=(40, 80),
                       fc_pus_per_bank=(2.0, 4.0), tck_s=(0.625e-9, 0.9e-9), links=("pcie4", "pcie5", "cxl"),
                       layers=(32, 96), hidden=(4096, HELD_OUT_HIDDEN))
 HELD_OUT_BOUNDS = Bounds(gpu_flops=(HELD_OUT_GPU_FLOPS, 1200e12), gpu_bandwidth=(2400 * GB, 4000 * GB),
-                         num_gpus=(4, 6, 8), fc_stacks=(24, 40), attention_stacks=(48, 80),
+                         num_gpus=(4, 6, 8), fc_stacks=(24, 40), spare_hbm=(0.01, 2.0),
+                         attention_stacks=(48, 80),
                          fc_pus_per_bank=(2.0, 4.0), tck_s=(0.625e-9, 0.9e-9), links=("pcie4", "pcie5", "cxl"),
                          layers=(48, 96), hidden=(HELD_OUT_HIDDEN + 1024, 12288))
 
@@ -88,7 +98,7 @@ def _between(rng: np.random.Generator, low: float, high: float) -> float:
 
 
 def draw_system(rng: np.random.Generator, bounds: Bounds) -> dict[str, Any]:
-    """A system override of the ``papi`` preset within ``bounds``."""
+    """A system override of the ``papi`` preset within ``bounds`` (its GPU memory: with_free_hbm)."""
     num_gpus = int(rng.choice(bounds.num_gpus))
     tck = float(rng.uniform(*bounds.tck_s))
     return {
@@ -104,6 +114,13 @@ def draw_system(rng: np.random.Generator, bounds: Bounds) -> dict[str, Any]:
         "attention_link": str(rng.choice(bounds.links)),
         "attention_links": num_gpus,
     }
+
+
+def with_free_hbm(system: dict[str, Any], weight_bytes: float, spare: float) -> dict[str, Any]:
+    """``system`` with each GPU's memory set so that the GPUs hold ``weight_bytes`` and ``spare``
+    times as much beside them, at most their FC-PIM stacks' capacity (the GPUs' HBM in PAPI)."""
+    hbm = min(weight_bytes * (1.0 + spare), system["fc_stacks"] * PIM_PRESETS["fc_pim"].capacity_bytes)
+    return {**system, "gpu": {**system["gpu"], "memory_capacity": hbm / system["num_gpus"]}}
 
 
 def draw_model(rng: np.random.Generator, bounds: Bounds) -> dict[str, Any]:
@@ -144,6 +161,7 @@ def population(seed: int, size: int, split: str = "train") -> list[Member]:
         raise ValueError(f"size must be a positive integer, got {size!r}")
     bounds = TRAIN_BOUNDS if split == "train" else HELD_OUT_BOUNDS
     rng = np.random.default_rng([seed, SPLITS.index(split)])
+    spare_rng = np.random.default_rng([seed, SPLITS.index(split), 1])
     members: list[Member] = []
     for _ in range(size):
         for _attempt in range(MAX_ATTEMPTS):
@@ -151,8 +169,10 @@ def population(seed: int, size: int, split: str = "train") -> list[Member]:
             model = draw_model(rng, bounds)
             member = Member(f"{split}-{len(members)}", system, {**model, "name": f"{split}-{len(members)}-model"})
             try:
-                if in_split(member, split):
-                    members.append(member)
+                if in_split(member, split):  # free HBM from a stream of its own: the other draws as before
+                    spare = _between(spare_rng, *bounds.spare_hbm)
+                    members.append(Member(member.name, with_free_hbm(system, get_model(model).weight_bytes, spare),
+                                          member.model))
                     break
             except (CapacityError, SpecError):
                 continue

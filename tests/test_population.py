@@ -23,6 +23,23 @@ def test_members_follow_the_split_rule_and_pass_the_capacity_checks(split):
         assert {"pim", "gpu"} <= set(cm.fc_units) and cm.system.attention_unit == "pim"
 
 
+@pytest.mark.parametrize("split", ["train", "held_out"])
+def test_free_hbm_beside_the_weights_runs_from_nearly_none_to_ample(split):
+    """The GPUs hold the weights, at most their FC-PIM stacks' capacity, and the room left for a KV
+    mirror spans the spare_hbm bounds (so a kernel agent sees full GPUs in training)."""
+    from hardware.population import HELD_OUT_BOUNDS, TRAIN_BOUNDS
+
+    bounds = TRAIN_BOUNDS if split == "train" else HELD_OUT_BOUNDS
+    spares = []
+    for member in population(0, 32, split):
+        cm = member.cost_model()
+        hbm = cm.system.num_gpus * cm.system.gpu.memory_capacity
+        assert cm.model.weight_bytes <= hbm <= cm.weight_capacity_bytes * (1 + 1e-12)
+        spares.append(cm.gpu_kv_capacity_bytes / cm.model.weight_bytes)
+    assert min(spares) >= 0 and max(spares) <= bounds.spare_hbm[1] * (1 + 1e-9)
+    assert min(spares) < 0.05 and max(spares) > 0.5
+
+
 def test_named_targets_and_bad_arguments():
     names = [m.name for m in named_targets()]
     assert "gpt3-175b on papi-h100" in names and len(names) == 3
