@@ -11,10 +11,10 @@ members of the held-out split (H100-class GPUs, GPT-3 175B-class models: never d
 against every rule of the variant (PAPI's rule recalibrated for that system included), the planner
 (spec) and the oracle, on the same ``--episodes`` held-out episodes (experiments.evaluate).
 
-Writes ``transfer.json`` and ``transfer.md`` (a row per system: each policy's ratio to PAPI's
+Writes ``transfer.json``, ``transfer.md`` (a row per system: each policy's ratio to PAPI's
 recalibrated rule and to the best rule, the agents' IQM with its 95% CI, and their GPU share and
-mean TLP beside the oracle's, which show what an agent that falls short got wrong) under
-``--out``, and the training runs (TensorBoard) under ``--out/runs``.
+mean TLP beside the oracle's, which show what an agent that falls short got wrong) and ``transfer.png``
+(the zero-shot ratios per system with CIs) under ``--out``, and the training runs (TensorBoard) under ``--out/runs``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import numpy as np
 
 from experiments import evaluate, stats
 from experiments.cli import UsageError, check_output_dir, positive
-from experiments.io import markdown_table, write_json, write_text
+from experiments.io import markdown_table, publish
 from experiments.jobs import TrainJob, check_jobs, run_jobs
 from hardware.population import Member, named_targets, population
 
@@ -154,6 +154,44 @@ def plot_few_shot(curves: list[dict[str, Any]], zero_shot: dict[str, float], pat
     plt.close(fig)
 
 
+def plot_zero_shot(record: dict[str, Any], path: Path) -> None:
+    """One panel per variant x objective: on each held-out system, the agents' IQM with its 95% CI,
+    the best rule, the planner and the oracle, all as ratios to PAPI's rule recalibrated for that
+    system (1, dashed); the kernel variant's 0.98 target dotted."""
+    from experiments.io import save_figure
+    from experiments.plotting import pyplot, ratio_axis
+
+    plt = pyplot()
+    rows = record["rows"]
+    panels = list(dict.fromkeys((r["variant"], r["objective"]) for r in rows))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.8), squeeze=False)
+    for ax, (variant, objective) in zip(axes[0], panels, strict=True):
+        cell = [r for r in rows if (r["variant"], r["objective"]) == (variant, objective)]
+        x = np.arange(len(cell))
+        iqm = [r["agents_vs_threshold_iqm"] for r in cell]
+        ax.errorbar(x - 0.15, [c["iqm"] for c in iqm], yerr=[[c["iqm"] - c["ci_low"] for c in iqm],
+                                                          [c["ci_high"] - c["iqm"] for c in iqm]],
+                    fmt="o", capsize=3, color="C0", label="PPO (IQM, 95% CI)")
+        ax.plot(x, [r["best_rule_vs_threshold"] for r in cell], "s", color="C1", label="best rule")
+        if any(r["planner_vs_threshold"] is not None for r in cell):
+            ax.plot(x, [np.nan if r["planner_vs_threshold"] is None else r["planner_vs_threshold"] for r in cell],
+                    "^", color="C2", label="planner")
+        ax.plot(x + 0.15, [r["oracle_vs_threshold"] for r in cell], "*", color="C3", label="oracle")
+        values = [c["ci_low"] for c in iqm] + [c["ci_high"] for c in iqm] + [r["oracle_vs_threshold"] for r in cell]
+        ratio_axis(ax, min(values), max(values), "score / PAPI's recalibrated rule")
+        if variant == "kernel":
+            ax.axhline(TARGETS["kernel"][1], color="0.4", ls=":", lw=0.8)
+        ax.set_xticks(x, [r["system"].replace(" on ", "\non ") for r in cell], rotation=30, ha="right", fontsize=7)
+        ax.set_title(f"{variant}, {objective}")
+    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_legend_handles_labels()[0]}
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles), fontsize=8,
+               bbox_to_anchor=(0.5, -0.2))
+    fig.suptitle(f"Zero-shot on held-out systems: PPO trained on {record['train_size']} drawn systems, "
+                 f"{record['seeds']} seeds, {record['episodes']} paired episodes each")
+    save_figure(fig, path)
+    plt.close(fig)
+
+
 def to_markdown(rows: list[dict[str, Any]], seeds: int, steps: int | None, episodes: int, train_size: int) -> str:
     table = []
     for r in rows:
@@ -248,9 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         md += markdown_table(["cell, target", *[f"{s} steps" for s in curves[0]["steps"]]],
                              [[c["label"], *[f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in
                                              zip(c["mean"], c["min"], c["max"], strict=True)]] for c in curves])
-    write_json(args.out / "transfer.json", record)
-    write_text(args.out / "transfer.md", md)
-    print(md)
+    publish(args.out, "transfer", record, md, plot_zero_shot)
     return 0
 
 
