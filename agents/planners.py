@@ -9,7 +9,6 @@ here. None is a proven bound.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -71,15 +70,12 @@ def serve_greedy(env: Any, p: float) -> np.ndarray:
     admit = min(s.admissible(), env.max_admit)
     if len(s.running) == s.prefilling:  # nothing to decode
         return np.array([int(not env.unit_mask[0]), 0, max(admit, 1) if not len(s.running) else admit])
-    best, best_cost = (0, 0), math.inf
-    for unit in (u for u in (0, 1) if env.unit_mask[u]):
-        for tlp in range(1, env.max_tlp + 1):
-            plan = s.plan(UNITS[unit], tlp, admit)  # (paged KV never preempts the oldest decoding request)
-            expected = plan.rlp * (tlp if p >= 1.0 else (1 - p**tlp) / (1 - p))
-            cost = (plan.decode_j if env.reward_kind == "energy" else plan.decode_s) / expected
-            if cost < best_cost:
-                best, best_cost = (unit, tlp - 1), cost
-    return np.array([best[0], best[1], admit])
+    units = [u for u in (0, 1) if env.unit_mask[u]]
+    plans = s.plan_all([UNITS[u] for u in units], env.max_tlp, admit)  # (paged KV never preempts the oldest)
+    per_request = np.array([tlp if p >= 1.0 else (1 - p**tlp) / (1 - p) for tlp in range(1, env.max_tlp + 1)])
+    cost = (plans.decode_j if env.reward_kind == "energy" else plans.decode_s) / (plans.rlp * per_request)
+    k, tlp_index = divmod(int(np.argmin(cost)), env.max_tlp)  # the first of equal costs, units then TLPs
+    return np.array([units[k], tlp_index, admit])
 
 
 def serve_oracle(env: Any) -> np.ndarray:

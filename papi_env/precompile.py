@@ -29,6 +29,8 @@ def precompile() -> float:
         env.step(env.action_space.sample())
         if env_id in papi_env.ENV_IDS:  # the static variants' one-step pricing
             env.unwrapped.step_objective(env.action_space.sample())
+        if hasattr(env.unwrapped, "server"):  # the serving planners' candidate pricing
+            env.unwrapped.server.plan_all(["gpu"], 2, 1)
         vec = gym.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point")
         vec.reset(seed=0)
         vec.step(np.stack([env.action_space.sample()] * 2))

@@ -405,6 +405,14 @@ class OnlineServer:
                                 float(p[sk.P_PREFILL_S]), float(p[sk.P_PREFILL_J]), float(p[sk.P_DECODE_S]),
                                 float(p[sk.P_DECODE_J]))
 
+    def plan_all(self, fc_units: list[str], max_tlp: int, admit: int) -> PlannedIteration:
+        """:meth:`plan` of every unit in ``fc_units`` and TLP 1..``max_tlp`` in one call (what a
+        planner that compares them needs): the same fields, each an array indexed [unit, TLP - 1]."""
+        g = self.engine.plan_grid(self.i, [UNITS.index(u) for u in fc_units], int(max_tlp), int(admit))
+        return PlannedIteration(g[..., sk.P_DECODED].astype(np.int64), g[..., sk.P_ADMIT].astype(np.int64),
+                                g[..., sk.P_PREFILL_TOKENS].astype(np.int64), g[..., sk.P_PREFILL_S],
+                                g[..., sk.P_PREFILL_J], g[..., sk.P_DECODE_S], g[..., sk.P_DECODE_J])
+
     # -------------------------------------------------------------------------- one iteration
     def iteration(self, fc_unit: str, tlp: int, admit: int) -> IterationRecord:
         """Admit up to ``admit`` queued requests (FCFS, as many as fit; at least one when nothing

@@ -189,6 +189,17 @@ class ServeEngine:
             self.fill(np.array([i]))
         return self.plan[i].copy()
 
+    def plan_grid(self, i: int, units: list[int], max_tlp: int, admit: int) -> np.ndarray:
+        """plan_next for every FC unit in ``units`` and TLP 1..``max_tlp`` at once: an array
+        (len(units), max_tlp, P fields), [k, t - 1] the plan of (units[k], t)."""
+        self.fit_tlp(max_tlp)
+        grid = np.empty((len(units), max_tlp, self.plan.shape[1]))
+        while not sk.price_grid(i, np.asarray(units, dtype=np.int64), max_tlp, admit, self.req, self.srv, self.running,
+                                self.lists, self.decode_table, self.prefill_table, self.fc_table, self.missing,
+                                self.plan, grid):
+            self.fill(np.array([i]))
+        return grid
+
     def fork(self, i: int, copies: int, hindsight: bool = True, acceptance_rate: float | None = None,
              key: int = 0) -> ServeEngine:
         """An engine of ``copies`` servers, each a copy of server i now, sharing this engine's cost

@@ -351,6 +351,22 @@ def price(i: int, unit: int, tlp: int, admit: int, req: np.ndarray, srv: np.ndar
 
 
 @nb.njit(cache=True)
+def price_grid(i: int, units: np.ndarray, max_tlp: int, admit: int, req: np.ndarray, srv: np.ndarray,
+               running: np.ndarray, lists: np.ndarray, decode_table: np.ndarray, prefill_table: np.ndarray,
+               fc_table: np.ndarray, missing: np.ndarray, plan: np.ndarray, grid: np.ndarray) -> bool:
+    """:func:`price` of server i for every FC unit in ``units`` and TLP 1..``max_tlp``, each plan
+    into ``grid[k, tlp - 1]`` (a planner's candidates in one call). False, with the entry listed in
+    ``missing[i]``, when a cost-table entry is missing."""
+    for k in range(len(units)):
+        for tlp in range(1, max_tlp + 1):
+            if not price(i, units[k], tlp, admit, req, srv, running, lists, decode_table, prefill_table, fc_table,
+                         missing, plan):
+                return False
+            grid[k, tlp - 1, :] = plan[i, :]
+    return True
+
+
+@nb.njit(cache=True)
 def iterate(i: int, unit: int, tlp: int, admit: int, req: np.ndarray, srv: np.ndarray, running: np.ndarray,
             keys: np.ndarray, decode_table: np.ndarray, prefill_table: np.ndarray, fc_table: np.ndarray,
             out: np.ndarray, lists: np.ndarray, missing: np.ndarray, plan: np.ndarray) -> bool:

@@ -145,6 +145,23 @@ def test_chunked_prefill_by_hand():
     assert server.request_metrics()["ttft_s"][1] == pytest.approx(r3.end_s - 1e-9, rel=1e-12)
 
 
+@pytest.mark.parametrize("option", list(SERVER_OPTIONS))
+def test_plan_all_prices_every_candidate_as_plan_does(option):
+    """OnlineServer.plan_all (one kernel call for a planner's candidates) gives, at every (unit,
+    TLP), the fields plan gives, along a served workload under each server option."""
+    w = sample_workload(24.0, 40, "general-qa", np.random.default_rng(4))
+    server = OnlineServer(PAPI, w, acceptance_rate=0.7, rng=np.random.default_rng(5), **SERVER_OPTIONS[option])
+    step = 0
+    while not server.done:
+        admit = step % 5
+        grid = server.plan_all(["pim", "gpu"], 4, admit)
+        for k, unit in enumerate(("pim", "gpu")):
+            for tlp in range(1, 5):
+                assert tuple(f[k, tlp - 1] for f in grid) == tuple(server.plan(unit, tlp, admit))
+        server.iteration("gpu" if step % 3 else "pim", 1 + step % 4, admit)
+        step += 1
+
+
 def test_an_idle_server_admits_a_request_inside_the_paged_watermark():
     """Paged KV keeps a watermark free at admission, but a server with nothing running admits the
     head of the queue even when its blocks reach into the watermark (it fits the cache)."""
