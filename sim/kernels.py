@@ -17,6 +17,7 @@ import numba as nb
 import numpy as np
 
 from hardware.cost_tables import ALL_FC
+from sim import jit_cache
 from sim.random_streams import (
     ACCEPT_STREAM,
     DRIFT_STREAM,
@@ -27,6 +28,8 @@ from sim.random_streams import (
     STREAM_BITS,
     UNIT,
 )
+
+jit_cache.ensure_fresh()  # before any kernel loads from numba's cache: caches of changed sources are dropped
 
 FC_ALL, FC_PER_KERNEL, FC_SPLIT = 0, 1, 2  # how an action places FC: all kernels on one unit, per kernel, split
 TABLE_FC, TABLE_FIXED, TABLE_SPLIT = 0, 1, 2  # which table a missing entry belongs to
@@ -182,6 +185,7 @@ def normal_at(key: np.uint64, iteration: int, slot: int, stream: int) -> float:
     u2 = uniform_at(key, iteration, slot, stream + 1)
     return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
 
+jit_cache.ensure_fresh()  # before any kernel loads from numba's cache: stale caches of changed sources go
 
 @nb.njit(cache=True)
 def expected_gain(p: float, tlp: int) -> float:
