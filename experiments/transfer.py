@@ -78,7 +78,47 @@ def evaluate_cell(variant: str, objective: str, member: Member, agents: list[str
     measured = np.mean(row["agents_vs_threshold"] if reference == "threshold" else row["agents_vs_best_rule"])
     row["target"] = f">= {goal} x {reference}"
     row["target_met"] = bool(measured >= goal)
+    if variant == "kernel" and not row["target_met"]:  # what the agents got wrong, against the crossover
+        row["placement_vs_crossover"] = placement_vs_crossover(member, objective, agents, episodes, base_kwargs)
     return row
+
+
+def placement_vs_crossover(member: Member, objective: str, agents: list[str], episodes: int,
+                           base_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Where a kernel-variant agent's placement departs from the crossover: on the held-out
+    episodes, each policy's share of FC kernels on the GPUs over the iterations whose RLP x TLP is
+    below PAPI's calibrated crossover alpha (for the objective) and over those at or above it, for
+    each agent (per seed), the oracle and PAPI's rule. An agent that crosses over too early puts
+    FC on the GPUs below alpha; one that crosses too late keeps it on FC-PIM above."""
+    import gymnasium as gym
+
+    from agents.policies import make_policy
+    from papi_env.schedule_env import decode_parallelism
+
+    env = gym.make(VARIANTS["kernel"], **base_kwargs, system=member.system, model=member.model,
+                   hardware_features=True, reward=objective)
+    alpha = env.unwrapped.alpha()
+    shares = {}
+    for name in ["threshold", "oracle", *agents]:
+        policy = make_policy(name, env=env)
+        gpu, steps = np.zeros(2), np.zeros(2)
+        for seed in evaluate.eval_seeds(episodes, 0):
+            if hasattr(policy, "bind"):
+                policy.bind(env.unwrapped)
+            obs, _ = env.reset(seed=seed)
+            done = False
+            while not done:
+                rlp, tlp = decode_parallelism(obs)
+                above = int(rlp * tlp >= alpha)
+                action, _ = policy.predict(obs, deterministic=True)
+                obs, _, terminated, truncated, info = env.step(action)
+                gpu[above] += info["gpu_share"]
+                steps[above] += 1
+                done = terminated or truncated
+        label = "PAPI's rule" if name == "threshold" else name if name == "oracle" else f"PPO seed {agents.index(name)}"
+        shares[label] = [float(g / n) if n else None for g, n in zip(gpu, steps, strict=True)]
+    env.close()
+    return {"alpha": int(alpha), "iterations_below_alpha": float(steps[0] / steps.sum()), "fc_gpu_share": shares}
 
 
 FEW_SHOT_EVALS = 4  # [D] validations along a fine-tuning run: the points of a few-shot curve
@@ -211,7 +251,26 @@ def to_markdown(rows: list[dict[str, Any]], seeds: int, steps: int | None, episo
             "(kernel: PAPI's rule; spec: the best rule). GPU share and mean TLP: the agents' / the oracle's.\n\n"
             + markdown_table(["variant", "objective", "system", "best rule", "best rule / PAPI", "oracle / PAPI",
                               "planner / PAPI", "PPO / PAPI", "PPO / best rule", "PPO IQM [95% CI]",
-                              "GPU share PPO / oracle", "mean TLP PPO / oracle", "target"], table))
+                              "GPU share PPO / oracle", "mean TLP PPO / oracle", "target"], table)
+            + placement_markdown(rows))
+
+
+def placement_markdown(rows: list[dict[str, Any]]) -> str:
+    """The placement-versus-crossover table of the kernel rows that miss their target ('' if none)."""
+    missed = [r for r in rows if "placement_vs_crossover" in r]
+    if not missed:
+        return ""
+    lines = []
+    for r in missed:
+        d = r["placement_vs_crossover"]
+        for policy, (below, above) in d["fc_gpu_share"].items():
+            lines.append([f"{r['objective']}, {r['system']}", d["alpha"], f"{d['iterations_below_alpha']:.2f}", policy,
+                          "-" if below is None else f"{below:.2f}", "-" if above is None else f"{above:.2f}"])
+    return ("\n\n## Where the kernel agents fall short: FC on the GPUs below and above PAPI's crossover\n\n"
+            "Share of FC kernels on the GPUs over the iterations whose RLP x TLP is below the system's "
+            "calibrated alpha, and over those at or above it (same episodes).\n\n"
+            + markdown_table(["cell", "alpha", "iterations below alpha", "policy", "FC on GPUs below alpha",
+                              "at or above"], lines))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,6 +79,14 @@ def test_transfer_script_end_to_end(tmp_path):
     assert [r["system"] for r in record["rows"]] == [*(m.name for m in named_targets()), "held_out-0"]
     assert all(isinstance(r["target_met"], bool) and len(r["agents_vs_threshold"]) == 1 for r in record["rows"])
     assert "gpt3-175b on papi-h100" in (tmp_path / "transfer.md").read_text()
+    assert (tmp_path / "transfer.png").exists() and (tmp_path / "transfer.pdf").exists()
+    assert not all(r["target_met"] for r in record["rows"])  # 1,024 steps: some miss (deterministic)
+    for row in record["rows"]:  # a miss says where the agent's placement departs from the crossover
+        assert ("placement_vs_crossover" in row) == (not row["target_met"])
+        if not row["target_met"]:
+            shares = row["placement_vs_crossover"]["fc_gpu_share"]
+            assert set(shares) == {"PAPI's rule", "oracle", "PPO seed 0"}
+            assert all(v is None or 0.0 <= v <= 1.0 for pair in shares.values() for v in pair)
 
 
 @pytest.mark.slow
