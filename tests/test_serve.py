@@ -392,6 +392,14 @@ def test_rules_and_summary():
         OnlineServer(gpu.cm, w).iteration("pim", 1, 1)
 
 
+def test_serve_script_refuses_bad_rates_and_arrivals(tmp_path):
+    from experiments import serve
+
+    assert serve.main(["--rates", "-1", "--out", str(tmp_path / "bad")]) == 2
+    assert serve.main(["--arrival", "gamma", "--cv", "0", "--out", str(tmp_path / "bad")]) == 2
+
+
+@pytest.mark.slow
 def test_ppo_trains_on_papiserve_and_the_figure_script_runs(tmp_path):
     """The existing training script trains on PapiServe-v0 (scalar envs in a DummyVecEnv), and
     experiments.serve draws the latency-versus-rate table with the agent on it."""
@@ -419,8 +427,6 @@ def test_ppo_trains_on_papiserve_and_the_figure_script_runs(tmp_path):
     [row] = record["learned_vs_rules"]
     assert row["rate"] == 4.0 and row["vs PAPI rule"]["iqm"] > 0 and row[f"vs {serve.VALIDATED}"]["iqm"] > 0
     assert (tmp_path / "serve" / "serve.png").exists() and "Saturation" in (tmp_path / "serve" / "serve.md").read_text()
-    assert serve.main(["--rates", "-1", "--out", str(tmp_path / "bad")]) == 2
-    assert serve.main(["--arrival", "gamma", "--cv", "0", "--out", str(tmp_path / "bad")]) == 2
 
 
 def test_azure_trace_windows_splits_and_load_scale(tmp_path):
