@@ -11,7 +11,8 @@ Resume policies (``resume``):
 - ``"fail"``: a fresh run; a non-empty run directory is an error (experiments.train's default);
 - ``"overwrite"``: a fresh run; whatever is in the run directory is cleared first;
 - ``"continue"``: keep a finished run as it is (its final model and evaluations exist); continue a
-  killed one from its newest intact checkpoint; start afresh otherwise. Rerunning a script with
+  killed one from its newest intact checkpoint; start afresh otherwise. A run of other settings
+  in the directory (run.json's identity) is an error, found by :func:`check_jobs` before any work. Rerunning a script with
   ``continue`` after a kill finishes exactly the runs that were missing.
 """
 
@@ -104,7 +105,10 @@ def run_jobs(jobs: Sequence[TrainJob], num_cpus: int | None = None, address: str
 
 def check_jobs(jobs: Sequence[TrainJob]) -> None:
     """Resolve every job's configuration and build its env once, before any training: a bad
-    value fails here as a ConfigError naming the job."""
+    value fails here as a ConfigError naming the job. A ``continue`` job whose run directory
+    already holds a run of other settings (run.json's identity: everything but the number of
+    steps) fails here as a RunDirError naming the keys: it would otherwise be kept, or resumed, as
+    if it were this job's."""
     seen: set[tuple] = set()
     for job in jobs:
         key = (job.algo, job.env_id, job.config_path, repr(sorted(job.env_kwargs.items())),
@@ -112,6 +116,31 @@ def check_jobs(jobs: Sequence[TrainJob]) -> None:
         if key not in seen:
             seen.add(key)
             job.config(build_env=True)
+        if job.resume == "continue":
+            check_recorded_run(job)
+
+
+def check_recorded_run(job: TrainJob) -> None:
+    """RunDirError when ``job``'s run directory holds a run.json of another experiment than the
+    job's. The number of steps is not compared: a kept run is reused at its own (run.json says how
+    many), as a study re-evaluating its agents without repeating --total-timesteps expects."""
+    import json
+
+    from experiments.run_records import RunDirError, identity_differences, run_identity
+
+    record_path = job.run_dir / "run.json"
+    if not record_path.is_file():
+        return
+    try:
+        record = json.loads(record_path.read_text())
+        old = record["identity"]
+    except (ValueError, KeyError):
+        raise RunDirError(f"job {job.name}: {record_path} is not a papi-gym run record (no identity)") from None
+    diff = identity_differences(old, run_identity(job.algo, job.env_id, job.config(), job.seed))
+    if diff:
+        shown = [d if len(d) <= 240 else d[:240] + " ...)" for d in diff]  # a population is long
+        raise RunDirError(f"job {job.name}: {job.run_dir} holds a run of other settings, which --reuse would keep: "
+                          + "; ".join(shown) + ". Use another --out, or drop --reuse to train afresh")
 
 
 def add_training_arguments(parser: Any, what: str) -> None:

@@ -334,7 +334,12 @@ def main(argv: list[str] | None = None) -> int:
         cells = {f"{v}_{o}": [(j, r) for j, r in zip(jobs, runs, strict=True) if j.label == f"{v}_{o}"]
                  for v in args.variants for o in args.objectives}
         ft_jobs = few_shot_jobs(args, cells, named_targets())
-        check_jobs(ft_jobs)
+        try:  # (their starting models exist only now)
+            check_jobs(ft_jobs)
+        except ValueError as err:
+            publish(args.out, "transfer", record, md, plot_zero_shot)
+            print(f"error: {err}\n(the zero-shot results above are written; no fine-tuning ran)", file=sys.stderr)
+            return 2
         curves = few_shot_curves(ft_jobs, run_jobs(ft_jobs, args.num_cpus, args.address))
         zero_shot = {f"{r['variant']}_{r['objective']}_{slug(r['system'])}": float(np.mean(r["agents_vs_threshold"]))
                      for r in rows}

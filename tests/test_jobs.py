@@ -54,6 +54,13 @@ def test_continue_keeps_a_finished_run_and_overwrite_retrains(tmp_path):
         jobs.run_job(jobs.TrainJob("ppo", ENV, 0, str(tmp_path), 128, overrides=tiny, resume="fail"))
     again = jobs.run_job(jobs.TrainJob("ppo", ENV, 0, str(tmp_path), 128, overrides=tiny, resume="overwrite"))
     assert json.loads((again / "evaluations.json").read_text()) == json.loads((run / "evaluations.json").read_text())
+    # continue keeps a finished run only if it is this job's: other settings (not steps) are refused up front
+    jobs.check_jobs([job])
+    other_env = jobs.TrainJob("ppo", ENV, 0, str(tmp_path), 128, env_kwargs={"model": "gpt3-175b"}, overrides=tiny,
+                              resume="continue")
+    with pytest.raises(ValueError, match=r"other settings.*config\.env_kwargs\.model"):
+        jobs.check_jobs([other_env])
+    jobs.check_jobs([jobs.TrainJob("ppo", ENV, 0, str(tmp_path), 256, overrides=tiny, resume="continue")])
 
 
 def test_two_jobs_may_not_share_a_run_directory(tmp_path):
