@@ -12,8 +12,9 @@ Resume policies (``resume``):
 - ``"overwrite"``: a fresh run; whatever is in the run directory is cleared first;
 - ``"continue"``: keep a finished run as it is (its final model and evaluations exist); continue a
   killed one from its newest intact checkpoint; start afresh otherwise. A run of other settings
-  in the directory (run.json's identity) is an error, found by :func:`check_jobs` before any work. Rerunning a script with
-  ``continue`` after a kill finishes exactly the runs that were missing.
+  in the directory (run.json's identity) is an error, found by :func:`check_jobs` before any
+  work. Rerunning a script with ``continue`` after a kill finishes exactly the runs that were
+  missing.
 """
 
 from __future__ import annotations
