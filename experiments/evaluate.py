@@ -46,8 +46,10 @@ def eval_seeds(episodes: int, seed: int) -> list[int]:
     return [EVAL_SEED_BASE + 1000 * seed + i for i in range(episodes)]
 
 
-def run_episode(env: gym.Env, policy: Any, seed: int) -> dict[str, float]:
-    """One episode; returns its totals."""
+def run_episode(env: gym.Env, policy: Any, seed: int,
+                on_step: Callable[[np.ndarray, dict[str, Any]], None] | None = None) -> dict[str, float]:
+    """One episode; returns its totals. ``on_step(obs, info)``, if given, sees every step: the
+    observation the action was chosen on and the step's info (for per-step analyses)."""
     if hasattr(policy, "bind"):
         policy.bind(env)
     discrete = isinstance(env.action_space, spaces.Discrete)
@@ -57,7 +59,10 @@ def run_episode(env: gym.Env, policy: Any, seed: int) -> dict[str, float]:
     state, episode_start = None, True
     while True:
         action, state = policy.predict(obs, state=state, episode_start=np.array([episode_start]), deterministic=True)
+        seen = obs
         obs, _, terminated, truncated, info = env.step(int(action) if discrete else action)
+        if on_step is not None:
+            on_step(seen, info)
         episode_start = False
         steps += 1
         gpu += info.get("gpu_share", info.get("placement") == "gpu")

@@ -102,19 +102,15 @@ def placement_vs_crossover(member: Member, objective: str, agents: list[str], ep
     for name in ["threshold", "oracle", *agents]:
         policy = make_policy(name, env=env)
         gpu, steps = np.zeros(2), np.zeros(2)
+
+        def tally(obs: np.ndarray, info: dict[str, Any], gpu: np.ndarray = gpu, steps: np.ndarray = steps) -> None:
+            rlp, tlp = decode_parallelism(obs)
+            above = int(rlp * tlp >= alpha)
+            gpu[above] += info["gpu_share"]
+            steps[above] += 1
+
         for seed in evaluate.eval_seeds(episodes, 0):
-            if hasattr(policy, "bind"):
-                policy.bind(env.unwrapped)
-            obs, _ = env.reset(seed=seed)
-            done = False
-            while not done:
-                rlp, tlp = decode_parallelism(obs)
-                above = int(rlp * tlp >= alpha)
-                action, _ = policy.predict(obs, deterministic=True)
-                obs, _, terminated, truncated, info = env.step(action)
-                gpu[above] += info["gpu_share"]
-                steps[above] += 1
-                done = terminated or truncated
+            evaluate.run_episode(env, policy, seed, on_step=tally)
         label = "PAPI's rule" if name == "threshold" else name if name == "oracle" else f"PPO seed {agents.index(name)}"
         shares[label] = [float(g / n) if n else None for g, n in zip(gpu, steps, strict=True)]
     env.close()
