@@ -125,18 +125,11 @@ def check_recorded_run(job: TrainJob) -> None:
     """RunDirError when ``job``'s run directory holds a run.json of another experiment than the
     job's. The number of steps is not compared: a kept run is reused at its own (run.json says how
     many), as a study re-evaluating its agents without repeating --total-timesteps expects."""
-    import json
+    from experiments.run_records import RunDirError, identity_differences, recorded_identity, run_identity
 
-    from experiments.run_records import RunDirError, identity_differences, run_identity
-
-    record_path = job.run_dir / "run.json"
-    if not record_path.is_file():
+    old = recorded_identity(job.run_dir)
+    if old is None:
         return
-    try:
-        record = json.loads(record_path.read_text())
-        old = record["identity"]
-    except (ValueError, KeyError):
-        raise RunDirError(f"job {job.name}: {record_path} is not a papi-gym run record (no identity)") from None
     diff = identity_differences(old, run_identity(job.algo, job.env_id, job.config(), job.seed))
     if diff:
         shown = [d if len(d) <= 240 else d[:240] + " ...)" for d in diff]  # a population is long

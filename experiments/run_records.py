@@ -117,17 +117,24 @@ def tensorboard_logger(run_dir: Path, purge_step: int | None) -> Any:
     return Logger(folder=str(tb), output_formats=[fmt])
 
 
+def recorded_identity(run_dir: Path) -> dict | None:
+    """The identity in ``run_dir``'s run.json (None without one); RunDirError if it has none."""
+    record = run_dir / "run.json"
+    if not record.is_file():
+        return None
+    try:
+        return json.loads(record.read_text())["identity"]
+    except (ValueError, KeyError):
+        raise RunDirError(f"{record} is not a papi-gym run record (no identity)") from None
+
+
 def prepare_run_dir(run_dir: Path, identity: dict, resume: bool, overwrite: bool) -> None:
     """Refuse to mix runs: a fresh run needs an empty directory (or ``overwrite``, which clears
     it); a resumed run needs the same identity as the one recorded in run.json."""
     if resume:
-        record = run_dir / "run.json"
-        if not record.is_file():
+        old = recorded_identity(run_dir)
+        if old is None:
             raise RunDirError(f"--resume: {run_dir} has no run.json; nothing to resume")
-        try:
-            old = json.loads(record.read_text())["identity"]
-        except (ValueError, KeyError):
-            raise RunDirError(f"--resume: {record} is not a papi-gym run record (no identity)") from None
         diff = identity_differences(old, identity)
         if diff:
             raise RunDirError(f"--resume: {run_dir} was trained with different settings: " + "; ".join(diff))
